@@ -1,0 +1,96 @@
+"""``eqdiff`` command line: one sub-command per pipeline stage, each a thin door to ``eqdiff.stages.<name>``.
+
+Every stage module exposes ``add_arguments(parser)`` and ``run(args, params)``; the DVC stage and the Prefect
+task call the same ``run`` (DESIGN §3). ``--params`` names the params file (default ``params.yaml`` when it
+exists) and ``-S section.key=value`` overrides a value as ``dvc exp run -S`` does. User errors
+(``EqDiffError``) print one line and exit with status 2, never a traceback (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from eqdiff.errors import EqDiffError
+
+STAGES: dict[str, str] = {
+    "masks": "subject masks (u2netp | grounded-sam | files) and an overlay sheet",
+    "augment": "a seeded, fixed set of reference views per photo",
+    "bands": "FFT band images and their VAE posterior parameters, cached",
+    "prior": "class images for prior preservation",
+    "train": "fine-tune a concept (FDTE + MGDP + RRA)",
+    "generate": "sample images of a concept for prompts",
+    "evaluate": "CLIP-T, CLIP-I and DINO-I of generated images",
+    "report": "tables, trade-off plot and an HTML gallery",
+}
+
+
+def apply_cli_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides to a raw params mapping (unknown keys fail later, loudly)."""
+    from eqdiff.config import ConfigError, parse_override
+
+    params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in params.items()}
+    for text in overrides:
+        dotted, value = parse_override(text)
+        section, _, key = dotted.partition(".")
+        target = params.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{dotted}: section {section!r} is not a mapping")
+        target[key] = value
+    return params
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eqdiff", description="Equilibrated Diffusion pipeline stages.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name, help_text in STAGES.items():
+        stage_parser = sub.add_parser(name, help=help_text, description=help_text)
+        stage_parser.add_argument("--params", type=Path, default=None,
+                                  help="params YAML (default: params.yaml if it exists)")
+        stage_parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
+                                  metavar="SECTION.KEY=VALUE", help="override one parameter (repeatable)")
+        importlib.import_module(f"eqdiff.stages.{name}").add_arguments(stage_parser)
+    return parser
+
+
+def configure_runtime() -> None:
+    """Quiet third-party chatter and use all cores without oversubscribing small CPU machines."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import torch
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    configure_runtime()
+    try:
+        from eqdiff.config import load_params
+
+        params_path = args.params or (Path("params.yaml") if Path("params.yaml").is_file() else None)
+        params = load_params(params_path) if params_path else {}
+        params = apply_cli_overrides(params, args.overrides)
+        importlib.import_module(f"eqdiff.stages.{args.stage}").run(args, params)
+    except EqDiffError as exc:
+        print(f"eqdiff {args.stage}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"eqdiff {args.stage}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
