@@ -183,3 +183,38 @@ def encode_prompt(text_encoder: CLIPTextModel, input_ids: torch.Tensor, placehol
                                 past_key_values=None)
     encoded = text_encoder.encoder(inputs_embeds=hidden, attention_mask=causal, is_causal=True)
     return text_encoder.final_layer_norm(encoded.last_hidden_state)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# VAE posterior parameters of the three images of each target (cached by the ``bands`` stage).
+
+
+@torch.no_grad()
+def encode_posterior(vae, images: torch.Tensor, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """VAE posterior parameters of (B, 3, H, W) images in [-1, 1]: (mean, logvar), each (B, 4, h, w) float32.
+
+    Unscaled (multiply a sample by ``vae.config.scaling_factor`` to get SD latents). The posterior of a fixed
+    image is deterministic, so it is computed once and sampled every step (DESIGN §4.1).
+    """
+    means, logvars = [], []
+    for chunk in images.split(batch_size):
+        dist = vae.encode(chunk.to(device=vae.device, dtype=vae.dtype)).latent_dist
+        means.append(dist.mean.float().cpu())
+        logvars.append(dist.logvar.float().cpu())
+    return torch.cat(means), torch.cat(logvars)
+
+
+def band_posteriors(vae, targets: torch.Tensor, config: FdteConfig) -> dict[str, torch.Tensor]:
+    """Posterior (mean, logvar) of the FULL, LOW and HIGH image of each target.
+
+    Args:
+        targets: (N, 3, H, W) float in [-1, 1] (preprocessed training targets).
+    Returns:
+        ``{"full_mean", "full_logvar", "low_mean", "low_logvar", "high_mean", "high_logvar"}``, each
+        (N, 4, h, w) float32 on CPU. LOW/HIGH images are fed to the VAE as they are (no clamping, official).
+    """
+    low, high = band_images(targets, config)
+    out = {}
+    for name, images in (("full", targets), ("low", low), ("high", high)):
+        out[f"{name}_mean"], out[f"{name}_logvar"] = encode_posterior(vae, images)
+    return out

@@ -1,0 +1,252 @@
+"""RRA: residual reference attention (paper §4.3, Eq. 8-10; DESIGN §4.3), its losses, and the cross-attention K/V.
+
+Everything enters the UNet through attention processors installed with ``unet.set_attn_processor`` (STYLE rule 2):
+
+* ``ReferenceBank`` — one explicit, typed object per call. In ``WRITE`` mode (the reference pass: the same UNet,
+  stock behaviour everywhere) each mid+up self-attention layer stores the hidden states entering it (the block's
+  norm1 output, F^r). In ``READ`` mode (the main pass) the RRA layers read them; reading an unfilled bank raises.
+  ``OFF`` = no reference (plain Custom Diffusion + injected text). It also collects the attention maps L_ra and
+  L_ca need, on their 1/32-resolution layers only.
+* ``RRAAttnProcessor`` (mid+up ``attn1``): SA = attn(q, W_k x, W_v x); RA = attn(q, W_k^res F^r, W_v^res F^r);
+  out = H_r([RA ; SA]) with H_r: Linear(2d → d+1) zero-initialised; F_RA = out[..., :d],
+  M^f = clamp(out[..., d], 0, 1); result = W_o(SA) ⊙ (1 − M^f) + F_RA ⊙ M^f. At init it equals the stock output
+  bit for bit. (The official code also detaches spatial token 0's K/V here, a Custom-Diffusion leftover that only
+  changes gradients; we do not.)
+* ``CustomDiffusionAttnProcessor`` (every ``attn2``): trainable K/V initialised from the frozen ones, the key and
+  value of text token 0 detached (Custom Diffusion); stock K/V in the reference pass.
+
+Trainable parameters carry the suffixes ``_custom_diffusion`` and ``_res``, so selecting, saving and loading
+them is a name filter (``trainable_state_dict``).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from torch import nn
+
+TRAINABLE_SUFFIXES = ("_custom_diffusion", "_res")
+RRA_PREFIXES = ("mid_block.", "up_blocks.")
+LOSS_BLOCK_RA = ("up_blocks.1.",)
+"""L_ra layers: the up block at 1/32 of the image side (16×16 at 512 px; official ``up_blocks.1``)."""
+LOSS_BLOCKS_CA = ("down_blocks.2.", "up_blocks.1.")
+"""L_ca layers: the cross-attention at 1/32 of the image side in down_blocks.2 and up_blocks.1 (official)."""
+
+
+class BankMode(enum.Enum):
+    OFF = "off"
+    WRITE = "write"
+    READ = "read"
+
+
+@dataclass
+class ReferenceBank:
+    """Per-call reference features and recorded attention maps, filled by the pipeline, read by processors."""
+
+    mode: BankMode = BankMode.OFF
+    record_maps: bool = False
+    """Record L_ra / L_ca maps during READ/OFF passes (training only)."""
+    features: dict[str, torch.Tensor] = field(default_factory=dict)
+    reference_maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    """layer -> (B, heads, N, N_ref) reference-attention probabilities."""
+    cross_maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    """layer -> (B, heads, N, L) cross-attention probabilities."""
+
+    def write(self, layer: str, hidden_states: torch.Tensor) -> None:
+        self.features[layer] = hidden_states
+
+    def read(self, layer: str, batch_size: int) -> torch.Tensor:
+        if layer not in self.features:
+            raise RuntimeError(f"reference features for {layer} were not written: run the reference pass first")
+        features = self.features[layer]
+        if features.shape[0] != batch_size:
+            raise RuntimeError(f"{layer}: {features.shape[0]} reference rows for a batch of {batch_size}")
+        return features
+
+    def clear(self) -> None:
+        self.features.clear()
+        self.reference_maps.clear()
+        self.cross_maps.clear()
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    batch, tokens, channels = x.shape
+    return x.view(batch, tokens, heads, channels // heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    batch, heads, tokens, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+
+
+def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+            explicit: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-head attention on (B, heads, N, d_h) tensors; explicit probabilities only when asked for."""
+    if not explicit:
+        return F.scaled_dot_product_attention(query, key, value), None
+    scores = query.float() @ key.float().transpose(-1, -2) / math.sqrt(query.shape[-1])
+    probs = scores.softmax(dim=-1)
+    return (probs @ value.float()).to(query.dtype), probs
+
+
+def _check_sd_attention(attn: Attention, name: str) -> None:
+    stock = attn.group_norm is None and attn.spatial_norm is None and not attn.residual_connection
+    if not stock or attn.rescale_output_factor != 1.0 or attn.norm_q is not None or attn.norm_cross:
+        raise ValueError(f"{name}: not an SD v1.x transformer attention layer; EqDiff processors do not apply")
+
+
+class CustomDiffusionAttnProcessor(nn.Module):
+    """Cross-attention with trainable K/V (Custom Diffusion), stock K/V during the reference pass."""
+
+    def __init__(self, attn: Attention, name: str, bank: ReferenceBank):
+        super().__init__()
+        _check_sd_attention(attn, name)
+        self.name, self.bank = name, bank
+        self.record = name.startswith(LOSS_BLOCKS_CA)
+        self.to_k_custom_diffusion = nn.Linear(attn.to_k.in_features, attn.to_k.out_features, bias=False)
+        self.to_v_custom_diffusion = nn.Linear(attn.to_v.in_features, attn.to_v.out_features, bias=False)
+        with torch.no_grad():
+            self.to_k_custom_diffusion.weight.copy_(attn.to_k.weight)
+            self.to_v_custom_diffusion.weight.copy_(attn.to_v.weight)
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor,
+                 encoder_hidden_states: torch.Tensor | None = None, attention_mask=None, temb=None,
+                 **kwargs) -> torch.Tensor:
+        assert encoder_hidden_states is not None and attention_mask is None
+        query = attn.to_q(hidden_states)
+        if self.bank.mode == BankMode.WRITE:
+            key, value = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
+        else:
+            weight_dtype = self.to_k_custom_diffusion.weight.dtype
+            context = encoder_hidden_states.to(weight_dtype)
+            key = self.to_k_custom_diffusion(context).to(query.dtype)
+            value = self.to_v_custom_diffusion(context).to(query.dtype)
+            # Custom Diffusion: no gradient through the BOS token's key/value (it dominates attention mass).
+            detach = torch.ones_like(key)
+            detach[:, :1] = 0.0
+            key = detach * key + (1 - detach) * key.detach()
+            value = detach * value + (1 - detach) * value.detach()
+        explicit = self.record and self.bank.record_maps and self.bank.mode != BankMode.WRITE
+        out, probs = _attend(_split_heads(query, attn.heads), _split_heads(key, attn.heads),
+                             _split_heads(value, attn.heads), explicit)
+        if probs is not None:
+            self.bank.cross_maps[self.name] = probs
+        return attn.to_out[1](attn.to_out[0](_merge_heads(out)))
+
+
+class RRAAttnProcessor(nn.Module):
+    """Residual reference attention on a mid/up self-attention layer (Eq. 8-9)."""
+
+    def __init__(self, attn: Attention, name: str, bank: ReferenceBank):
+        super().__init__()
+        _check_sd_attention(attn, name)
+        self.name, self.bank = name, bank
+        self.record = name.startswith(LOSS_BLOCK_RA)
+        dim = attn.to_q.out_features
+        self.to_k_res = nn.Linear(attn.to_k.in_features, dim, bias=False)
+        self.to_v_res = nn.Linear(attn.to_v.in_features, dim, bias=False)
+        self.to_out_res = nn.Linear(2 * dim, dim + 1)  # H_r
+        with torch.no_grad():
+            self.to_k_res.weight.copy_(attn.to_k.weight)
+            self.to_v_res.weight.copy_(attn.to_v.weight)
+            self.to_out_res.weight.zero_()
+            self.to_out_res.bias.zero_()
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor,
+                 encoder_hidden_states: torch.Tensor | None = None, attention_mask=None, temb=None,
+                 **kwargs) -> torch.Tensor:
+        assert encoder_hidden_states is None and attention_mask is None
+        if self.bank.mode == BankMode.WRITE:
+            self.bank.write(self.name, hidden_states)
+        heads = attn.heads
+        query = _split_heads(attn.to_q(hidden_states), heads)
+        key = _split_heads(attn.to_k(hidden_states), heads)
+        value = _split_heads(attn.to_v(hidden_states), heads)
+        self_attention = _merge_heads(F.scaled_dot_product_attention(query, key, value))
+        stock_output = attn.to_out[1](attn.to_out[0](self_attention))  # F^g_SA = W_o(SA)
+        if self.bank.mode != BankMode.READ:
+            return stock_output
+        reference = self.bank.read(self.name, hidden_states.shape[0])
+        weight_dtype = self.to_k_res.weight.dtype
+        reference = reference.to(weight_dtype)
+        ref_key = _split_heads(self.to_k_res(reference).to(query.dtype), heads)
+        ref_value = _split_heads(self.to_v_res(reference).to(query.dtype), heads)
+        explicit = self.record and self.bank.record_maps
+        reference_attention, probs = _attend(query, ref_key, ref_value, explicit)
+        if probs is not None:
+            self.bank.reference_maps[self.name] = probs
+        fused = self.to_out_res(torch.cat([_merge_heads(reference_attention), self_attention], dim=-1)
+                                .to(weight_dtype)).to(stock_output.dtype)
+        dim = stock_output.shape[-1]
+        f_ra, gate = fused[..., :dim], fused[..., dim:].clamp(0.0, 1.0)  # F_RA and M^f
+        return stock_output * (1.0 - gate) + f_ra * gate
+
+
+def install_processors(unet: UNet2DConditionModel, bank: ReferenceBank, rra: bool) -> None:
+    """Install Custom Diffusion K/V on all cross-attention layers and, if ``rra``, RRA on mid+up self-attention.
+
+    Down-block self-attention keeps the stock SDPA processor (no RRA modules are built there: the official
+    down-block modules are trained but never used).
+    """
+    modules = dict(unet.named_modules())
+    processors: dict[str, nn.Module | AttnProcessor2_0] = {}
+    for name in unet.attn_processors:
+        attn = modules[name.removesuffix(".processor")]
+        if name.endswith("attn2.processor"):
+            processors[name] = CustomDiffusionAttnProcessor(attn, name, bank)
+        elif rra and name.startswith(RRA_PREFIXES):
+            processors[name] = RRAAttnProcessor(attn, name, bank)
+        else:
+            processors[name] = AttnProcessor2_0()
+    unet.set_attn_processor(processors)
+    device, dtype = unet.device, torch.float32  # trainable weights stay fp32 under autocast
+    for processor in unet.attn_processors.values():
+        if isinstance(processor, nn.Module):
+            processor.to(device=device, dtype=dtype)
+
+
+def trainable_state_dict(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
+    """The processors' trainable tensors, keyed by their UNet parameter names."""
+    return {name: p for name, p in unet.named_parameters() if any(s in name for s in TRAINABLE_SUFFIXES)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Losses on the recorded maps (DESIGN §4.3).
+
+
+def _grid_mask(mask: torch.Tensor, tokens: int) -> torch.Tensor:
+    """(B, 1, H, W) {0,1} mask -> (B, tokens) nearest-resized to the square map grid."""
+    side = math.isqrt(tokens)
+    assert side * side == tokens, "attention maps are expected on a square latent grid"
+    return F.interpolate(mask.float(), size=(side, side), mode="nearest").flatten(1)
+
+
+def reference_attention_loss(bank: ReferenceBank, rows: slice, target_masks: torch.Tensor,
+                             reference_masks: torch.Tensor) -> torch.Tensor:
+    """L_ra: S(p) = Σ_j A(p, j)·M^r(j); mean_p (M^g(p)·S(p) − M^g(p))², averaged over the instance rows.
+
+    A = reference-attention probabilities averaged over the recorded layers and heads. Masks are the raw
+    (undilated) binarised masks, (B_inst, 1, H, W).
+    """
+    maps = torch.stack([m[rows] for m in bank.reference_maps.values()]).mean(dim=(0, 2))  # (B, N, N_ref)
+    m_g = _grid_mask(target_masks, maps.shape[1])
+    m_r = _grid_mask(reference_masks, maps.shape[2])
+    s = torch.einsum("bpj,bj->bp", maps, m_r)
+    return ((m_g * s - m_g) ** 2).mean()
+
+
+def cross_attention_loss(bank: ReferenceBank, rows: slice, token_positions: torch.Tensor,
+                         target_masks: torch.Tensor) -> torch.Tensor:
+    """L_ca: the placeholder's cross-attention map (mean over layers and heads) over its max vs. the mask."""
+    maps = torch.stack([m[rows] for m in bank.cross_maps.values()]).mean(dim=(0, 2))  # (B, N, L)
+    index = token_positions.to(maps.device).view(-1, 1, 1).expand(-1, maps.shape[1], 1)
+    a = maps.gather(2, index).squeeze(2)
+    a = a / a.amax(dim=1, keepdim=True).clamp_min(1e-12)
+    m_g = _grid_mask(target_masks, maps.shape[1])
+    return ((m_g - a) ** 2).mean()
