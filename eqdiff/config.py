@@ -353,6 +353,92 @@ class GenerateConfig(Section):
                    "a positive multiple of 8", self.resolution)
 
 
+def _check_range(section: str, name: str, value: tuple, lowest: float, highest: float) -> None:
+    ok = (len(value) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+          and lowest <= value[0] <= value[1] <= highest)
+    _check(ok, section, name, f"[low, high] with {lowest:g} <= low <= high <= {highest:g}", list(value))
+
+
+@dataclass(frozen=True)
+class AugmentConfig(Section):
+    """Reference views of the instance photos (DESIGN §4.5; official Custom Diffusion zoom rule)."""
+
+    SECTION = "augment"
+    views_per_photo: int = 4
+    """Fixed, seeded reference views materialised per photo."""
+    seed: int = 0
+    """Seed of the views; each photo's views derive from (seed, file stem)."""
+    zoom_out_prob: float = 0.66
+    """Probability of a zoom-out view (else zoom-in), official ~0.66."""
+    zoom_out_scale: tuple[float, float] = (170.0, 512.0)
+    """Zoom-out side range at 512 px (scaled with the image side); the photo is pasted on a grey canvas."""
+    zoom_in_scale: tuple[float, float] = (614.0, 716.0)
+    """Zoom-in side range at 512 px (scaled with the image side); a random crop of the enlarged photo."""
+    hflip: bool = False
+    """Flip each view horizontally with probability 0.5 (off, as official)."""
+    rotation_degrees: float = 0.0
+    """Rotate each view by an angle drawn from U[-r, r] degrees (0 = off, as official)."""
+
+    def validate(self) -> None:
+        _check(self.views_per_photo > 0, "augment", "views_per_photo", "an integer > 0", self.views_per_photo)
+        _check(0.0 <= self.zoom_out_prob <= 1.0, "augment", "zoom_out_prob", "a probability in [0, 1]",
+               self.zoom_out_prob)
+        _check_range("augment", "zoom_out_scale", self.zoom_out_scale, 1.0, 512.0)
+        _check_range("augment", "zoom_in_scale", self.zoom_in_scale, 512.0, 4096.0)
+        _check(0.0 <= self.rotation_degrees <= 180.0, "augment", "rotation_degrees", "degrees in [0, 180]",
+               self.rotation_degrees)
+
+
+@dataclass(frozen=True)
+class PriorConfig(Section):
+    """Class images for prior preservation (DESIGN §4.4; official §1.1)."""
+
+    SECTION = "prior"
+    class_prompt: str = "{}"
+    """Prompt of the generated class images; ``{}`` is replaced by the class noun (official: the noun)."""
+    num_inference_steps: int = 50
+    """DDIM steps per class image."""
+    guidance_scale: float = 7.5
+    """Classifier-free guidance weight (official: the pipeline default 7.5)."""
+    batch_size: int = 4
+    """Class images per pipeline call (official ``--sample_batch_size`` 4)."""
+    seed: int = 0
+    """Base seed; image i gets its own generator seeded from (seed, i), so a resumed run repeats it."""
+    real_images_dir: str | None = None
+    """A folder of real class images to validate and copy instead of generating (null = generate)."""
+
+    def validate(self) -> None:
+        _check(bool(self.class_prompt.strip()), "prior", "class_prompt", "a non-empty prompt",
+               self.class_prompt)
+        for name in ("num_inference_steps", "batch_size"):
+            _check(getattr(self, name) > 0, "prior", name, "an integer > 0", getattr(self, name))
+        _check(self.guidance_scale >= 1.0, "prior", "guidance_scale", "a number >= 1", self.guidance_scale)
+        if self.real_images_dir is not None:
+            _check(bool(self.real_images_dir.strip()), "prior", "real_images_dir", "a folder path or null",
+                   self.real_images_dir)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(Section):
+    """Evaluation models (DESIGN §5): CLIP ViT-B/32 and DINO ViT-S/16 from local directories."""
+
+    SECTION = "evaluate"
+    clip_model: str | None = None
+    """Local transformers directory of CLIP ViT-B/32 (null = seeded random weights, uncalibrated)."""
+    dino_model: str | None = None
+    """Local transformers directory of DINO ViT-S/16 (null = seeded random weights, uncalibrated)."""
+    batch_size: int = 16
+    """Images per forward pass."""
+    seed: int = 0
+    """Seed of the random weights used where a model directory is null."""
+
+    def validate(self) -> None:
+        _check(self.batch_size > 0, "evaluate", "batch_size", "an integer > 0", self.batch_size)
+        for name in ("clip_model", "dino_model"):
+            value = getattr(self, name)
+            _check(value is None or bool(value.strip()), "evaluate", name, "a directory path or null", value)
+
+
 METHOD_SECTIONS: dict[str, type[Section]] = {
     "model": ModelConfig,
     "concept": ConceptConfig,

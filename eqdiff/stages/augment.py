@@ -1,0 +1,30 @@
+"""``eqdiff augment``: a seeded, fixed set of reference views per photo (DESIGN §4.5).
+
+The work is ``eqdiff.augment.augment_subject``.
+
+Reads params sections ``augment`` and ``train`` (``train.resolution``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from eqdiff.augment import augment_subject
+from eqdiff.config import AugmentConfig, TrainConfig
+from eqdiff.data import discover_subject
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--subject-dir", type=Path, required=True, help="folder of the subject's photos")
+    parser.add_argument("--masks", type=Path, required=True, help="folder of the masks (<stem>.png)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (views/, masks/, sheet.png)")
+
+
+def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    config = AugmentConfig.from_mapping(params.get("augment"))
+    train = TrainConfig.from_mapping(params.get("train"))
+    # The class noun is not read by this stage; the folder name stands in for it.
+    subject = discover_subject(args.subject_dir, args.subject_dir.name)
+    augment_subject(subject, args.masks, args.out, train.resolution, config)
