@@ -1,0 +1,38 @@
+"""``eqdiff bands``: band images and their VAE posterior parameters, cached (DESIGN §4.1).
+
+The work is ``eqdiff.bands_cache.compute_band_cache``. Reads params sections ``model``, ``fdte`` (band options
+only: ``shape``, ``colour``, ``output``, ``cutoff_low``, ``cutoff_high``) and ``train`` (``resolution``).
+Runs on CUDA when it is available.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eqdiff.bands_cache import compute_band_cache
+from eqdiff.config import FdteConfig, ModelConfig, TrainConfig
+from eqdiff.data import discover_subject
+from eqdiff.models import load_components
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--subject-dir", type=Path, required=True, help="folder of the subject's photos")
+    parser.add_argument("--masks", type=Path, required=True, help="folder of the masks (<stem>.png)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output folder (bands.safetensors, sheet.png)"
+    )
+
+
+def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    model = ModelConfig.from_mapping(params.get("model"))
+    fdte = FdteConfig.from_mapping(params.get("fdte"))
+    train = TrainConfig.from_mapping(params.get("train"))
+    # The class noun is not read by this stage; the folder name stands in for it.
+    subject = discover_subject(args.subject_dir, args.subject_dir.name)
+    components = load_components(model)
+    components.vae.to("cuda" if torch.cuda.is_available() else "cpu")
+    compute_band_cache(subject, args.masks, args.out, train.resolution, components, fdte)
