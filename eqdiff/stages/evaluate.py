@@ -1,0 +1,26 @@
+"""``eqdiff evaluate``: CLIP-T, CLIP-I, DINO-I of one samples directory (DESIGN §5) -> ``metrics.evaluate``.
+
+Reads params section ``evaluate``. Writes ``--out`` (``metrics.json``, read by ``dvc metrics show/diff`` and
+by ``eqdiff report``) atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from eqdiff.artifacts import write_json
+from eqdiff.config import EvaluateConfig
+from eqdiff.metrics import evaluate
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--samples", type=Path, required=True, help="samples folder of `eqdiff generate`")
+    parser.add_argument("--subject-dir", type=Path, required=True, help="folder of the subject's real photos")
+    parser.add_argument("--out", type=Path, required=True, help="metrics JSON file to write")
+
+
+def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    config = EvaluateConfig.from_mapping(params.get("evaluate"))
+    write_json(args.out, evaluate(args.samples, args.subject_dir, config))
