@@ -1,0 +1,27 @@
+"""``eqdiff prior``: class images for prior preservation (DESIGN §4.4).
+
+The work is ``eqdiff.prior.prepare_class_images``. Reads params sections ``model``, ``prior`` and ``train``
+(``num_class_images``, ``resolution``). The output folder is resumable and must persist between runs: in
+``dvc.yaml`` declare it with ``persist: true``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from eqdiff.config import ModelConfig, PriorConfig, TrainConfig
+from eqdiff.prior import prepare_class_images
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--class-noun", required=True, help="the subject's class noun, e.g. dog or toy")
+    parser.add_argument("--out", type=Path, required=True, help="output folder of NNNN.png class images")
+
+
+def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    model = ModelConfig.from_mapping(params.get("model"))
+    prior = PriorConfig.from_mapping(params.get("prior"))
+    train = TrainConfig.from_mapping(params.get("train"))
+    prepare_class_images(args.class_noun, args.out, train.num_class_images, prior, model, train.resolution)

@@ -1,0 +1,83 @@
+"""Class images for prior preservation (DESIGN §4.4): seeded, batched, resumable generation; real folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from eqdiff.artifacts import ArtifactError
+from eqdiff.config import PriorConfig
+from eqdiff.errors import DataError
+from eqdiff.prior import copy_real_class_images, generate_class_images, load_class_images
+
+FAST = PriorConfig(num_inference_steps=2, batch_size=2, seed=5)
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[bytes, int, int]]:
+    return {
+        p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(directory.iterdir())
+    }
+
+
+def test_generation_is_resumable_with_identical_bytes(tiny_components, tmp_path):
+    out = tmp_path / "prior"
+    paths = generate_class_images(tiny_components, "toy", out, 3, FAST, 64)
+    assert [p.name for p in paths] == ["0000.png", "0001.png", "0002.png"]
+    first = _snapshot(out)
+    pixels = [np.asarray(Image.open(p)) for p in paths]
+    assert all(Image.open(p).size == (64, 64) for p in paths)
+    assert not np.array_equal(pixels[0], pixels[1])  # per-image seeds
+    assert json.loads((out / "prior.json").read_text())["key"]["prompt"] == "toy"
+
+    (out / "0001.png").unlink()  # a run killed after two images, or a user deleting one
+    generate_class_images(tiny_components, "toy", out, 3, FAST, 64)
+    second = _snapshot(out)
+    assert {name: v[0] for name, v in second.items()} == {name: v[0] for name, v in first.items()}
+    for kept in ("0000.png", "0002.png", "prior.json"):  # kept files are not rewritten
+        assert second[kept] == first[kept]
+    assert load_class_images(out, 2) == paths[:2]
+
+
+def test_other_settings_regenerate_and_foreign_images_are_refused(tiny_components, tmp_path):
+    out = tmp_path / "prior"
+    generate_class_images(tiny_components, "toy", out, 2, FAST, 64)
+    before = (out / "0000.png").read_bytes()
+    generate_class_images(tiny_components, "toy", out, 2, PriorConfig(num_inference_steps=2, seed=6), 64)
+    assert (out / "0000.png").read_bytes() != before
+    assert json.loads((out / "prior.json").read_text())["key"]["seed"] == 6
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    Image.new("RGB", (64, 64)).save(foreign / "0000.png")
+    with pytest.raises(ArtifactError, match="without a prior.json"):
+        generate_class_images(tiny_components, "toy", foreign, 2, FAST, 64)
+
+
+def test_real_class_images_are_validated_and_copied(tmp_path):
+    source = tmp_path / "real"
+    source.mkdir()
+    for i, mode in enumerate(["RGB", "L", "RGBA"]):
+        Image.new(mode, (40 + i, 30)).save(source / f"img{i}.png")
+    paths = copy_real_class_images(source, tmp_path / "out", 3)
+    assert [Image.open(p).mode for p in paths] == ["RGB", "RGB", "RGB"]
+    assert Image.open(paths[2]).size == (42, 30)
+    with pytest.raises(DataError, match="found 3 class image"):
+        copy_real_class_images(source, tmp_path / "out2", 4)
+    (source / "img1.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="img1.png"):
+        copy_real_class_images(source, tmp_path / "out3", 3)
+    assert not (tmp_path / "out3").exists()
+
+
+def test_load_class_images_errors(tmp_path):
+    with pytest.raises(ArtifactError, match="prior.json"):
+        load_class_images(tmp_path, 1)
+    (tmp_path / "prior.json").write_text(json.dumps({"key": {}, "images": ["0000.png"]}))
+    with pytest.raises(ArtifactError, match="holds 1 class image"):
+        load_class_images(tmp_path, 2)
+    with pytest.raises(ArtifactError, match="0000.png"):
+        load_class_images(tmp_path, 1)
