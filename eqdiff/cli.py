@@ -46,16 +46,34 @@ def apply_cli_overrides(params: dict[str, Any], overrides: list[str]) -> dict[st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eqdiff", description="Equilibrated Diffusion pipeline stages.")
+    """The top-level parser: a stage name and its arguments (parsed by the stage's own parser)."""
+    stages = "\n".join(f"  {name:<10} {text}" for name, text in STAGES.items())
+    parser = argparse.ArgumentParser(
+        prog="eqdiff",
+        description="Equilibrated Diffusion pipeline stages.",
+        epilog=f"stages:\n{stages}\n\n`eqdiff STAGE --help` lists a stage's arguments.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
-    for name, help_text in STAGES.items():
-        stage_parser = sub.add_parser(name, help=help_text, description=help_text)
-        stage_parser.add_argument("--params", type=Path, default=None,
-                                  help="params YAML (default: params.yaml if it exists)")
-        stage_parser.add_argument("-S", "--set", dest="overrides", action="append", default=[],
-                                  metavar="SECTION.KEY=VALUE", help="override one parameter (repeatable)")
-        importlib.import_module(f"eqdiff.stages.{name}").add_arguments(stage_parser)
+    parser.add_argument("stage", choices=list(STAGES), metavar="STAGE", help="one of: " + ", ".join(STAGES))
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def build_stage_parser(stage: str) -> argparse.ArgumentParser:
+    """A stage's parser; only the chosen stage's module is imported."""
+    parser = argparse.ArgumentParser(prog=f"eqdiff {stage}", description=STAGES[stage])
+    parser.add_argument("--params", type=Path, default=None, help="params YAML (default: params.yaml if it exists)")
+    parser.add_argument(
+        "-S",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one parameter (repeatable)",
+    )
+    importlib.import_module(f"eqdiff.stages.{stage}").add_arguments(parser)
     return parser
 
 
@@ -71,11 +89,13 @@ def configure_runtime() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    top = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if top.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     configure_runtime()
+    args = build_stage_parser(top.stage).parse_args(top.arguments)
+    args.stage = top.stage
     try:
         from eqdiff.config import load_params
 

@@ -121,9 +121,7 @@ class Section:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(mapping) - known)
         if unknown:
-            raise ConfigError(
-                f"{cls.SECTION}.{unknown[0]}: unknown key (known keys: {', '.join(sorted(known))})"
-            )
+            raise ConfigError(f"{cls.SECTION}.{unknown[0]}: unknown key (known keys: {', '.join(sorted(known))})")
         return cls(**mapping)
 
 
@@ -160,8 +158,13 @@ class ConceptConfig(Section):
     """Vocabulary entry (not the BPE of a word) whose embedding row initialises S_LF and S_HF."""
 
     def validate(self) -> None:
-        _check(bool(self.placeholder.strip()) and " " not in self.placeholder, "concept", "placeholder",
-               "a non-empty token without spaces", self.placeholder)
+        _check(
+            bool(self.placeholder.strip()) and " " not in self.placeholder,
+            "concept",
+            "placeholder",
+            "a non-empty token without spaces",
+            self.placeholder,
+        )
 
 
 @dataclass(frozen=True)
@@ -251,10 +254,14 @@ class LossConfig(Section):
 
 VARIANTS: dict[str, dict[str, Any]] = {
     # The paper's ablation (Table 2), as data: each variant is a set of overrides on the full method.
-    "A": {"rra.enabled": False, "losses.reference_attention": 0.0, "losses.cross_attention": 0.0,
-          "fdte.enabled": False, "mgdp.mode": "off"},
-    "B": {"losses.reference_attention": 0.0, "losses.cross_attention": 0.0, "fdte.enabled": False,
-          "mgdp.mode": "off"},
+    "A": {
+        "rra.enabled": False,
+        "losses.reference_attention": 0.0,
+        "losses.cross_attention": 0.0,
+        "fdte.enabled": False,
+        "mgdp.mode": "off",
+    },
+    "B": {"losses.reference_attention": 0.0, "losses.cross_attention": 0.0, "fdte.enabled": False, "mgdp.mode": "off"},
     "C": {"fdte.enabled": False, "mgdp.mode": "off"},
     "D": {"mgdp.mode": "off"},
     "E": {"mgdp.mode": "masked_loss"},
@@ -305,6 +312,8 @@ class TrainConfig(Section):
     """Keep at most this many checkpoints."""
     validation_steps: int = 0
     """Write validation images every N steps (0 = never)."""
+    instance_prompt: str = "photo of a {}"
+    """Training prompt of the subject's photos; ``{}`` is the subject slot (placeholder + class noun)."""
     validation_prompt: str = "a {} on the beach"
     """Validation prompt; ``{}`` is the subject slot (placeholder + class noun)."""
     log_every: int = 1
@@ -319,8 +328,8 @@ class TrainConfig(Section):
         _check(self.resolution % 8 == 0, "train", "resolution", "a multiple of 8", self.resolution)
         _check(self.learning_rate > 0, "train", "learning_rate", "a number > 0", self.learning_rate)
         _check(self.max_grad_norm >= 0, "train", "max_grad_norm", "a number >= 0", self.max_grad_norm)
-        _check("{}" in self.validation_prompt, "train", "validation_prompt", "a prompt with a {} slot",
-               self.validation_prompt)
+        for name in ("instance_prompt", "validation_prompt"):
+            _check("{}" in getattr(self, name), "train", name, "a prompt with a {} slot", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -349,13 +358,21 @@ class GenerateConfig(Section):
         _check(self.guidance_scale >= 1.0, "generate", "guidance_scale", "a number >= 1", self.guidance_scale)
         _check(0.0 <= self.eta <= 1.0, "generate", "eta", "a number in [0, 1]", self.eta)
         if self.resolution is not None:
-            _check(self.resolution % 8 == 0 and self.resolution > 0, "generate", "resolution",
-                   "a positive multiple of 8", self.resolution)
+            _check(
+                self.resolution % 8 == 0 and self.resolution > 0,
+                "generate",
+                "resolution",
+                "a positive multiple of 8",
+                self.resolution,
+            )
 
 
 def _check_range(section: str, name: str, value: tuple, lowest: float, highest: float) -> None:
-    ok = (len(value) == 2 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-          and lowest <= value[0] <= value[1] <= highest)
+    ok = (
+        len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and lowest <= value[0] <= value[1] <= highest
+    )
     _check(ok, section, name, f"[low, high] with {lowest:g} <= low <= high <= {highest:g}", list(value))
 
 
@@ -381,12 +398,18 @@ class AugmentConfig(Section):
 
     def validate(self) -> None:
         _check(self.views_per_photo > 0, "augment", "views_per_photo", "an integer > 0", self.views_per_photo)
-        _check(0.0 <= self.zoom_out_prob <= 1.0, "augment", "zoom_out_prob", "a probability in [0, 1]",
-               self.zoom_out_prob)
+        _check(
+            0.0 <= self.zoom_out_prob <= 1.0, "augment", "zoom_out_prob", "a probability in [0, 1]", self.zoom_out_prob
+        )
         _check_range("augment", "zoom_out_scale", self.zoom_out_scale, 1.0, 512.0)
         _check_range("augment", "zoom_in_scale", self.zoom_in_scale, 512.0, 4096.0)
-        _check(0.0 <= self.rotation_degrees <= 180.0, "augment", "rotation_degrees", "degrees in [0, 180]",
-               self.rotation_degrees)
+        _check(
+            0.0 <= self.rotation_degrees <= 180.0,
+            "augment",
+            "rotation_degrees",
+            "degrees in [0, 180]",
+            self.rotation_degrees,
+        )
 
 
 @dataclass(frozen=True)
@@ -408,14 +431,18 @@ class PriorConfig(Section):
     """A folder of real class images to validate and copy instead of generating (null = generate)."""
 
     def validate(self) -> None:
-        _check(bool(self.class_prompt.strip()), "prior", "class_prompt", "a non-empty prompt",
-               self.class_prompt)
+        _check(bool(self.class_prompt.strip()), "prior", "class_prompt", "a non-empty prompt", self.class_prompt)
         for name in ("num_inference_steps", "batch_size"):
             _check(getattr(self, name) > 0, "prior", name, "an integer > 0", getattr(self, name))
         _check(self.guidance_scale >= 1.0, "prior", "guidance_scale", "a number >= 1", self.guidance_scale)
         if self.real_images_dir is not None:
-            _check(bool(self.real_images_dir.strip()), "prior", "real_images_dir", "a folder path or null",
-                   self.real_images_dir)
+            _check(
+                bool(self.real_images_dir.strip()),
+                "prior",
+                "real_images_dir",
+                "a folder path or null",
+                self.real_images_dir,
+            )
 
 
 @dataclass(frozen=True)
@@ -439,6 +466,82 @@ class EvaluateConfig(Section):
             _check(value is None or bool(value.strip()), "evaluate", name, "a directory path or null", value)
 
 
+class MaskBackend(enum.StrEnum):
+    U2NETP = "u2netp"
+    GROUNDED_SAM = "grounded-sam"
+    FILES = "files"
+
+
+@dataclass(frozen=True)
+class MasksConfig(Section):
+    """Subject masks (DESIGN §2, §4.2): the backend, its thresholds and its local model files."""
+
+    SECTION = "masks"
+    backend: MaskBackend = MaskBackend.U2NETP
+    """``u2netp`` (offline default, shipped in a wheel), ``grounded-sam`` (text-prompted) or ``files``."""
+    threshold: float = 0.5
+    """u2netp: foreground where the min-max-normalised saliency is >= this value."""
+    max_foreground_warn: float = 0.95
+    """A mask covering more than this fraction of its photo is reported as a warning."""
+    files_dir: str | None = None
+    """``files`` backend: folder of the user's masks, ``<photo stem>.png`` (or ``.jpg``) per photo."""
+    grounding_dino_config: str | None = None
+    """``grounded-sam``: local GroundingDINO config file (e.g. ``GroundingDINO_SwinT_OGC.py``)."""
+    grounding_dino_checkpoint: str | None = None
+    """``grounded-sam``: local GroundingDINO checkpoint (``.pth``, loaded with ``weights_only=True``)."""
+    sam_checkpoint: str | None = None
+    """``grounded-sam``: local SAM checkpoint (``.pth`` state dict, loaded with ``weights_only=True``)."""
+    sam_model_type: str = "vit_h"
+    """``grounded-sam``: key of ``segment_anything.sam_model_registry`` matching ``sam_checkpoint``."""
+    text_encoder_dir: str | None = None
+    """``grounded-sam``: local BERT directory (config, vocab) for GroundingDINO's text encoder; never a hub id."""
+    box_threshold: float = 0.35
+    """``grounded-sam``: a box is kept when its best class-noun token probability exceeds this."""
+    text_threshold: float = 0.25
+    """``grounded-sam``: and when at least one class-noun token probability exceeds this."""
+    detection_size: int = 800
+    """``grounded-sam``: short side of GroundingDINO's input in pixels (its own default 800; long side <= 5/3 x)."""
+
+    def validate(self) -> None:
+        _check(0.0 < self.threshold < 1.0, "masks", "threshold", "a number in (0, 1)", self.threshold)
+        _check(
+            0.0 < self.max_foreground_warn <= 1.0,
+            "masks",
+            "max_foreground_warn",
+            "a fraction in (0, 1]",
+            self.max_foreground_warn,
+        )
+        for name in ("box_threshold", "text_threshold"):
+            value = getattr(self, name)
+            _check(0.0 <= value < 1.0, "masks", name, "a probability in [0, 1)", value)
+        _check(self.detection_size >= 32, "masks", "detection_size", "an integer >= 32", self.detection_size)
+        _check(
+            bool(self.sam_model_type.strip()),
+            "masks",
+            "sam_model_type",
+            "a SAM model type (vit_h, ...)",
+            self.sam_model_type,
+        )
+        required = {
+            MaskBackend.FILES: ("files_dir",),
+            MaskBackend.GROUNDED_SAM: (
+                "grounding_dino_config",
+                "grounding_dino_checkpoint",
+                "sam_checkpoint",
+                "text_encoder_dir",
+            ),
+        }.get(self.backend, ())
+        for name in required:
+            value = getattr(self, name)
+            _check(
+                value is not None and bool(value.strip()),
+                "masks",
+                name,
+                f"a local path (required by backend {self.backend.value})",
+                value,
+            )
+
+
 METHOD_SECTIONS: dict[str, type[Section]] = {
     "model": ModelConfig,
     "concept": ConceptConfig,
@@ -449,6 +552,7 @@ METHOD_SECTIONS: dict[str, type[Section]] = {
     "train": TrainConfig,
     "generate": GenerateConfig,
 }
+
 
 @dataclass(frozen=True)
 class MethodConfig:

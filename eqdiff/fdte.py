@@ -46,8 +46,9 @@ def scaled_cutoff(cutoff: float, side: int) -> float:
     return cutoff * side / REFERENCE_SIDE
 
 
-def low_pass_mask(height: int, width: int, cutoff: float, shape: FilterShape,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
+def low_pass_mask(
+    height: int, width: int, cutoff: float, shape: FilterShape, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Boolean (H, W) mask in centre-shifted frequency coordinates: True where the low-pass keeps a frequency.
 
     ``cutoff`` is in frequency indices at 512 px. Box: signed k_y in [-c_y, c_y - 1] and k_x in [-c_x, c_x - 1]
@@ -105,8 +106,9 @@ def band_images(images: torch.Tensor, config: FdteConfig) -> tuple[torch.Tensor,
     return low.contiguous(), high.contiguous()
 
 
-def sample_bands(num_rows: int, config: FdteConfig, generator: torch.Generator,
-                 is_prior: torch.Tensor | None = None) -> torch.Tensor:
+def sample_bands(
+    num_rows: int, config: FdteConfig, generator: torch.Generator, is_prior: torch.Tensor | None = None
+) -> torch.Tensor:
     """Draw LOW/HIGH/FULL independently per row with (p_l, p_h, p_o); (num_rows,) int64 on CPU.
 
     Prior rows (``is_prior`` True) draw too when ``apply_to_prior`` (official), else they are FULL. With FDTE
@@ -160,8 +162,12 @@ class FrequencyEmbeddings(nn.Module):
 # Injection into the CLIP text encoder.
 
 
-def encode_prompt(text_encoder: CLIPTextModel, input_ids: torch.Tensor, placeholder_id: int,
-                  vectors: torch.Tensor | None = None) -> torch.Tensor:
+def encode_prompt(
+    text_encoder: CLIPTextModel,
+    input_ids: torch.Tensor,
+    placeholder_id: int,
+    vectors: torch.Tensor | None = None,
+) -> torch.Tensor:
     """CLIP ``last_hidden_state`` with ``vectors`` injected at the placeholder's token positions.
 
     Mirrors ``CLIPTextModel.forward`` through its public sub-modules: token embeddings (with the injection),
@@ -179,8 +185,9 @@ def encode_prompt(text_encoder: CLIPTextModel, input_ids: torch.Tensor, placehol
         at_placeholder = (input_ids == placeholder_id).unsqueeze(-1)
         token_embeds = torch.where(at_placeholder, vectors.to(token_embeds.dtype).unsqueeze(1), token_embeds)
     hidden = text_encoder.embeddings(inputs_embeds=token_embeds)
-    causal = create_causal_mask(config=text_encoder.config, inputs_embeds=hidden, attention_mask=None,
-                                past_key_values=None)
+    causal = create_causal_mask(
+        config=text_encoder.config, inputs_embeds=hidden, attention_mask=None, past_key_values=None
+    )
     encoded = text_encoder.encoder(inputs_embeds=hidden, attention_mask=causal, is_causal=True)
     return text_encoder.final_layer_norm(encoded.last_hidden_state)
 

@@ -122,7 +122,7 @@ def write_clip_tokenizer_files(directory: Path) -> None:
 
 def build_clip_tokenizer(directory: Path) -> CLIPTokenizer:
     write_clip_tokenizer_files(directory)
-    return CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    return CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=77)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -249,8 +249,16 @@ def load_components(config: ModelConfig) -> Components:
     else:
         identity = str(config.path)
         native = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
-    return Components(tokenizer, text_encoder, unet, vae, scheduler, identity,
-                      weights_fingerprint(unet, text_encoder), native)
+    return Components(
+        tokenizer,
+        text_encoder,
+        unet,
+        vae,
+        scheduler,
+        identity,
+        weights_fingerprint(unet, text_encoder),
+        native,
+    )
 
 
 def weights_fingerprint(unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> str:

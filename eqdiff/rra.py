@@ -85,8 +85,9 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
 
 
-def _attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-            explicit: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _attend(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, explicit: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Multi-head attention on (B, heads, N, d_h) tensors; explicit probabilities only when asked for."""
     if not explicit:
         return F.scaled_dot_product_attention(query, key, value), None
@@ -115,9 +116,15 @@ class CustomDiffusionAttnProcessor(nn.Module):
             self.to_k_custom_diffusion.weight.copy_(attn.to_k.weight)
             self.to_v_custom_diffusion.weight.copy_(attn.to_v.weight)
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor,
-                 encoder_hidden_states: torch.Tensor | None = None, attention_mask=None, temb=None,
-                 **kwargs) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask=None,
+        temb=None,
+        **kwargs,
+    ) -> torch.Tensor:
         assert encoder_hidden_states is not None and attention_mask is None
         query = attn.to_q(hidden_states)
         if self.bank.mode == BankMode.WRITE:
@@ -133,8 +140,12 @@ class CustomDiffusionAttnProcessor(nn.Module):
             key = detach * key + (1 - detach) * key.detach()
             value = detach * value + (1 - detach) * value.detach()
         explicit = self.record and self.bank.record_maps and self.bank.mode != BankMode.WRITE
-        out, probs = _attend(_split_heads(query, attn.heads), _split_heads(key, attn.heads),
-                             _split_heads(value, attn.heads), explicit)
+        out, probs = _attend(
+            _split_heads(query, attn.heads),
+            _split_heads(key, attn.heads),
+            _split_heads(value, attn.heads),
+            explicit,
+        )
         if probs is not None:
             self.bank.cross_maps[self.name] = probs
         return attn.to_out[1](attn.to_out[0](_merge_heads(out)))
@@ -158,9 +169,15 @@ class RRAAttnProcessor(nn.Module):
             self.to_out_res.weight.zero_()
             self.to_out_res.bias.zero_()
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor,
-                 encoder_hidden_states: torch.Tensor | None = None, attention_mask=None, temb=None,
-                 **kwargs) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask=None,
+        temb=None,
+        **kwargs,
+    ) -> torch.Tensor:
         assert encoder_hidden_states is None and attention_mask is None
         if self.bank.mode == BankMode.WRITE:
             self.bank.write(self.name, hidden_states)
@@ -181,8 +198,9 @@ class RRAAttnProcessor(nn.Module):
         reference_attention, probs = _attend(query, ref_key, ref_value, explicit)
         if probs is not None:
             self.bank.reference_maps[self.name] = probs
-        fused = self.to_out_res(torch.cat([_merge_heads(reference_attention), self_attention], dim=-1)
-                                .to(weight_dtype)).to(stock_output.dtype)
+        fused = self.to_out_res(
+            torch.cat([_merge_heads(reference_attention), self_attention], dim=-1).to(weight_dtype)
+        ).to(stock_output.dtype)
         dim = stock_output.shape[-1]
         f_ra, gate = fused[..., :dim], fused[..., dim:].clamp(0.0, 1.0)  # F_RA and M^f
         return stock_output * (1.0 - gate) + f_ra * gate
@@ -227,8 +245,9 @@ def _grid_mask(mask: torch.Tensor, tokens: int) -> torch.Tensor:
     return F.interpolate(mask.float(), size=(side, side), mode="nearest").flatten(1)
 
 
-def reference_attention_loss(bank: ReferenceBank, rows: slice, target_masks: torch.Tensor,
-                             reference_masks: torch.Tensor) -> torch.Tensor:
+def reference_attention_loss(
+    bank: ReferenceBank, rows: slice, target_masks: torch.Tensor, reference_masks: torch.Tensor
+) -> torch.Tensor:
     """L_ra: S(p) = Σ_j A(p, j)·M^r(j); mean_p (M^g(p)·S(p) − M^g(p))², averaged over the instance rows.
 
     A = reference-attention probabilities averaged over the recorded layers and heads. Masks are the raw
@@ -241,8 +260,9 @@ def reference_attention_loss(bank: ReferenceBank, rows: slice, target_masks: tor
     return ((m_g * s - m_g) ** 2).mean()
 
 
-def cross_attention_loss(bank: ReferenceBank, rows: slice, token_positions: torch.Tensor,
-                         target_masks: torch.Tensor) -> torch.Tensor:
+def cross_attention_loss(
+    bank: ReferenceBank, rows: slice, token_positions: torch.Tensor, target_masks: torch.Tensor
+) -> torch.Tensor:
     """L_ca: the placeholder's cross-attention map (mean over layers and heads) over its max vs. the mask."""
     maps = torch.stack([m[rows] for m in bank.cross_maps.values()]).mean(dim=(0, 2))  # (B, N, L)
     index = token_positions.to(maps.device).view(-1, 1, 1).expand(-1, maps.shape[1], 1)

@@ -47,8 +47,7 @@ def _toy(scale: float) -> tuple[Image.Image, Image.Image]:
     return body, mask
 
 
-def make_sample_subject(directory: str | Path, num_photos: int = 4, seed: int = 0,
-                        with_masks: bool = True) -> Path:
+def make_sample_subject(directory: str | Path, num_photos: int = 4, seed: int = 0, with_masks: bool = True) -> Path:
     """Write ``num_photos`` photos (``NN.png``) and, optionally, ``masks/NN.png`` into ``directory``."""
     directory = Path(directory)
     rng = np.random.default_rng(seed)

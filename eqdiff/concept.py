@@ -1,0 +1,224 @@
+"""A learned concept on disk, and resumable training checkpoints (DESIGN §4.6, §6).
+
+A concept directory holds exactly two files: ``concept.safetensors`` (the frequency embeddings, every trainable
+processor weight keyed by its UNet parameter name, and the default inference reference image) and
+``concept.json`` (format, base-model identity and fingerprint, placeholder, class noun, prompts, the resolved
+config). Loading checks the base model and then *requires* every trainable tensor of the rebuilt processors to
+be present with its shape: unlike diffusers' ``load_attn_procs`` for Custom Diffusion weights (which parses
+the file and silently installs nothing, ``reference/ecosystem.md`` §1.4), nothing can be ignored quietly.
+
+Checkpoints (``checkpoint-<step>/``) hold the trainable tensors, AdamW's state and the step, all safetensors +
+JSON; nothing is pickled and nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eqdiff.artifacts import (
+    ArtifactError,
+    load_tensors,
+    read_json,
+    save_tensors,
+    staged_directory,
+    write_json,
+)
+from eqdiff.fdte import FrequencyEmbeddings
+from eqdiff.models import add_placeholder_token
+from eqdiff.rra import install_processors, trainable_state_dict
+
+FORMAT = "eqdiff-concept/1"
+WEIGHTS_FILE = "concept.safetensors"
+MANIFEST_FILE = "concept.json"
+FREQUENCY_KEY = "frequency_embeddings"
+REFERENCE_KEY = "reference_image"
+
+
+class ConceptError(ArtifactError):
+    """A concept or checkpoint is missing, corrupt, foreign, or made for another base model."""
+
+
+@dataclass
+class Concept:
+    weights: dict[str, torch.Tensor]
+    """``frequency_embeddings`` (2 or 1, d) and the processors' trainable tensors by UNet parameter name."""
+    reference_image: torch.Tensor
+    """(3, H, W) float in [-1, 1]."""
+    manifest: dict[str, Any]
+
+    @property
+    def placeholder(self) -> str:
+        return self.manifest["placeholder"]
+
+    @property
+    def rra(self) -> bool:
+        return bool(self.manifest["rra"])
+
+
+def save_concept(
+    directory: str | Path,
+    weights: dict[str, torch.Tensor],
+    reference_image: torch.Tensor,
+    manifest: dict[str, Any],
+) -> Path:
+    """Write a concept directory atomically (staged whole, then swapped in)."""
+    tensors = {k: v.detach().float() for k, v in weights.items()}
+    tensors[REFERENCE_KEY] = reference_image.detach().float()
+    with staged_directory(directory) as staging:
+        save_tensors(staging / WEIGHTS_FILE, tensors, metadata={"format": FORMAT})
+        write_json(staging / MANIFEST_FILE, {"format": FORMAT, **manifest})
+    return Path(directory)
+
+
+def load_concept(directory: str | Path) -> Concept:
+    """Read and validate a concept directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConceptError(f"{directory}: concept directory not found")
+    try:
+        manifest = read_json(directory / MANIFEST_FILE)
+    except ArtifactError as exc:
+        raise ConceptError(str(exc)) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ConceptError(f"{directory / MANIFEST_FILE}: not an EqDiff concept manifest (format {FORMAT})")
+    tensors = load_tensors(directory / WEIGHTS_FILE)
+    for key in (FREQUENCY_KEY, REFERENCE_KEY):
+        if key not in tensors:
+            raise ConceptError(f"{directory / WEIGHTS_FILE}: missing tensor {key!r} (not an EqDiff concept)")
+    reference = tensors.pop(REFERENCE_KEY)
+    return Concept(tensors, reference, manifest)
+
+
+def check_base_model(concept_dir: str | Path, manifest: dict[str, Any], fingerprint: str, base_id: str) -> None:
+    if manifest.get("base_model_fingerprint") != fingerprint:
+        raise ConceptError(
+            f"{concept_dir}: trained on base model {manifest.get('base_model')!r} "
+            f"(fingerprint {manifest.get('base_model_fingerprint')}), not on {base_id!r} (fingerprint {fingerprint})"
+        )
+
+
+def load_into(module_params: dict[str, torch.nn.Parameter], weights: dict[str, torch.Tensor], where: str) -> None:
+    """Copy ``weights`` into exactly the given parameters: a missing, extra or mis-shaped tensor is an error."""
+    missing = sorted(set(module_params) - set(weights))
+    extra = sorted(set(weights) - set(module_params))
+    if missing or extra:
+        detail = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        raise ConceptError(
+            f"{where}: weights do not match the model ({detail}; {len(missing)} missing, {len(extra)} unexpected)"
+        )
+    with torch.no_grad():
+        for name, param in module_params.items():
+            if weights[name].shape != param.shape:
+                raise ConceptError(
+                    f"{where}: {name} has shape {tuple(weights[name].shape)}, expected {tuple(param.shape)}"
+                )
+            param.copy_(weights[name])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training checkpoints.
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    run_key: str,
+    weights: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    total_limit: int,
+) -> Path:
+    """Write ``root/checkpoint-<step>`` atomically and prune the oldest beyond ``total_limit``."""
+    state = optimizer.state_dict()
+    tensors = {f"weights.{k}": v for k, v in weights.items()}
+    for index, param_state in state["state"].items():
+        for name, value in param_state.items():
+            tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value)
+    with staged_directory(root / f"checkpoint-{step}") as staging:
+        save_tensors(staging / "state.safetensors", tensors)
+        write_json(staging / "state.json", {"step": step, "run_key": run_key, "param_groups": state["param_groups"]})
+    if total_limit > 0:
+        for old in sorted(list_checkpoints(root))[:-total_limit]:
+            shutil.rmtree(root / f"checkpoint-{old}", ignore_errors=True)
+    return root / f"checkpoint-{step}"
+
+
+def list_checkpoints(root: Path) -> list[int]:
+    if not root.is_dir():
+        return []
+    steps = [int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
+    return sorted(steps)
+
+
+def latest_checkpoint(root: Path, run_key: str) -> Path | None:
+    """The newest complete checkpoint of this run (same ``run_key``), or None."""
+    for step in reversed(list_checkpoints(root)):
+        path = root / f"checkpoint-{step}"
+        try:
+            meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if meta.get("run_key") == run_key:
+            return path
+    return None
+
+
+def load_checkpoint(path: Path, optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, torch.Tensor]]:
+    """Restore AdamW's state into ``optimizer``; return (step, trainable weights)."""
+    meta = read_json(path / "state.json")
+    tensors = load_tensors(path / "state.safetensors")
+    weights = {k.removeprefix("weights."): v for k, v in tensors.items() if k.startswith("weights.")}
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return int(meta["step"]), weights
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Attaching concept modules to stock components (shared by training and inference).
+
+
+def attach_concept_modules(
+    components, placeholder: str, initializer_token: str, rra: bool, decoupled: bool, bank
+) -> tuple[FrequencyEmbeddings, int]:
+    """Add the placeholder token, install the processors and build the frequency embeddings.
+
+    Returns (frequency embeddings on the UNet's device, placeholder token id).
+    """
+    placeholder_id, initializer_id = add_placeholder_token(components, placeholder, initializer_token)
+    initial = components.text_encoder.get_input_embeddings().weight[initializer_id]
+    install_processors(components.unet, bank, rra)
+    embeddings = FrequencyEmbeddings(initial, decoupled=decoupled).to(components.unet.device)
+    return embeddings, placeholder_id
+
+
+def trainable_parameters(unet, embeddings: FrequencyEmbeddings) -> dict[str, torch.nn.Parameter]:
+    """Every trainable tensor of a concept, by the name it is saved under (DESIGN §4.4)."""
+    return {FREQUENCY_KEY: embeddings.frequency_embeddings, **trainable_state_dict(unet)}
+
+
+def apply_concept(concept: Concept, components, bank, where: str | Path) -> tuple[FrequencyEmbeddings, int]:
+    """Attach a saved concept to base components; every trainable tensor must load."""
+    check_base_model(where, concept.manifest, components.fingerprint, components.base_model_id)
+    frequency = concept.weights[FREQUENCY_KEY]
+    embeddings, placeholder_id = attach_concept_modules(
+        components,
+        concept.placeholder,
+        concept.manifest["initializer_token"],
+        concept.rra,
+        decoupled=frequency.shape[0] == 2,
+        bank=bank,
+    )
+    load_into(trainable_parameters(components.unet, embeddings), concept.weights, str(where))
+    return embeddings, placeholder_id

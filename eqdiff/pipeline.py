@@ -1,0 +1,238 @@
+"""``EqDiffPipeline``: inference with a learned concept, diffusers-style (paper §4.3; DESIGN §4.6).
+
+Each DDIM step runs the reference pass (the same UNet with stock processors, writing F^r) on the reference
+latent — the clean posterior mean by default (official) or noised to the current t — and then the main pass with
+RRA reading it. Both CFG rows get reference features: the unconditional row from the empty prompt, the
+conditional row from the reference prompt (the prompt without the placeholder, as in training). The condition
+is the prompt with S_ori injected at the placeholder's true token positions.
+
+Every image has its own ``torch.Generator``: its initial latent (and any DDIM/ reference noise) comes from it
+alone, so an image reproduces independently of the other prompts and of its position in the list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from eqdiff import rra
+from eqdiff.concept import apply_concept, load_concept
+from eqdiff.config import ModelConfig, ReferenceNoise
+from eqdiff.data import center_crop_resize, image_to_tensor
+from eqdiff.errors import DataError
+from eqdiff.fdte import FrequencyEmbeddings, encode_prompt
+from eqdiff.models import load_components
+from eqdiff.prompts import remove_placeholder, tokenize
+
+
+@dataclass
+class EqDiffPipelineOutput:
+    images: list[Image.Image] | torch.Tensor
+    """PIL images, or (B, 3, H, W) float in [0, 1] with ``output_type="pt"``."""
+
+
+class EqDiffPipeline(DiffusionPipeline):
+    """Stock SD v1.x components + a concept's frequency embeddings and processors."""
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
+        super().__init__()
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.bank: rra.ReferenceBank | None = None
+        self.embeddings: FrequencyEmbeddings | None = None
+        self.placeholder: str = ""
+        self.placeholder_id: int = -1
+        self.reference_image: torch.Tensor | None = None
+        self.resolution: int = 512
+        self.use_rra: bool = False
+
+    # ------------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        concept_dir: str | Path,
+        model: ModelConfig | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> EqDiffPipeline:
+        """Load the base model (the concept's own model config unless ``model`` is given) and the concept."""
+        concept = load_concept(concept_dir)
+        model = model or ModelConfig.from_mapping(concept.manifest["config"]["model"])
+        components = load_components(model).to(device, dtype)
+        bank = rra.ReferenceBank()
+        embeddings, placeholder_id = apply_concept(concept, components, bank, concept_dir)
+        pipe = cls.from_components(
+            components,
+            embeddings,
+            placeholder_id,
+            concept.placeholder,
+            bank,
+            use_rra=concept.rra,
+            resolution=int(concept.manifest["resolution"]),
+        )
+        pipe.reference_image = concept.reference_image
+        return pipe
+
+    @classmethod
+    def from_components(
+        cls,
+        components,
+        embeddings: FrequencyEmbeddings,
+        placeholder_id: int,
+        placeholder: str,
+        bank: rra.ReferenceBank,
+        use_rra: bool,
+        resolution: int,
+    ) -> EqDiffPipeline:
+        scheduler = DDIMScheduler.from_config(components.noise_scheduler.config)
+        pipe = cls(components.vae, components.text_encoder, components.tokenizer, components.unet, scheduler)
+        pipe.bank, pipe.embeddings, pipe.placeholder_id, pipe.placeholder = (
+            bank,
+            embeddings,
+            placeholder_id,
+            placeholder,
+        )
+        pipe.use_rra, pipe.resolution = use_rra, resolution
+        return pipe
+
+    # ------------------------------------------------------------------------------------------------------
+    def _reference_latents(self, image: Image.Image | torch.Tensor | None, side: int) -> torch.Tensor:
+        """(1, 4, h, w) clean posterior mean × scaling factor of the reference image."""
+        if image is None:
+            if self.reference_image is None:
+                raise DataError("reference_image: this pipeline has no default reference; pass one")
+            image = self.reference_image
+        tensor = image_to_tensor(center_crop_resize(image, side)) if isinstance(image, Image.Image) else image
+        if tensor.shape[-1] != side:
+            tensor = torch.nn.functional.interpolate(tensor[None], size=(side, side), mode="bicubic")[0]
+        dist = self.vae.encode(tensor[None].to(self.device, self.vae.dtype)).latent_dist
+        return dist.mean * self.vae.config.scaling_factor
+
+    def _text(self, prompts: list[str], reference_prompts: list[str]) -> tuple[torch.Tensor, ...]:
+        for prompt in prompts:
+            if self.placeholder not in prompt.split():
+                raise DataError(f"prompt {prompt!r}: missing the concept's placeholder {self.placeholder}")
+        ids = tokenize(self.tokenizer, prompts, self.device)
+        vectors = self.embeddings.s_ori.expand(len(prompts), -1)
+        cond = encode_prompt(self.text_encoder, ids, self.placeholder_id, vectors)
+        uncond = self.text_encoder(tokenize(self.tokenizer, [""], self.device))[0].expand(len(prompts), -1, -1)
+        reference = self.text_encoder(tokenize(self.tokenizer, reference_prompts, self.device))[0]
+        return cond, uncond, reference
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        reference_image: Image.Image | torch.Tensor | None = None,
+        reference_prompt: str | list[str] | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 12.5,
+        eta: float = 0.0,
+        height: int | None = None,
+        reference_noise: ReferenceNoise = ReferenceNoise.CLEAN,
+        output_type: str = "pil",
+        progress: bool = True,
+    ) -> EqDiffPipelineOutput:
+        """Generate one image per prompt (repeat a prompt for several samples, each with its generator)."""
+        # 1. Check inputs.
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        generators = generator if isinstance(generator, list) else [generator] * len(prompts)
+        if len(generators) != len(prompts):
+            raise ValueError(f"{len(generators)} generators for {len(prompts)} prompts")
+        if reference_prompt is None:
+            reference_prompts = [remove_placeholder(p, self.placeholder) for p in prompts]
+        else:
+            reference_prompts = (
+                [reference_prompt] * len(prompts) if isinstance(reference_prompt, str) else list(reference_prompt)
+            )
+        side = height or self.resolution
+        batch = len(prompts)
+        # 2. Text: [uncond..., cond...] for the main pass, [uncond..., reference...] for the reference pass.
+        cond, uncond, reference = self._text(prompts, reference_prompts)
+        main_text = torch.cat([uncond, cond])
+        ref_text = torch.cat([uncond, reference])
+        # 3. Initial latents, one generator per image.
+        latent_side = side // self.vae_scale_factor
+        shape = (1, self.unet.config.in_channels, latent_side, latent_side)
+        latents = torch.cat(
+            [randn_tensor(shape, generator=g, device=self.device, dtype=self.unet.dtype) for g in generators]
+        )
+        ref_clean = self._reference_latents(reference_image, side).to(self.unet.dtype) if self.use_rra else None
+        ref_noise = None
+        if self.use_rra and reference_noise == ReferenceNoise.NOISED:
+            ref_noise = torch.cat(
+                [randn_tensor(shape, generator=g, device=self.device, dtype=self.unet.dtype) for g in generators]
+            )
+        # 4. Timesteps.
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        latents = latents * self.scheduler.init_noise_sigma
+        # 5. Denoising loop: reference pass, then the main pass with RRA, then CFG and a DDIM step.
+        for t in self.progress_bar(self.scheduler.timesteps) if progress else self.scheduler.timesteps:
+            self.bank.clear()
+            if self.use_rra:
+                ref = ref_clean.expand(batch, -1, -1, -1)
+                if ref_noise is not None:
+                    ref = self.scheduler.add_noise(ref, ref_noise, t.expand(batch))
+                self.bank.mode = rra.BankMode.WRITE
+                self.unet(torch.cat([ref, ref]), t, ref_text)
+                self.bank.mode = rra.BankMode.READ
+            model_input = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
+            noise_uncond, noise_cond = self.unet(model_input, t, main_text).sample.chunk(2)
+            self.bank.mode = rra.BankMode.OFF
+            noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+            latents = self.scheduler.step(noise_pred, t, latents, eta=eta, generator=generators).prev_sample
+        self.bank.clear()
+        # 6. Decode.
+        images = self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        images = (images.float() / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            return EqDiffPipelineOutput(images=images.cpu())
+        arrays = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        return EqDiffPipelineOutput(images=[Image.fromarray(a) for a in arrays])
+
+
+def image_generator(
+    seed: int, prompt_index: int, sample_index: int, device: str | torch.device = "cpu"
+) -> torch.Generator:
+    """The generator of one image, from (seed, prompt index, sample index) alone (DESIGN §4.6)."""
+    key = (seed * 1_000_003 + prompt_index) * 1_009 + sample_index
+    return torch.Generator(device=device).manual_seed(key % (2**63))
+
+
+def validation_images(recipe, path: Path) -> Path:
+    """Sample the validation prompt with the live training weights and write a PNG grid."""
+    from eqdiff.artifacts import save_png
+    from eqdiff.prompts import subject_prompt
+
+    cfg = recipe.config
+    pipe = EqDiffPipeline.from_components(
+        recipe.components,
+        recipe.embeddings,
+        recipe.placeholder_id,
+        cfg.concept.placeholder,
+        recipe.bank,
+        cfg.rra.enabled,
+        cfg.train.resolution,
+    )
+    pipe.reference_image = recipe.data.reference_image
+    prompt = subject_prompt(cfg.train.validation_prompt, cfg.concept.placeholder, recipe.class_noun)
+    generators = [image_generator(cfg.train.seed, 0, i) for i in range(2)]
+    images = pipe(
+        [prompt] * 2,
+        generator=generators,
+        num_inference_steps=cfg.generate.num_inference_steps,
+        guidance_scale=cfg.generate.guidance_scale,
+        progress=False,
+    ).images
+    grid = Image.new("RGB", (sum(i.width for i in images), images[0].height))
+    for k, image in enumerate(images):
+        grid.paste(image, (k * image.width, 0))
+    save_png(path, grid)
+    return path

@@ -1,0 +1,150 @@
+"""``eqdiff train``: fine-tune a concept on a subject folder (DESIGN §4.4).
+
+The work is ``train_concept``; the DVC stage, the Prefect task and the CLI all call it. Reads params sections
+``model``, ``concept``, ``fdte``, ``mgdp``, ``rra``, ``losses``, ``train``, ``generate`` (validation sampling),
+``augment`` (in-memory reference views when no ``--augment`` dir is given) and ``prior`` (class prompt; class
+images generated into ``<work-dir>/prior`` when no ``--prior`` dir is given).
+
+Outputs: the concept directory (``--out``: ``concept.safetensors`` + ``concept.json``) and a work directory
+(``--work-dir``, default ``<out>-work``) holding resumable checkpoints, validation images and ``losses.jsonl``.
+A re-run of the same configuration on the same data resumes from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eqdiff import prior as prior_module
+from eqdiff.artifacts import OutputLock
+from eqdiff.bands_cache import load_band_cache
+from eqdiff.config import AugmentConfig, MethodConfig, PriorConfig
+from eqdiff.data import discover_subject
+from eqdiff.errors import DataError
+from eqdiff.models import load_components
+from eqdiff.train import EqDiffRecipe, LossCallback
+from eqdiff.training_data import prepare_training_data
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--subject-dir", type=Path, required=True, help="folder of the subject's photos")
+    parser.add_argument("--class-noun", required=True, help="the subject's class noun, e.g. 'toy' or 'dog'")
+    parser.add_argument("--out", type=Path, required=True, help="concept directory to write")
+    parser.add_argument("--masks", type=Path, help="masks folder (default: <subject-dir>/masks)")
+    parser.add_argument("--augment", type=Path, help="output of `eqdiff augment` (default: views made in memory)")
+    parser.add_argument("--bands", type=Path, help="output of `eqdiff bands` (default: computed in memory)")
+    parser.add_argument("--prior", type=Path, help="class images folder (default: generated into the work dir)")
+    parser.add_argument("--work-dir", type=Path, help="checkpoints, validation images, losses (default: <out>-work)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def train_concept(
+    subject_dir: Path,
+    class_noun: str,
+    out: Path,
+    params: dict[str, Any],
+    *,
+    masks: Path | None = None,
+    augment: Path | None = None,
+    bands: Path | None = None,
+    prior: Path | None = None,
+    work_dir: Path | None = None,
+    device: str = "auto",
+    callback: LossCallback | None = None,
+) -> Path:
+    """Train one concept and write it to ``out``; returns ``out``."""
+    config = MethodConfig.from_dict(params).resolved()
+    augment_config = AugmentConfig.from_mapping(params.get("augment"))
+    prior_config = PriorConfig.from_mapping(params.get("prior"))
+    subject = discover_subject(subject_dir, class_noun)
+    masks = masks if masks is not None else (subject.directory / "masks")
+    work_dir = work_dir or out.with_name(out.name + "-work")
+    torch_device = resolve_device(device)
+    with OutputLock(out):
+        components = load_components(config.model).to(torch_device)
+        side = config.train.resolution
+        class_prompt = prior_config.class_prompt.replace("{}", class_noun)
+        class_paths: list[Path] = []
+        if config.train.with_prior_preservation:
+            if prior is not None:
+                class_paths = prior_module.load_class_images(prior, config.train.num_class_images)
+            else:
+                class_paths = prior_module.generate_class_images(
+                    components,
+                    class_prompt,
+                    work_dir / "prior",
+                    config.train.num_class_images,
+                    prior_config,
+                    side,
+                )
+        band_cache = None
+        if bands is not None:
+            band_cache = load_band_cache(bands, components.fingerprint, side, config.fdte)
+            if band_cache.pop("stems") != [p.stem for p in subject.photos]:
+                raise DataError(f"{bands}: band cache was made from other photos than {subject.directory}")
+        data = prepare_training_data(
+            components.vae,
+            subject,
+            config,
+            augment_config,
+            class_paths,
+            masks_dir=masks if masks.is_dir() else None,
+            augment_dir=augment,
+            band_cache=band_cache,
+        ).to(torch_device)
+        losses_log = work_dir / "losses.jsonl"
+
+        def log_losses(step: int, values: dict[str, float]) -> None:
+            losses_log.parent.mkdir(parents=True, exist_ok=True)
+            with open(losses_log, "a", encoding="utf-8") as fh:  # an append-only log, not an artefact
+                fh.write(json.dumps({"step": step, **values}) + "\n")
+            if callback is not None:
+                callback(step, values)
+
+        recipe = EqDiffRecipe(
+            config,
+            components,
+            data,
+            class_noun,
+            class_prompt,
+            work_dir,
+            log_losses,
+            subject_name=subject.name,
+        )
+        recipe.setup()
+        if not recipe.resume():
+            losses_log.unlink(missing_ok=True)
+        recipe.train()
+        recipe.save(out)
+    logger.info("concept written to %s", out)
+    return out
+
+
+def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    train_concept(
+        args.subject_dir,
+        args.class_noun,
+        args.out,
+        params,
+        masks=args.masks,
+        augment=args.augment,
+        bands=args.bands,
+        prior=args.prior,
+        work_dir=args.work_dir,
+        device=args.device,
+    )

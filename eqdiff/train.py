@@ -1,0 +1,340 @@
+"""The EqDiff training recipe: setup / train / save_checkpoint / resume (paper §4; DESIGN §4.4, §6).
+
+One step, top to bottom (``training_step``):
+
+1. sample latents from the cached posteriors of each row's band (FULL/LOW/HIGH, FDTE) and of its reference;
+2. noise both with the same ε, the target at t and the reference at max(t − time_gap, 0);
+3. MGDP: instance rows keep their background clean (z' = M z_t + (1 − M) z_0);
+4. text: the row's vector (S_LF / S_HF / S_ori) injected at the placeholder's token positions;
+5. reference pass: the same UNet, stock processors, under ``no_grad``, writes F^r into the bank;
+6. main pass with RRA reading the bank and recording the maps L_ra / L_ca need;
+7. losses: instance (masked, Eq. 7), prior MSE, L_ra, L_ca.
+
+Randomness: every draw of step s comes from a generator seeded by (seed, s) (``training_data.sample_batch``), so
+a run killed after any step and resumed from its checkpoint ends bitwise-identical on CPU. Variants A–F are data
+(``config.VARIANTS``), never branches on the step count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from eqdiff import mgdp, rra
+from eqdiff.concept import (
+    attach_concept_modules,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_concept,
+    trainable_parameters,
+)
+from eqdiff.config import MethodConfig, MixedPrecision
+from eqdiff.errors import TrainingError
+from eqdiff.fdte import encode_prompt
+from eqdiff.models import Components
+from eqdiff.prompts import remove_placeholder, subject_prompt, tokenize
+from eqdiff.training_data import Batch, TrainingData, sample_batch
+
+logger = logging.getLogger(__name__)
+
+LossCallback = Callable[[int, dict[str, float]], None]
+"""Called with (step, {"loss/instance", "loss/prior", "loss/reference_attention", "loss/cross_attention",
+"loss/total"}) every ``train.log_every`` steps."""
+
+
+def autocast_dtype(config: MethodConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 (or fp16 where bf16 is unsupported) on CUDA under ``auto``; fp32 (None) on CPU."""
+    choice = config.train.mixed_precision
+    if device.type != "cuda" or choice == MixedPrecision.NO:
+        return None
+    if choice == MixedPrecision.FP16:
+        return torch.float16
+    if choice == MixedPrecision.BF16 or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+class EqDiffRecipe:
+    """Fine-tunes one concept. ``config`` must be resolved (variant applied)."""
+
+    def __init__(
+        self,
+        config: MethodConfig,
+        components: Components,
+        data: TrainingData,
+        class_noun: str,
+        class_prompt: str,
+        work_dir: Path,
+        callback: LossCallback | None = None,
+        progress: bool = True,
+        subject_name: str = "",
+    ):
+        self.config, self.components, self.data = config, components, data
+        self.class_noun, self.class_prompt = class_noun, class_prompt
+        self.work_dir, self.callback, self.progress = work_dir, callback, progress
+        self.subject_name = subject_name
+        self.device = components.unet.device
+        self.step = 0
+
+    # ------------------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Placeholder token, processors, frequency embeddings, the trainable set, AdamW, fixed prompt tensors."""
+        cfg, parts = self.config, self.components
+        self.bank = rra.ReferenceBank()
+        self.embeddings, self.placeholder_id = attach_concept_modules(
+            parts,
+            cfg.concept.placeholder,
+            cfg.concept.initializer_token,
+            cfg.rra.enabled,
+            decoupled=cfg.fdte.enabled,
+            bank=self.bank,
+        )
+        for module in (parts.unet, parts.text_encoder, parts.vae):
+            module.requires_grad_(False)
+        self.parameters = trainable_parameters(parts.unet, self.embeddings)
+        for param in self.parameters.values():
+            param.requires_grad_(True)
+        if cfg.train.gradient_checkpointing:
+            parts.unet.enable_gradient_checkpointing()
+        self.optimizer = torch.optim.AdamW(
+            list(self.parameters.values()),
+            lr=cfg.train.learning_rate,
+            betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
+            weight_decay=cfg.train.adam_weight_decay,
+            eps=cfg.train.adam_epsilon,
+            fused=self.device.type == "cuda",
+        )
+        self.amp_dtype = autocast_dtype(cfg, self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self._encode_fixed_prompts()
+        self.run_key = self._run_key()
+
+    def _encode_fixed_prompts(self) -> None:
+        """Token ids of the instance prompt and the constant text states of prior and reference prompts."""
+        cfg, parts = self.config, self.components
+        instance = subject_prompt(cfg.train.instance_prompt, cfg.concept.placeholder, self.class_noun)
+        class_prompt = self.class_prompt
+        self.instance_ids = tokenize(parts.tokenizer, [instance], self.device)
+        self.placeholder_position = int((self.instance_ids[0] == self.placeholder_id).nonzero()[0])
+        with torch.no_grad():
+            encode = parts.text_encoder
+            self.prior_states = encode(tokenize(parts.tokenizer, [class_prompt], self.device))[0]
+            reference_ids = tokenize(
+                parts.tokenizer,
+                [remove_placeholder(instance, cfg.concept.placeholder), class_prompt],
+                self.device,
+            )
+            self.reference_states = encode(reference_ids)[0]  # rows: [instance reference, prior reference]
+
+    def _run_key(self) -> str:
+        payload = json.dumps(
+            [self.config.to_dict(), self.data.digest, self.components.fingerprint, self.class_noun],
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------------------------------------------
+    def _sample_latents(self, mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        scale = self.components.vae.config.scaling_factor
+        return (mean + torch.exp(0.5 * logvar) * noise.to(self.device)) * scale
+
+    def _target_latents(self, batch: Batch) -> torch.Tensor:
+        """Each row's band image latents: prior rows draw bands too (official), with the plain class prompt."""
+        rows = []
+        num_prior = len(batch.classes)
+        for row, band in enumerate(batch.bands.tolist()):
+            key = ("low", "high", "full")[band]
+            if row < num_prior:
+                source, index = self.data.class_posteriors, batch.classes[row]
+            else:
+                source, index = self.data.target_posteriors, batch.targets[row - num_prior]
+            rows.append((source[f"{key}_mean"][index], source[f"{key}_logvar"][index]))
+        mean, logvar = torch.stack([m for m, _ in rows]), torch.stack([v for _, v in rows])
+        return self._sample_latents(mean, logvar, batch.latent_noise)
+
+    def _reference_latents(self, batch: Batch) -> torch.Tensor:
+        data = self.data
+        mean = torch.cat([data.class_reference_mean[batch.classes], data.reference_mean[batch.references]])
+        logvar = torch.cat([data.class_reference_logvar[batch.classes], data.reference_logvar[batch.references]])
+        return self._sample_latents(mean, logvar, batch.reference_latent_noise)
+
+    def _text_states(self, batch: Batch) -> torch.Tensor:
+        num_prior, num_inst = len(batch.classes), len(batch.targets)
+        vectors = self.embeddings(batch.bands[num_prior:].to(self.device))
+        ids = self.instance_ids.expand(num_inst, -1)
+        instance = encode_prompt(self.components.text_encoder, ids, self.placeholder_id, vectors)
+        prior = self.prior_states.expand(num_prior, -1, -1)
+        return torch.cat([prior, instance])
+
+    def training_step(self, batch: Batch, reference_no_grad: bool = True) -> dict[str, torch.Tensor]:
+        """Forward the losses of one batch (no backward). ``reference_no_grad=False`` exists for the test
+        that proves the reference pass needs no graph (DESIGN §4.3)."""
+        cfg, unet, scheduler = self.config, self.components.unet, self.components.noise_scheduler
+        num_prior = len(batch.classes)
+        inst = slice(num_prior, None)
+        # 1-2. Latents, shared ε, timesteps.
+        latents = self._target_latents(batch)
+        noise, timesteps = batch.noise.to(self.device), batch.timesteps.to(self.device)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        # 3. MGDP on the instance rows.
+        loss_mask = None
+        if self.data.target_masks is not None:
+            masks = self.data.target_masks[batch.targets]
+            dilated = mgdp.dilate(mgdp.latent_mask(masks, latents.shape[-2:]), cfg.mgdp.dilate_radius)
+            composed, loss_mask = mgdp.instance_inputs(cfg.mgdp.mode, noisy[inst], latents[inst], dilated)
+            noisy = torch.cat([noisy[:num_prior], composed])
+        if loss_mask is None:
+            loss_mask = torch.ones_like(latents[inst, :1])
+        # 4. Text with the frequency vectors injected.
+        with self._autocast():
+            text = self._text_states(batch)
+            # 5. Reference pass (stock UNet, writes F^r).
+            self.bank.clear()
+            if cfg.rra.enabled:
+                ref_latents = self._reference_latents(batch)
+                ref_t = (timesteps - cfg.rra.time_gap).clamp_min(0)
+                ref_noisy = scheduler.add_noise(ref_latents, noise, ref_t)
+                ref_text = torch.cat(
+                    [
+                        self.reference_states[1:].expand(num_prior, -1, -1),
+                        self.reference_states[:1].expand(len(batch.targets), -1, -1),
+                    ]
+                )
+                self.bank.mode = rra.BankMode.WRITE
+                grad_context = torch.no_grad() if reference_no_grad else contextlib.nullcontext()
+                with grad_context:
+                    unet(ref_noisy, ref_t, ref_text)
+            # 6. Main pass.
+            self.bank.mode = rra.BankMode.READ if cfg.rra.enabled else rra.BankMode.OFF
+            self.bank.record_maps = cfg.losses.reference_attention > 0 or cfg.losses.cross_attention > 0
+            pred = unet(noisy, timesteps, text).sample
+        # 7. Losses.
+        losses = {"instance": mgdp.masked_loss(pred[inst], noise[inst], loss_mask)}
+        zero = losses["instance"].new_zeros(())
+        losses["prior"] = F.mse_loss(pred[:num_prior].float(), noise[:num_prior].float()) if num_prior else zero
+        raw = self.data.target_masks[batch.targets] if self.data.target_masks is not None else None
+        losses["reference_attention"] = zero
+        if cfg.losses.reference_attention > 0 and self.bank.reference_maps:
+            ref_masks = self.data.reference_masks[batch.references]
+            losses["reference_attention"] = rra.reference_attention_loss(self.bank, inst, raw, ref_masks)
+        losses["cross_attention"] = zero
+        if cfg.losses.cross_attention > 0 and self.bank.cross_maps:
+            positions = torch.full((len(batch.targets),), self.placeholder_position)
+            losses["cross_attention"] = rra.cross_attention_loss(self.bank, inst, positions, raw)
+        self.bank.mode, self.bank.record_maps = rra.BankMode.OFF, False
+        losses["total"] = (
+            losses["instance"]
+            + cfg.losses.prior_loss_weight * losses["prior"]
+            + cfg.losses.reference_attention * losses["reference_attention"]
+            + cfg.losses.cross_attention * losses["cross_attention"]
+        )
+        return losses
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # ------------------------------------------------------------------------------------------------------
+    def train(self) -> None:
+        """Run from the current step to ``train.steps``; checkpoints, validation and logging on schedule."""
+        cfg = self.config.train
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
+        while self.step < cfg.steps:
+            batch = sample_batch(
+                self.data, self.config, self.step, self.components.noise_scheduler.config.num_train_timesteps
+            )
+            losses = self.training_step(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(losses["total"]).backward()
+            self.scaler.unscale_(self.optimizer)
+            if cfg.max_grad_norm > 0:  # over ALL trainable parameters, frequency vectors included (§4.7)
+                torch.nn.utils.clip_grad_norm_(list(self.parameters.values()), cfg.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.bank.clear()
+            self.step += 1
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                values = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
+                self._check_finite(values["loss/total"])
+                bar.set_postfix(loss=f"{values['loss/total']:.4f}")
+                if self.callback is not None:
+                    self.callback(self.step, values)
+            if cfg.checkpointing_steps and self.step % cfg.checkpointing_steps == 0 and self.step < cfg.steps:
+                self.save_checkpoint()
+            if cfg.validation_steps and self.step % cfg.validation_steps == 0:
+                self.validate()
+        bar.close()
+
+    def _check_finite(self, total: float) -> None:
+        if not math.isfinite(total):
+            raise TrainingError(
+                f"train: loss is {total} at step {self.step}; stopped, the last good checkpoint "
+                f"in {self.work_dir / 'checkpoints'} is kept (lower train.learning_rate?)"
+            )
+
+    def save_checkpoint(self) -> Path:
+        if not all(torch.isfinite(p).all() for p in self.parameters.values()):
+            raise TrainingError(f"train: non-finite weights at step {self.step}; checkpoint not written")
+        return save_checkpoint(
+            self.work_dir / "checkpoints",
+            self.step,
+            self.run_key,
+            self.parameters,
+            self.optimizer,
+            self.config.train.checkpoints_total_limit,
+        )
+
+    def resume(self) -> bool:
+        """Continue from this run's newest checkpoint, if any (other runs' checkpoints are ignored)."""
+        path = latest_checkpoint(self.work_dir / "checkpoints", self.run_key)
+        if path is None:
+            return False
+        step, weights = load_checkpoint(path, self.optimizer)
+        with torch.no_grad():
+            for name, param in self.parameters.items():
+                param.copy_(weights[name])
+        self.step = step
+        logger.info("resumed from %s (step %d of %d)", path, step, self.config.train.steps)
+        return True
+
+    def validate(self) -> None:
+        from eqdiff.pipeline import validation_images  # the pipeline imports this module's siblings only
+
+        validation_images(self, self.work_dir / "validation" / f"step-{self.step:06d}.png")
+
+    def concept_manifest(self) -> dict:
+        cfg = self.config
+        return {
+            "subject": self.subject_name,
+            "base_model": self.components.base_model_id,
+            "base_model_fingerprint": self.components.fingerprint,
+            "placeholder": cfg.concept.placeholder,
+            "initializer_token": cfg.concept.initializer_token,
+            "class_noun": self.class_noun,
+            "instance_prompt": cfg.train.instance_prompt,
+            "class_prompt": self.class_prompt,
+            "resolution": cfg.train.resolution,
+            "rra": cfg.rra.enabled,
+            "variant": cfg.train.variant,
+            "steps": self.step,
+            "config": cfg.to_dict(),
+        }
+
+    def save(self, concept_dir: Path) -> Path:
+        """Write the concept directory (safetensors + manifest)."""
+        if not all(torch.isfinite(p).all() for p in self.parameters.values()):
+            raise TrainingError("train: non-finite weights; concept not written")
+        return save_concept(concept_dir, dict(self.parameters), self.data.reference_image, self.concept_manifest())
