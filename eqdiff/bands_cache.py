@@ -34,10 +34,10 @@ from eqdiff.artifacts import (
     write_json,
 )
 from eqdiff.augment import contact_sheet
-from eqdiff.config import FdteConfig, section_to_dict
+from eqdiff.config import FdteConfig, ModelConfig, section_to_dict
 from eqdiff.data import Subject, preprocess_target, tensor_to_image
 from eqdiff.fdte import band_images, band_posteriors
-from eqdiff.models import Components
+from eqdiff.models import load_components
 from eqdiff.stage_manifest import is_up_to_date, normalised, subject_inputs
 
 logger = logging.getLogger(__name__)
@@ -64,9 +64,7 @@ def _load_targets(subject: Subject, masks_dir: Path, side: int) -> tuple[torch.T
     return torch.stack(targets), torch.stack(masks)
 
 
-def band_sheet(
-    targets: torch.Tensor, low: torch.Tensor, high: torch.Tensor, masks: torch.Tensor
-) -> Image.Image:
+def band_sheet(targets: torch.Tensor, low: torch.Tensor, high: torch.Tensor, masks: torch.Tensor) -> Image.Image:
     """One row per photo: target | LOW | HIGH | mask.
 
     Bands are shown as the VAE sees them (clamped to [-1, 1]): ``abs`` bands are >= 0, so they appear in the
@@ -79,19 +77,38 @@ def band_sheet(
     return contact_sheet(rows, targets.shape[-1])
 
 
+def band_tensors(targets: torch.Tensor, masks: torch.Tensor, vae, config: FdteConfig) -> dict[str, torch.Tensor]:
+    """The ten cached tensors (CPU; shapes in the module docstring), computed on the VAE's device."""
+    device = vae.device
+    tensors = {"targets": targets, "masks": masks}
+    with torch.no_grad():
+        low, high = band_images(targets.to(device), config)
+        tensors["low"], tensors["high"] = low.cpu(), high.cpu()
+        posteriors: dict[str, list[torch.Tensor]] = {}
+        for start in tqdm(range(len(targets)), desc="bands", unit="photo"):
+            one = band_posteriors(vae, targets[start : start + 1].to(device), config)
+            for name, value in one.items():
+                posteriors.setdefault(name, []).append(value)
+    tensors.update({name: torch.cat(values) for name, values in posteriors.items()})
+    return tensors
+
+
 def compute_band_cache(
-    subject: Subject, masks_dir: Path, out_dir: Path, side: int, components: Components, config: FdteConfig
+    subject: Subject, masks_dir: Path, out_dir: Path, side: int, model: ModelConfig, config: FdteConfig
 ) -> Path:
     """Write the band cache of ``subject`` at ``side`` px into ``out_dir`` (layout in the module docstring).
 
-    Every photo and mask is validated before anything is written, and the directory is swapped in whole.
-    When ``bands.json`` records the same inputs, band options, resolution and model fingerprint, nothing is
-    rewritten.
-    Bands and posteriors are computed on the VAE's device.
+    Every photo and mask is validated before the model is loaded and anything is written, and the directory
+    is swapped in whole. When ``bands.json`` records the same inputs, band options, resolution and model
+    fingerprint, nothing is rewritten. Bands and posteriors are computed on CUDA when it is available.
     """
     out_dir = Path(out_dir)
+    inputs = subject_inputs(subject, masks_dir)
+    targets, masks = _load_targets(subject, masks_dir, side)
+    components = load_components(model)
+    components.vae.to("cuda" if torch.cuda.is_available() else "cpu")
     key = {
-        "inputs": subject_inputs(subject, masks_dir),
+        "inputs": inputs,
         "band_options": band_options(config),
         "resolution": side,
         "fingerprint": components.fingerprint,
@@ -99,18 +116,7 @@ def compute_band_cache(
     if is_up_to_date(out_dir / MANIFEST_FILE, key, [out_dir / TENSORS_FILE, out_dir / SHEET_FILE]):
         logger.info("%s: up to date, nothing rewritten", out_dir)
         return out_dir
-    targets, masks = _load_targets(subject, masks_dir, side)
-    device = components.vae.device
-    tensors: dict[str, torch.Tensor] = {"targets": targets, "masks": masks}
-    with torch.no_grad():
-        low, high = band_images(targets.to(device), config)
-        tensors["low"], tensors["high"] = low.cpu(), high.cpu()
-        posteriors = {}
-        for start in tqdm(range(len(targets)), desc="bands", unit="photo"):
-            one = band_posteriors(components.vae, targets[start : start + 1].to(device), config)
-            for name, value in one.items():
-                posteriors.setdefault(name, []).append(value)
-    tensors.update({name: torch.cat(values) for name, values in posteriors.items()})
+    tensors = band_tensors(targets, masks, components.vae, config)
     manifest = {
         "key": key,
         "stems": [p.stem for p in subject.photos],
@@ -166,9 +172,7 @@ def load_band_cache(
             f"expected {expected_fingerprint} (re-run `eqdiff bands`)"
         )
     if manifest.get("resolution") != resolution:
-        raise ArtifactError(
-            f"{manifest_path}: bands are at {manifest.get('resolution')} px, expected {resolution} px"
-        )
+        raise ArtifactError(f"{manifest_path}: bands are at {manifest.get('resolution')} px, expected {resolution} px")
     if fdte is not None and manifest.get("band_options") != normalised(band_options(fdte)):
         raise ArtifactError(
             f"{manifest_path}: band options {manifest.get('band_options')} differ from the "

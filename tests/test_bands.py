@@ -11,7 +11,7 @@ from conftest import DREAMBOOTH, requires_dreambooth
 
 from eqdiff.artifacts import ArtifactError
 from eqdiff.bands_cache import POSTERIOR_KEYS, compute_band_cache, load_band_cache
-from eqdiff.config import FdteConfig
+from eqdiff.config import FdteConfig, ModelConfig
 from eqdiff.data import discover_subject, preprocess_target
 from eqdiff.fdte import band_images, band_posteriors, band_spectra
 
@@ -108,7 +108,7 @@ def test_bands_agree_on_cpu_and_cuda(shape, output):
 def test_band_cache_round_trip(subject_dir, tiny_components, tmp_path):
     subject = discover_subject(subject_dir, "toy")
     config = FdteConfig(shape="circle", colour="rgb", output="real", cutoff_low=40, cutoff_high=40)
-    out = compute_band_cache(subject, subject_dir / "masks", tmp_path / "bands", 64, tiny_components, config)
+    out = compute_band_cache(subject, subject_dir / "masks", tmp_path / "bands", 64, ModelConfig(), config)
     cache = load_band_cache(out, tiny_components.fingerprint, 64, fdte=config)
     assert cache["stems"] == ["00", "01", "02"]
     assert cache["targets"].shape == (3, 3, 64, 64) and cache["masks"].shape == (3, 1, 64, 64)
@@ -124,17 +124,13 @@ def test_band_cache_round_trip(subject_dir, tiny_components, tmp_path):
 
 def test_load_band_cache_refuses_mismatches_and_corruption(subject_dir, tiny_components, tmp_path):
     subject = discover_subject(subject_dir, "toy")
-    out = compute_band_cache(
-        subject, subject_dir / "masks", tmp_path / "bands", 64, tiny_components, FdteConfig()
-    )
+    out = compute_band_cache(subject, subject_dir / "masks", tmp_path / "bands", 64, ModelConfig(), FdteConfig())
     with pytest.raises(ArtifactError, match="base model"):
         load_band_cache(out, "0000000000000000", 64)
     with pytest.raises(ArtifactError, match="64 px, expected 128 px"):
         load_band_cache(out, tiny_components.fingerprint, 128)
     with pytest.raises(ArtifactError, match="band options"):
-        load_band_cache(
-            out, tiny_components.fingerprint, 64, fdte=dataclasses.replace(FdteConfig(), cutoff_low=40)
-        )
+        load_band_cache(out, tiny_components.fingerprint, 64, fdte=dataclasses.replace(FdteConfig(), cutoff_low=40))
     data = (out / "bands.safetensors").read_bytes()
     (out / "bands.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ArtifactError, match="bands.safetensors: not a valid safetensors file"):

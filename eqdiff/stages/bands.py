@@ -11,20 +11,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from eqdiff.bands_cache import compute_band_cache
 from eqdiff.config import FdteConfig, ModelConfig, TrainConfig
 from eqdiff.data import discover_subject
-from eqdiff.models import load_components
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subject-dir", type=Path, required=True, help="folder of the subject's photos")
     parser.add_argument("--masks", type=Path, required=True, help="folder of the masks (<stem>.png)")
-    parser.add_argument(
-        "--out", type=Path, required=True, help="output folder (bands.safetensors, sheet.png)"
-    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder (bands.safetensors, sheet.png)")
 
 
 def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
@@ -33,6 +28,4 @@ def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
     train = TrainConfig.from_mapping(params.get("train"))
     # The class noun is not read by this stage; the folder name stands in for it.
     subject = discover_subject(args.subject_dir, args.subject_dir.name)
-    components = load_components(model)
-    components.vae.to("cuda" if torch.cuda.is_available() else "cpu")
-    compute_band_cache(subject, args.masks, args.out, train.resolution, components, fdte)
+    compute_band_cache(subject, args.masks, args.out, train.resolution, model, fdte)
