@@ -1,0 +1,235 @@
+"""The evaluation report (DESIGN §5): Table 1's layout, CLIP-T vs DINO-I trade-off (Fig. 7 lower), gallery.
+
+Input layout (``RUNS``), one folder per subject and variant::
+
+    RUNS/<subject>/<variant>/metrics.json    written by ``eqdiff evaluate``
+    RUNS/<subject>/<variant>/samples/        written by ``eqdiff generate`` (index.json + PNGs)
+    RUNS/<subject>/masks/<stem>.png          written by ``eqdiff masks`` (optional; shown in the gallery)
+
+The subject's photos are found through the ``subject_dir`` field that ``eqdiff evaluate`` records in
+``metrics.json`` (a relative path is taken from the current directory, as DVC stages run from the repository
+root). Output (``OUT``), built in a staging folder and swapped in whole:
+
+    summary.json      per variant x prompt set: CLIP-T, CLIP-I, DINO-I averaged over subjects (dvc metrics)
+    table.md          per subject and averaged, rows = variant x {unstylized, stylized}
+    tradeoff.png      CLIP-T vs DINO-I, one labelled point per variant x prompt set
+    tradeoff.csv/json the same points for ``dvc plots`` (x: dino_i, y: clip_t)
+    index.html, gallery/<subject>.html, gallery/assets/   a static gallery that works from the file system
+
+When any run is uncalibrated (random metric weights or noise samples), every output says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the report is built on CI and servers without a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from eqdiff.artifacts import ArtifactError, OutputLock, read_json, staged_directory, write_json, write_text  # noqa: E402
+from eqdiff.errors import DataError  # noqa: E402
+from eqdiff.gallery import write_gallery  # noqa: E402
+from eqdiff.metrics import PROMPT_SETS  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("clip_t", "clip_i", "dino_i")
+METRIC_TITLES = {"clip_t": "CLIP-T", "clip_i": "CLIP-I", "dino_i": "DINO-I"}
+UNCALIBRATED = "uncalibrated (random weights)"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (subject, variant) evaluation: its ``metrics.json`` and where its samples and masks are."""
+
+    subject: str
+    variant: str
+    metrics: dict[str, Any]
+    samples_dir: Path
+    masks_dir: Path
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.metrics["calibrated"])
+
+
+def _check_metrics(path: Path, metrics: Any) -> None:
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("calibrated"), bool):
+        raise DataError(f"{path}: not an `eqdiff evaluate` metrics file (no boolean 'calibrated')")
+    blocks = [s for s in PROMPT_SETS if s in metrics]
+    if not blocks:
+        raise DataError(f"{path}: has no {' or '.join(PROMPT_SETS)} block")
+    for prompt_set in blocks:
+        for key in (*METRICS, "n_images"):
+            if not isinstance(metrics[prompt_set].get(key), int | float):
+                raise DataError(f"{path}: {prompt_set}.{key} missing or not a number")
+    if not isinstance(metrics.get("subject_dir"), str):
+        raise DataError(f"{path}: field 'subject_dir' missing (re-run `eqdiff evaluate`)")
+
+
+def discover_runs(runs_dir: str | Path) -> list[Run]:
+    """Every ``RUNS/<subject>/<variant>/metrics.json``, sorted by subject then variant."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise DataError(f"{runs_dir}: runs folder not found")
+    runs = []
+    for path in sorted(runs_dir.glob("*/*/metrics.json")):
+        try:
+            metrics = read_json(path)
+        except ArtifactError as exc:
+            raise DataError(str(exc)) from None
+        _check_metrics(path, metrics)
+        subject_root = path.parent.parent
+        runs.append(
+            Run(subject_root.name, path.parent.name, metrics, path.parent / "samples", subject_root / "masks")
+        )
+    if not runs:
+        raise DataError(f"{runs_dir}: no <subject>/<variant>/metrics.json found")
+    return runs
+
+
+def summarize(runs: list[Run]) -> dict[str, Any]:
+    """Table 1's numbers: per subject and averaged over subjects (macro average), per variant x prompt set.
+
+    ``{"calibrated": bool, "variants": {V: {set: {clip_t, clip_i, dino_i, n_subjects}}},
+    "subjects": {S: {V: {set: {clip_t, clip_i, dino_i, n_images}}}}}``.
+    """
+    subjects: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        subjects.setdefault(run.subject, {})[run.variant] = {
+            s: {k: run.metrics[s][k] for k in (*METRICS, "n_images")} for s in PROMPT_SETS if s in run.metrics
+        }
+    all_subjects = set(subjects)
+    variants: dict[str, dict[str, Any]] = {}
+    for variant in sorted({run.variant for run in runs}):
+        for prompt_set in PROMPT_SETS:
+            rows = [s[variant][prompt_set] for s in subjects.values() if prompt_set in s.get(variant, {})]
+            if not rows:
+                continue
+            means = {k: sum(r[k] for r in rows) / len(rows) for k in METRICS}
+            variants.setdefault(variant, {})[prompt_set] = {**means, "n_subjects": len(rows)}
+        covered = {name for name, s in subjects.items() if variant in s}
+        if covered != all_subjects:
+            logger.warning(
+                "variant %s has no run for %s: its averages cover %d of %d subjects",
+                variant,
+                ", ".join(sorted(all_subjects - covered)),
+                len(covered),
+                len(all_subjects),
+            )
+    calibrated = all(run.calibrated for run in runs)
+    return {"calibrated": calibrated, "variants": variants, "subjects": subjects}
+
+
+def _markdown_table(blocks: dict[str, dict[str, Any]], count_key: str, count_title: str) -> list[str]:
+    lines = [
+        f"| Variant | Prompts | CLIP-T | CLIP-I | DINO-I | {count_title} |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for variant, sets in blocks.items():
+        for prompt_set, row in sets.items():
+            numbers = " | ".join(f"{row[k]:.3f}" for k in METRICS)
+            lines.append(f"| {variant} | {prompt_set} | {numbers} | {row[count_key]} |")
+    return lines
+
+
+def markdown_report(summary: dict[str, Any]) -> str:
+    """``table.md``: the averaged table, then one per subject; an uncalibrated banner when it applies."""
+    lines = ["# EqDiff evaluation", ""]
+    if not summary["calibrated"]:
+        lines += [
+            f"> **{UNCALIBRATED.upper()}**: these numbers come from random metric weights and/or noise",
+            "> samples (tiny preset); they exercise the pipeline and mean nothing.",
+            "",
+        ]
+    lines += [
+        "CLIP-T = mean 2.5·max(cos, 0) (CLIPScore, w = 2.5); CLIP-I, DINO-I = mean cosine over all",
+        "(generated, real) pairs. Paper Table 1 (EqDiff, unstylized / stylized): CLIP-T 0.782 / 0.790,",
+        "CLIP-I 0.810 / 0.755, DINO-I 0.670 / 0.584.",
+        "",
+    ]
+    lines += [f"## Average over {len(summary['subjects'])} subject(s)", ""]
+    lines += _markdown_table(summary["variants"], "n_subjects", "Subjects")
+    for subject, variants in summary["subjects"].items():
+        lines += ["", f"## {subject}", ""]
+        lines += _markdown_table(variants, "n_images", "Images")
+    return "\n".join(lines) + "\n"
+
+
+def tradeoff_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One point per variant x prompt set: ``{variant, prompt_set, label, clip_t, dino_i}``."""
+    return [
+        {
+            "variant": variant,
+            "prompt_set": prompt_set,
+            "label": f"{variant} ({prompt_set})",
+            "clip_t": row["clip_t"],
+            "dino_i": row["dino_i"],
+        }
+        for variant, sets in summary["variants"].items()
+        for prompt_set, row in sets.items()
+    ]
+
+
+def tradeoff_csv(points: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(
+        buffer, fieldnames=["variant", "prompt_set", "label", "clip_t", "dino_i"], lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows(points)
+    return buffer.getvalue()
+
+
+def plot_tradeoff(points: list[dict[str, Any]], calibrated: bool, path: Path) -> None:
+    """CLIP-T (y) vs DINO-I (x), as the paper's Fig. 7 (lower); PNG at ``path``."""
+    figure, axes = plt.subplots(figsize=(6, 4.5), dpi=100)
+    markers = {"unstylized": "o", "stylized": "s"}
+    for prompt_set in PROMPT_SETS:
+        chosen = [p for p in points if p["prompt_set"] == prompt_set]
+        axes.scatter(
+            [p["dino_i"] for p in chosen],
+            [p["clip_t"] for p in chosen],
+            marker=markers[prompt_set],
+            label=prompt_set,
+        )
+        for p in chosen:
+            axes.annotate(p["variant"], (p["dino_i"], p["clip_t"]), textcoords="offset points", xytext=(4, 4))
+    axes.set_xlabel("DINO-I (subject fidelity)")
+    axes.set_ylabel("CLIP-T (text alignment)")
+    title = "CLIP-T vs DINO-I per variant"
+    axes.set_title(
+        title if calibrated else f"{title}\n{UNCALIBRATED.upper()}",
+        color="black" if calibrated else "firebrick",
+    )
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
+
+
+def build_report(runs_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write the whole report into ``out_dir`` (replaced atomically); returns ``out_dir``."""
+    out_dir = Path(out_dir)
+    runs = discover_runs(runs_dir)
+    summary = summarize(runs)
+    if not summary["calibrated"]:
+        logger.warning("report is %s: its numbers mean nothing", UNCALIBRATED)
+    points = tradeoff_points(summary)
+    with OutputLock(out_dir), staged_directory(out_dir) as staging:
+        write_json(staging / "summary.json", summary)
+        write_text(staging / "table.md", markdown_report(summary))
+        write_text(staging / "tradeoff.csv", tradeoff_csv(points))
+        write_json(staging / "tradeoff.json", points)
+        plot_tradeoff(points, summary["calibrated"], staging / "tradeoff.png")
+        write_gallery(runs, summary, staging)
+    logger.info("report of %d run(s) written to %s", len(runs), out_dir)
+    return out_dir

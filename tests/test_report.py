@@ -1,0 +1,214 @@
+"""``eqdiff report`` (DESIGN §5): two subjects x two variants of real PNG samples -> evaluate -> report."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from eqdiff.artifacts import write_json
+from eqdiff.config import EvaluateConfig
+from eqdiff.errors import DataError
+from eqdiff.metrics import evaluate
+from eqdiff.report import build_report
+from eqdiff.sample_subject import make_sample_subject
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_metrics import small_models, write_samples  # noqa: E402
+
+SUBJECTS = ("toy", "can")
+VARIANTS = ("A", "F")
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``RUNS/<subject>/<variant>/{samples/, metrics.json}`` and ``RUNS/<subject>/masks/`` for 2 x 2 runs."""
+    root = tmp_path_factory.mktemp("report")
+    runs = root / "runs"
+    models = small_models()
+    for s, subject in enumerate(SUBJECTS):
+        photos = make_sample_subject(root / "subjects" / subject, num_photos=2, seed=s)
+        shutil.copytree(photos / "masks", runs / subject / "masks")
+        for v, variant in enumerate(VARIANTS):
+            samples = write_samples(
+                runs / subject / variant / "samples",
+                subject=subject,
+                variant=variant,
+                per_prompt=1,
+                seed=10 * s + v,
+            )
+            metrics = evaluate(samples, photos, EvaluateConfig(), models=models)
+            write_json(runs / subject / variant / "metrics.json", metrics)
+    return runs
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "img":
+            self.sources.append(values["src"] or "")
+        if tag == "a":
+            self.links.append(values["href"] or "")
+
+
+def _parse(page: Path) -> _Images:
+    parser = _Images()
+    parser.feed(page.read_text(encoding="utf-8"))
+    return parser
+
+
+def test_report_writes_tables_plot_json_and_gallery(runs_dir: Path, tmp_path: Path) -> None:
+    out = build_report(runs_dir, tmp_path / "report")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["calibrated"] is False
+    assert sorted(summary["variants"]) == list(VARIANTS)
+    for variant in VARIANTS:
+        for prompt_set in ("unstylized", "stylized"):
+            row = summary["variants"][variant][prompt_set]
+            assert row["n_subjects"] == 2
+            for key in ("clip_t", "clip_i", "dino_i"):
+                per_subject = [
+                    json.loads((runs_dir / s / variant / "metrics.json").read_text())[prompt_set][key]
+                    for s in SUBJECTS
+                ]
+                assert row[key] == pytest.approx(sum(per_subject) / 2)
+
+    table = (out / "table.md").read_text()
+    assert "UNCALIBRATED (RANDOM WEIGHTS)" in table
+    assert "## Average over 2 subject(s)" in table and "## toy" in table and "## can" in table
+    assert len(re.findall(r"^\| [AF] \| (unstylized|stylized) \|", table, flags=re.M)) == 3 * 4
+
+    with (out / "tradeoff.csv").open() as fh:
+        points = list(csv.DictReader(fh))
+    assert {(p["variant"], p["prompt_set"]) for p in points} == {
+        (v, s) for v in VARIANTS for s in ("unstylized", "stylized")
+    }
+    assert json.loads((out / "tradeoff.json").read_text())[0].keys() >= {"clip_t", "dino_i", "label"}
+    with Image.open(out / "tradeoff.png") as plot:
+        assert plot.format == "PNG" and plot.width >= 400
+
+    index = out / "index.html"
+    assert "UNCALIBRATED (random weights)" in index.read_text()
+    assert sorted(_parse(index).links) == sorted(f"gallery/{s}.html" for s in SUBJECTS) + []
+    for subject in SUBJECTS:
+        page = out / "gallery" / f"{subject}.html"
+        sources = _parse(page).sources
+        # 2 photos + 2 masks, then 2 variants x 3 prompts x 1 sample.
+        assert len(sources) == 4 + 2 * 3
+        for src in sources:
+            assert not src.startswith(("/", "file:")) and (page.parent / src).is_file(), src
+        assert "a watercolor painting of a &lt;new1&gt; toy" in page.read_text()
+
+
+def test_report_is_replaced_whole_and_refuses_bad_metrics(runs_dir: Path, tmp_path: Path) -> None:
+    out = build_report(runs_dir, tmp_path / "report")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    broken = tmp_path / "runs"
+    shutil.copytree(runs_dir, broken)
+    metrics_path = broken / "toy" / "F" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    del metrics["stylized"]["dino_i"]
+    metrics_path.write_text(json.dumps(metrics))
+    with pytest.raises(DataError, match=rf"{re.escape(str(metrics_path))}: stylized.dino_i missing"):
+        build_report(broken, out)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    with pytest.raises(DataError, match="no <subject>/<variant>/metrics.json"):
+        build_report(tmp_path / "report", tmp_path / "other")
+
+
+def test_dvc_reads_the_metrics(runs_dir: Path, tmp_path: Path) -> None:
+    dvc = Path(sys.executable).with_name("dvc")
+    if not dvc.is_file():
+        pytest.skip(f"{dvc} not installed")
+    out = build_report(runs_dir, tmp_path / "report")
+    shutil.copy(runs_dir / "toy" / "F" / "metrics.json", tmp_path / "metrics.json")
+    subprocess.run([str(dvc), "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    shown = subprocess.run(
+        [str(dvc), "metrics", "show", "--json", "metrics.json", "report/summary.json"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    data = json.loads(shown)[""]["data"]
+    assert data["metrics.json"]["data"]["stylized"]["dino_i"] == pytest.approx(
+        json.loads((tmp_path / "metrics.json").read_text())["stylized"]["dino_i"]
+    )
+    assert data["report/summary.json"]["data"]["variants"]["F"]["unstylized"]["clip_t"] == pytest.approx(
+        json.loads((out / "summary.json").read_text())["variants"]["F"]["unstylized"]["clip_t"]
+    )
+
+
+def test_evaluate_stage_default_architecture_then_report(tmp_path: Path) -> None:
+    """The stage door with its default (real-size ViT-B/32 + ViT-S/16, random) models, then the report."""
+    from eqdiff.stages import evaluate as evaluate_stage
+    from eqdiff.stages import report as report_stage
+
+    photos = make_sample_subject(tmp_path / "subjects" / "toy", num_photos=2)
+    runs = tmp_path / "runs"
+    samples = write_samples(
+        runs / "toy" / "F" / "samples",
+        per_prompt=1,
+        templates={"unstylized": ("a {} on the beach",), "stylized": ("a sketch of a {}",)},
+    )
+    parser = argparse.ArgumentParser()
+    evaluate_stage.add_arguments(parser)
+    out = runs / "toy" / "F" / "metrics.json"
+    args = parser.parse_args(["--samples", str(samples), "--subject-dir", str(photos), "--out", str(out)])
+    evaluate_stage.run(args, {"evaluate": {"batch_size": 2}})
+    metrics = json.loads(out.read_text())
+    assert metrics["calibrated"] is False
+    assert metrics["clip_model"] == "random-init:clip-vit-b32:seed=0"
+    assert metrics["dino_model"] == "random-init:dino-vits16:seed=0"
+    assert 0.0 <= metrics["stylized"]["clip_t"] <= 2.5 and -1.0 <= metrics["stylized"]["dino_i"] <= 1.0
+
+    parser = argparse.ArgumentParser()
+    report_stage.add_arguments(parser)
+    report_stage.run(parser.parse_args(["--runs", str(runs), "--out", str(tmp_path / "report")]), {})
+    assert (tmp_path / "report" / "gallery" / "toy.html").is_file()
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    _chromium() is None, reason="chromium not installed (CI installs it: apt-get install chromium)"
+)
+def test_gallery_renders_in_headless_chromium(runs_dir: Path, tmp_path: Path) -> None:
+    out = build_report(runs_dir, tmp_path / "report")
+    for page in [out / "index.html", *(out / "gallery" / f"{s}.html" for s in SUBJECTS)]:
+        command = [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.as_uri(),
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        found = re.search(r'data-images-loaded="(\d+)/(\d+)"', result.stdout)
+        assert found, (
+            f"{page.name}: no image count in the rendered DOM (chromium stderr: {result.stderr[-500:]})"
+        )
+        loaded, total = int(found.group(1)), int(found.group(2))
+        assert total == len(_parse(page).sources) > 0 and loaded == total, f"{page.name}: {loaded}/{total}"
