@@ -102,9 +102,12 @@ def load_image(path: str | Path) -> Image.Image:
         raise DataError(f"{path}: unreadable EXIF orientation") from None
     _check_size(path, image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit grey: scale to 8 bits instead of clipping (PIL's convert('L') clips at 255).
+        # 16-bit grey: scale the full 16-bit range to 8 bits (PIL's convert('L') clips at 255). Dividing by
+        # the image's own maximum would brighten every image whose brightest pixel is below white.
         array = np.asarray(image, dtype=np.float64)
-        array = array / max(array.max(), 1.0) * 255.0 if array.max() > 255 else array
+        if array.max() > 65535:  # 32-bit integer images: no fixed range, so their maximum stands for white
+            array = array / array.max() * 65535.0
+        array = array / 257.0 if image.mode != "I" or array.max() > 255 else array
         image = Image.fromarray(array.round().clip(0, 255).astype(np.uint8), mode="L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")

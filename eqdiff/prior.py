@@ -137,9 +137,7 @@ def generate_class_images(
         out_dir.mkdir(parents=True, exist_ok=True)
         _claim_directory(out_dir, key)
         missing = {i for i, path in enumerate(paths) if not _is_valid(path, resolution)}
-        batches = [
-            range(s, min(s + config.batch_size, num_images)) for s in range(0, num_images, config.batch_size)
-        ]
+        batches = [range(s, min(s + config.batch_size, num_images)) for s in range(0, num_images, config.batch_size)]
         batches = [b for b in batches if missing.intersection(b)]
         if batches:
             pipeline = build_pipeline(components)
@@ -184,9 +182,10 @@ def copy_real_class_images(source_dir: str | Path, out_dir: str | Path, num_imag
     if is_up_to_date(out_dir / MANIFEST_FILE, key, paths):
         logger.info("%s: up to date, nothing rewritten", out_dir)
         return paths
-    images = [load_image(p) for p in tqdm(sources, desc="prior (validate)", unit="image")]
+    # No progress bar while validating: an error must stay a single stderr line (DESIGN §6).
+    images = [load_image(p) for p in sources]
     with OutputLock(out_dir), staged_directory(out_dir) as staging:
-        for path, image in zip(paths, images, strict=True):
+        for path, image in tqdm(list(zip(paths, images, strict=True)), desc="prior (copy)", unit="image"):
             save_png(staging / path.name, image)
         write_json(
             staging / MANIFEST_FILE,
@@ -211,9 +210,7 @@ def prepare_class_images(
     components = load_components(model)
     if torch.cuda.is_available():
         components.to("cuda")
-    return generate_class_images(
-        components, class_prompt(config, class_noun), out_dir, num_images, config, resolution
-    )
+    return generate_class_images(components, class_prompt(config, class_noun), out_dir, num_images, config, resolution)
 
 
 def load_class_images(directory: str | Path, num: int) -> list[Path]:
@@ -221,15 +218,11 @@ def load_class_images(directory: str | Path, num: int) -> list[Path]:
     directory = Path(directory)
     manifest = _read_manifest(directory / MANIFEST_FILE)
     if manifest is None or not isinstance(manifest.get("images"), list):
-        raise ArtifactError(
-            f"{directory / MANIFEST_FILE}: missing or not a class-image manifest (run `eqdiff prior`)"
-        )
+        raise ArtifactError(f"{directory / MANIFEST_FILE}: missing or not a class-image manifest (run `eqdiff prior`)")
     paths = [directory / name for name in manifest["images"]]
     if len(paths) < num:
         raise ArtifactError(f"{directory}: holds {len(paths)} class image(s), expected at least {num}")
     for path in paths[:num]:
         if not path.is_file():
-            raise ArtifactError(
-                f"{path}: class image listed in {MANIFEST_FILE} is missing (re-run `eqdiff prior`)"
-            )
+            raise ArtifactError(f"{path}: class image listed in {MANIFEST_FILE} is missing (re-run `eqdiff prior`)")
     return paths[:num]
