@@ -271,7 +271,8 @@ def weights_fingerprint(unet: UNet2DConditionModel, text_encoder: CLIPTextModel)
         text_encoder.get_input_embeddings().weight[-1:],
     ):
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    digest.update(json.dumps(dict(unet.config), sort_keys=True, default=str).encode())
+    architecture = {k: v for k, v in unet.config.items() if not k.startswith("_")}  # no load path
+    digest.update(json.dumps(architecture, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
 

@@ -96,6 +96,31 @@ def _attend(
     return (probs @ value.float()).to(query.dtype), probs
 
 
+class _GateClamp(torch.autograd.Function):
+    """clamp(x, 0, 1) whose gradient passes where 0 <= x <= 1, boundaries included.
+
+    The official M^f = clamp(out[..., d], 0, 1) learns only because torch 2.0's clamp passed gradient at exactly
+    0 (official-eqdiff-code.md §8.2): H_r is zero-initialised, so every gate starts at 0. Current torch returns
+    a zero gradient at the boundary, which would leave every gate at 0 forever (RRA never switches on). This
+    keeps the behaviour the method was trained with, on any torch version.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x.clamp(0.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return grad * ((x >= 0) & (x <= 1)).to(grad.dtype)
+
+
+def gate_clamp(x: torch.Tensor) -> torch.Tensor:
+    """M^f = clamp(x, 0, 1) with gradient at the boundaries (see ``_GateClamp``)."""
+    return _GateClamp.apply(x)
+
+
 def _check_sd_attention(attn: Attention, name: str) -> None:
     stock = attn.group_norm is None and attn.spatial_norm is None and not attn.residual_connection
     if not stock or attn.rescale_output_factor != 1.0 or attn.norm_q is not None or attn.norm_cross:
@@ -202,7 +227,7 @@ class RRAAttnProcessor(nn.Module):
             torch.cat([_merge_heads(reference_attention), self_attention], dim=-1).to(weight_dtype)
         ).to(stock_output.dtype)
         dim = stock_output.shape[-1]
-        f_ra, gate = fused[..., :dim], fused[..., dim:].clamp(0.0, 1.0)  # F_RA and M^f
+        f_ra, gate = fused[..., :dim], gate_clamp(fused[..., dim:])  # F_RA and M^f
         return stock_output * (1.0 - gate) + f_ra * gate
 
 

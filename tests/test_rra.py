@@ -1,0 +1,132 @@
+"""RRA invariants on the tiny preset's real UNet (DESIGN §4.3; official-eqdiff-code.md §8.1-§8.3, §8.9-§8.11)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from eqdiff import rra
+
+
+def _inputs(batch: int = 2, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    latents = torch.randn(batch, 4, 16, 16, generator=generator)
+    states = torch.randn(batch, 77, 32, generator=generator)
+    return latents, torch.tensor([10, 700][:batch]), states
+
+
+def _write_reference(unet, bank, timesteps, states):
+    bank.mode = rra.BankMode.WRITE
+    with torch.no_grad():
+        unet(torch.randn(len(timesteps), 4, 16, 16), timesteps, states)
+    bank.mode = rra.BankMode.READ
+
+
+def test_zero_initialised_rra_equals_stock_attention_bit_for_bit(tiny_components):
+    unet = tiny_components.unet
+    latents, timesteps, states = _inputs()
+    stock = unet(latents, timesteps, states).sample
+    bank = rra.ReferenceBank()
+    rra.install_processors(unet, bank, rra=True)
+    _write_reference(unet, bank, timesteps, states)
+    assert len(bank.features) == 10  # mid + up self-attention only
+    assert torch.equal(unet(latents, timesteps, states).sample, stock)
+
+
+def test_rra_gradient_at_init_reaches_only_the_gate_row(tiny_components):
+    # official §8.2: only row d of H_r's weight and its bias entry get gradient; W_k^res, W_v^res get zeros.
+    unet = tiny_components.unet
+    bank = rra.ReferenceBank()
+    rra.install_processors(unet, bank, rra=True)
+    latents, timesteps, states = _inputs()
+    _write_reference(unet, bank, timesteps, states)
+    unet(latents, timesteps, states).sample.pow(2).mean().backward()
+    for processor in unet.attn_processors.values():
+        if isinstance(processor, rra.RRAAttnProcessor):
+            dim = processor.to_k_res.weight.shape[0]
+            weight_grad, bias_grad = processor.to_out_res.weight.grad, processor.to_out_res.bias.grad
+            assert weight_grad[:dim].abs().max() == 0 and bias_grad[:dim].abs().max() == 0
+            assert weight_grad[dim].abs().max() > 0
+            assert processor.to_k_res.weight.grad.abs().max() == 0
+            assert processor.to_v_res.weight.grad.abs().max() == 0
+
+
+def test_without_reference_the_model_is_custom_diffusion(tiny_components):
+    # official §8.3: no reference features → SD + Custom Diffusion K/V (here equal to the copied base K/V).
+    unet = tiny_components.unet
+    latents, timesteps, states = _inputs()
+    stock = unet(latents, timesteps, states).sample
+    bank = rra.ReferenceBank(mode=rra.BankMode.OFF)
+    rra.install_processors(unet, bank, rra=True)
+    for processor in unet.attn_processors.values():
+        if isinstance(processor, rra.RRAAttnProcessor):
+            torch.nn.init.normal_(processor.to_out_res.weight)  # RRA weights must not matter without a reference
+    assert torch.equal(unet(latents, timesteps, states).sample, stock)
+
+
+def test_reading_an_unfilled_bank_raises(tiny_components):
+    bank = rra.ReferenceBank(mode=rra.BankMode.READ)
+    rra.install_processors(tiny_components.unet, bank, rra=True)
+    latents, timesteps, states = _inputs()
+    with pytest.raises(RuntimeError, match="run the reference pass first"):
+        tiny_components.unet(latents, timesteps, states)
+
+
+def test_reference_pass_uses_the_frozen_cross_attention(tiny_components):
+    unet = tiny_components.unet
+    latents, timesteps, states = _inputs()
+    stock = unet(latents, timesteps, states).sample
+    bank = rra.ReferenceBank(mode=rra.BankMode.WRITE)
+    rra.install_processors(unet, bank, rra=True)
+    for processor in unet.attn_processors.values():
+        if isinstance(processor, rra.CustomDiffusionAttnProcessor):
+            torch.nn.init.normal_(processor.to_k_custom_diffusion.weight)
+    assert torch.equal(unet(latents, timesteps, states).sample, stock)
+
+
+def test_attention_losses_are_bounded_and_normalised(tiny_components):
+    # official §8.10: S(p) ∈ [0, 1], L_ra ∈ [0, 1]; the L_ca map's max is exactly 1.
+    unet = tiny_components.unet
+    bank = rra.ReferenceBank()
+    rra.install_processors(unet, bank, rra=True)
+    latents, timesteps, states = _inputs()
+    _write_reference(unet, bank, timesteps, states)
+    bank.record_maps = True
+    unet(latents, timesteps, states)
+    assert len(bank.reference_maps) == 3 and len(bank.cross_maps) == 5  # up_blocks.1 ×3; down_blocks.2 ×2 + up ×3
+    masks = (torch.rand(2, 1, 32, 32) > 0.5).float()
+    l_ra = rra.reference_attention_loss(bank, slice(0, 2), masks, torch.ones_like(masks))
+    assert 0.0 <= l_ra.item() <= 1.0
+    assert rra.reference_attention_loss(bank, slice(0, 2), masks, torch.ones_like(masks)).item() < 1e-10
+    l_ca = rra.cross_attention_loss(bank, slice(0, 2), torch.tensor([3, 4]), masks)
+    assert 0.0 <= l_ca.item() <= 1.0
+    ones = torch.ones(2, 1, 32, 32)
+    maps = torch.stack(list(bank.cross_maps.values())).mean(dim=(0, 2))[..., 3]
+    expected = ((1 - maps / maps.amax(dim=1, keepdim=True)) ** 2).mean()
+    assert torch.allclose(rra.cross_attention_loss(bank, slice(0, 2), torch.tensor([3, 3]), ones), expected)
+
+
+def test_only_processor_weights_are_trainable_names(tiny_components):
+    bank = rra.ReferenceBank()
+    rra.install_processors(tiny_components.unet, bank, rra=True)
+    names = list(rra.trainable_state_dict(tiny_components.unet))
+    assert sum(n.endswith("to_k_custom_diffusion.weight") for n in names) == 16
+    assert sum(n.endswith("to_out_res.weight") for n in names) == 10
+    assert not any(n.startswith("down_blocks") and "_res" in n for n in names)
+
+
+def test_ddim_timesteps_match_official_inference(tiny_components):
+    # official §8.9: DDIM timesteps 981 → 1 in steps of 20 from SD v1's scheduler config.
+    scheduler = DDIMScheduler.from_config(tiny_components.noise_scheduler.config)
+    scheduler.set_timesteps(50)
+    assert scheduler.timesteps.tolist() == list(range(981, 0, -20))
+
+
+def test_gate_clamp_passes_gradient_at_the_boundary():
+    # official §8.2 relies on clamp's sub-gradient 1 at exactly 0 (torch 2.0); current torch gives 0 there.
+    x = torch.tensor([-0.5, 0.0, 0.5, 1.0, 1.5], requires_grad=True)
+    y = rra.gate_clamp(x)
+    y.sum().backward()
+    assert torch.equal(y, x.detach().clamp(0, 1))
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
