@@ -77,7 +77,7 @@ def test_moco_view_is_seeded_and_square():
     assert a.tobytes() != c.tobytes()
 
 
-def test_augment_stage_writes_views_masks_manifest_and_sheet(subject_dir, tmp_path, monkeypatch):
+def test_augment_stage_writes_views_masks_manifest_and_sheet(subject_dir, tmp_path):
     out = tmp_path / "augment"
     argv = [
         "augment",
@@ -92,7 +92,7 @@ def test_augment_stage_writes_views_masks_manifest_and_sheet(subject_dir, tmp_pa
         "-S",
         "augment.views_per_photo=2",
     ]
-    assert run_cli(argv, monkeypatch) == 0
+    assert run_cli(argv) == 0
     manifest = json.loads((out / "augment.json").read_text())
     assert manifest["views"] == {stem: [f"{stem}_0.png", f"{stem}_1.png"] for stem in ("00", "01", "02")}
     assert manifest["key"]["options"]["views_per_photo"] == 2 and manifest["key"]["resolution"] == 64

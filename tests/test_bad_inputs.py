@@ -84,7 +84,7 @@ def _assert_clean_error(code: int, capsys: pytest.CaptureFixture, names: str, ou
 
 @pytest.mark.parametrize("stage", ["augment", "bands"])
 @pytest.mark.parametrize("case", sorted(BAD_PHOTOS))
-def test_bad_photo_is_a_one_line_error_naming_the_file(case, stage, tmp_path, monkeypatch, capsys):
+def test_bad_photo_is_a_one_line_error_naming_the_file(case, stage, tmp_path, capsys):
     name, make = BAD_PHOTOS[case]
     subject = _subject(tmp_path, name, make())
     out = tmp_path / "out"
@@ -99,12 +99,12 @@ def test_bad_photo_is_a_one_line_error_naming_the_file(case, stage, tmp_path, mo
         "-S",
         "train.resolution=32",
     ]
-    _assert_clean_error(run_cli(argv, monkeypatch), capsys, name, out)
+    _assert_clean_error(run_cli(argv), capsys, name, out)
 
 
 @pytest.mark.parametrize("stage", ["augment", "bands"])
 @pytest.mark.parametrize("case", ["wrong-size-mask", "missing-mask", "empty-mask", "one-photo"])
-def test_bad_subject_is_a_one_line_error_naming_the_file(case, stage, tmp_path, monkeypatch, capsys):
+def test_bad_subject_is_a_one_line_error_naming_the_file(case, stage, tmp_path, capsys):
     subject = _subject(tmp_path, photos=1 if case == "one-photo" else 2)
     named = "subject"
     if case == "wrong-size-mask":
@@ -128,10 +128,10 @@ def test_bad_subject_is_a_one_line_error_naming_the_file(case, stage, tmp_path, 
         "-S",
         "train.resolution=32",
     ]
-    _assert_clean_error(run_cli(argv, monkeypatch), capsys, named, out)
+    _assert_clean_error(run_cli(argv), capsys, named, out)
 
 
-def test_bad_real_class_image_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+def test_bad_real_class_image_is_a_one_line_error(tmp_path, capsys):
     real = tmp_path / "real"
     real.mkdir()
     _photo().save(real / "a.png")
@@ -148,7 +148,7 @@ def test_bad_real_class_image_is_a_one_line_error(tmp_path, monkeypatch, capsys)
         "-S",
         "train.num_class_images=2",
     ]
-    _assert_clean_error(run_cli(argv, monkeypatch), capsys, "b.jpg", out)
+    _assert_clean_error(run_cli(argv), capsys, "b.jpg", out)
 
 
 def _odd_images(directory: Path) -> dict[str, Image.Image]:
@@ -178,7 +178,7 @@ def _odd_images(directory: Path) -> dict[str, Image.Image]:
     return expected
 
 
-def test_valid_odd_images_load_correctly_and_run_through_the_stages(tmp_path, monkeypatch, capsys):
+def test_valid_odd_images_load_correctly_and_run_through_the_stages(tmp_path, capsys):
     subject = tmp_path / "odd"
     (subject / "masks").mkdir(parents=True)
     expected = _odd_images(subject)
@@ -205,5 +205,5 @@ def test_valid_odd_images_load_correctly_and_run_through_the_stages(tmp_path, mo
             "-S",
             "train.resolution=32",
         ]
-        assert run_cli(argv, monkeypatch) == 0, capsys.readouterr().err
+        assert run_cli(argv) == 0, capsys.readouterr().err
     assert len(list((tmp_path / "augment" / "views").iterdir())) == 4 * len(expected)

@@ -39,22 +39,22 @@ def stage_argv(subject_dir: Path, tmp_path: Path):
     return argv
 
 
-def test_unchanged_inputs_rewrite_nothing_and_band_options_recompute_bands_only(stage_argv, tmp_path, monkeypatch):
+def test_unchanged_inputs_rewrite_nothing_and_band_options_recompute_bands_only(stage_argv, tmp_path):
     stages = ("augment", "bands", "prior")
     for stage in stages:
-        assert run_cli(stage_argv(stage), monkeypatch) == 0
+        assert run_cli(stage_argv(stage)) == 0
     before = {stage: _snapshot(tmp_path / stage) for stage in stages}
     for stage in stages:
-        assert run_cli(stage_argv(stage), monkeypatch) == 0
+        assert run_cli(stage_argv(stage)) == 0
     assert {stage: _snapshot(tmp_path / stage) for stage in stages} == before
 
     # Band probabilities are not band options: the cache stays.
-    assert run_cli(stage_argv("bands", "fdte.p_l=0.2", "fdte.p_o=0.7"), monkeypatch) == 0
+    assert run_cli(stage_argv("bands", "fdte.p_l=0.2", "fdte.p_o=0.7")) == 0
     assert _snapshot(tmp_path / "bands") == before["bands"]
 
     tensors_before = (tmp_path / "bands" / "bands.safetensors").read_bytes()
     for stage in stages:
-        assert run_cli(stage_argv(stage, "fdte.cutoff_low=40"), monkeypatch) == 0
+        assert run_cli(stage_argv(stage, "fdte.cutoff_low=40")) == 0
     assert (tmp_path / "bands" / "bands.safetensors").read_bytes() != tensors_before
     assert _snapshot(tmp_path / "bands") != before["bands"]
     for stage in ("augment", "prior"):
