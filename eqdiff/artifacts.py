@@ -30,6 +30,17 @@ class ArtifactError(EqDiffError):
     """An artefact is corrupt, foreign, or its output directory is busy."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: Path, directory: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700 entries; published artefacts get the usual umask-based mode."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def _fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
@@ -51,6 +62,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        _publish_mode(tmp_path, directory=False)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     finally:
@@ -112,6 +124,7 @@ def staged_directory(path: str | Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.staging-", dir=path.parent))
     try:
         yield staging
+        _publish_mode(staging, directory=True)
         if path.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
             os.replace(path, trash / path.name)

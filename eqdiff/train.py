@@ -64,6 +64,14 @@ def autocast_dtype(config: MethodConfig, device: torch.device) -> torch.dtype | 
     return torch.float16
 
 
+def noisy_reference(
+    scheduler, reference_latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, time_gap: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training reference: noised with its target row's own ε at t_ref = max(t − time_gap, 0) (official §4.2)."""
+    reference_timesteps = (timesteps - time_gap).clamp_min(0)
+    return scheduler.add_noise(reference_latents, noise, reference_timesteps), reference_timesteps
+
+
 class EqDiffRecipe:
     """Fine-tunes one concept. ``config`` must be resolved (variant applied)."""
 
@@ -202,9 +210,9 @@ class EqDiffRecipe:
             # 5. Reference pass (stock UNet, writes F^r).
             self.bank.clear()
             if cfg.rra.enabled:
-                ref_latents = self._reference_latents(batch)
-                ref_t = (timesteps - cfg.rra.time_gap).clamp_min(0)
-                ref_noisy = scheduler.add_noise(ref_latents, noise, ref_t)
+                ref_noisy, ref_t = noisy_reference(
+                    scheduler, self._reference_latents(batch), noise, timesteps, cfg.rra.time_gap
+                )
                 ref_text = torch.cat(
                     [
                         self.reference_states[1:].expand(num_prior, -1, -1),

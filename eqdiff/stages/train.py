@@ -53,6 +53,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def class_images_for(
+    config: MethodConfig,
+    prior_config: PriorConfig,
+    components,
+    class_prompt: str,
+    prior: Path | None,
+    default_dir: Path,
+) -> list[Path]:
+    """Class images for prior preservation: the ``--prior`` folder, a real-image folder, or generated ones."""
+    num = config.train.num_class_images
+    if not config.train.with_prior_preservation:
+        return []
+    if prior is not None:
+        return prior_module.load_class_images(prior, num)
+    if prior_config.real_images_dir is not None:
+        return prior_module.copy_real_class_images(Path(prior_config.real_images_dir).expanduser(), default_dir, num)
+    return prior_module.generate_class_images(
+        components, class_prompt, default_dir, num, prior_config, config.train.resolution
+    )
+
+
 def train_concept(
     subject_dir: Path,
     class_noun: str,
@@ -78,20 +99,8 @@ def train_concept(
     with OutputLock(out):
         components = load_components(config.model).to(torch_device)
         side = config.train.resolution
-        class_prompt = prior_config.class_prompt.replace("{}", class_noun)
-        class_paths: list[Path] = []
-        if config.train.with_prior_preservation:
-            if prior is not None:
-                class_paths = prior_module.load_class_images(prior, config.train.num_class_images)
-            else:
-                class_paths = prior_module.generate_class_images(
-                    components,
-                    class_prompt,
-                    work_dir / "prior",
-                    config.train.num_class_images,
-                    prior_config,
-                    side,
-                )
+        class_prompt = prior_module.class_prompt(prior_config, class_noun)
+        class_paths = class_images_for(config, prior_config, components, class_prompt, prior, work_dir / "prior")
         band_cache = None
         if bands is not None:
             band_cache = load_band_cache(bands, components.fingerprint, side, config.fdte)

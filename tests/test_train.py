@@ -1,0 +1,160 @@
+"""The training recipe: trainable sets, the reference pass's gradients, exact resume, batch layout (DESIGN §4.4)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import fast_params
+
+from eqdiff.concept import load_concept
+from eqdiff.config import VARIANTS, AugmentConfig, MethodConfig
+from eqdiff.data import discover_subject
+from eqdiff.errors import TrainingError
+from eqdiff.models import load_components
+from eqdiff.train import EqDiffRecipe, noisy_reference
+from eqdiff.training_data import prepare_training_data, sample_batch
+
+
+def make_recipe(subject_dir, tmp_path, variant="F", prior=False, **train):
+    params = fast_params(train={"variant": variant, "with_prior_preservation": prior, **train})
+    config = MethodConfig.from_dict(params).resolved()
+    components = load_components(config.model)
+    subject = discover_subject(subject_dir, "toy")
+    class_paths = sorted(subject_dir.glob("*.png"))[:2] if prior else []
+    data = prepare_training_data(
+        components.vae, subject, config, AugmentConfig(views_per_photo=2), class_paths, masks_dir=subject_dir / "masks"
+    )
+    recipe = EqDiffRecipe(config, components, data, "toy", "toy", tmp_path / "work", progress=False)
+    recipe.setup()
+    return recipe
+
+
+def expected_trainable(variant: str) -> tuple[int, int, int]:
+    """(frequency vectors, Custom Diffusion K/V tensors, RRA tensors) of DESIGN §4.4 for a variant."""
+    resolved = MethodConfig.from_dict({"train": {"variant": variant}}).resolved()
+    return (2 if resolved.fdte.enabled else 1), 32, (40 if resolved.rra.enabled else 0)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_requires_grad_is_exactly_the_trainable_set(variant, subject_dir, tmp_path):
+    recipe = make_recipe(subject_dir, tmp_path, variant)
+    parts = recipe.components
+    trainable = {n for n, p in parts.unet.named_parameters() if p.requires_grad}
+    assert all(n.endswith(("_custom_diffusion.weight", "_res.weight", "_res.bias")) for n in trainable)
+    assert not any(p.requires_grad for p in parts.text_encoder.parameters())
+    assert not any(p.requires_grad for p in parts.vae.parameters())
+    vectors, kv, rra = expected_trainable(variant)
+    assert recipe.embeddings.frequency_embeddings.requires_grad
+    assert recipe.embeddings.frequency_embeddings.shape[0] == vectors
+    assert sum("_custom_diffusion" in n for n in trainable) == kv
+    assert sum("_res" in n for n in trainable) == rra
+    assert not any(n.startswith("down_blocks") and "_res" in n for n in trainable)
+    # One AdamW group, constant lr, over exactly these tensors (official §8.13 with the lr of DESIGN §4.4).
+    group = recipe.optimizer.param_groups
+    assert len(group) == 1 and group[0]["lr"] == 4e-5 and len(group[0]["params"]) == len(trainable) + 1
+
+
+def test_reference_pass_under_no_grad_gives_identical_gradients(subject_dir, tmp_path):
+    recipe = make_recipe(subject_dir, tmp_path, prior=True)
+    with torch.no_grad():  # make the reference features matter for the gradients
+        for name, param in recipe.parameters.items():
+            if "to_out_res" in name:
+                param.normal_(0, 0.05)
+    batch = sample_batch(recipe.data, recipe.config, 0, 1000)
+    grads = []
+    for no_grad in (True, False):
+        recipe.optimizer.zero_grad(set_to_none=True)
+        recipe.training_step(batch, reference_no_grad=no_grad)["total"].backward()
+        grads.append({n: p.grad.clone() for n, p in recipe.parameters.items()})
+        recipe.bank.clear()
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.equal(grads[0][name], grads[1][name]), name
+    assert any(g.abs().sum() > 0 for n, g in grads[0].items() if "to_k_res" in n)
+
+
+def test_batch_layout_prior_first_and_references_from_other_photos(subject_dir, tmp_path):
+    recipe = make_recipe(subject_dir, tmp_path, prior=True)
+    for step in range(20):
+        batch = sample_batch(recipe.data, recipe.config, step, 1000)
+        assert len(batch.classes) == 2 and len(batch.targets) == 2 and batch.bands.shape == (4,)
+        owners = recipe.data.reference_owner[batch.references]
+        assert not torch.equal(owners, batch.targets) or bool((owners != batch.targets).all())
+        assert bool((owners != batch.targets).all())
+    again = sample_batch(recipe.data, recipe.config, 7, 1000)
+    assert torch.equal(again.noise, sample_batch(recipe.data, recipe.config, 7, 1000).noise)
+
+
+def test_reference_is_noised_with_the_same_epsilon_two_steps_earlier(tiny_components):
+    # official §8.9: t_ref = max(t − 2, 0); the reference and the target share ε.
+    scheduler = tiny_components.noise_scheduler
+    latents, noise = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    timesteps = torch.tensor([0, 1, 500])
+    noisy, ref_t = noisy_reference(scheduler, latents, noise, timesteps, 2)
+    assert ref_t.tolist() == [0, 0, 498]
+    assert torch.equal(noisy, scheduler.add_noise(latents, noise, torch.tensor([0, 0, 498])))
+
+
+def test_non_finite_loss_stops_with_a_clear_error(subject_dir, tmp_path):
+    recipe = make_recipe(subject_dir, tmp_path, steps=2, checkpointing_steps=1)
+    for key, value in recipe.data.target_posteriors.items():
+        value.fill_(float("nan")) if key.endswith("_mean") else None
+    with pytest.raises(TrainingError, match="loss is nan at step 1"):
+        recipe.train()
+    assert not (tmp_path / "work" / "checkpoints").exists()
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    from eqdiff.stages.train import train_concept
+    from conftest import fast_params
+    params = fast_params(train={"steps": 5, "checkpointing_steps": 2, "with_prior_preservation": False})
+
+    def die(step, values):
+        if step == int(sys.argv[3]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    train_concept(Path(sys.argv[1]), "toy", Path(sys.argv[2]), params, callback=die)
+    """
+)
+
+
+def test_killed_and_resumed_training_is_bitwise_identical(subject_dir, tmp_path):
+    from eqdiff.stages.train import train_concept
+
+    params = fast_params(train={"steps": 5, "checkpointing_steps": 2, "with_prior_preservation": False})
+    straight = train_concept(subject_dir, "toy", tmp_path / "straight", params)
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    result = subprocess.run(
+        [sys.executable, str(script), str(subject_dir), str(tmp_path / "killed"), "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert not (tmp_path / "killed").exists()  # no half-written concept
+    assert (tmp_path / "killed-work" / "checkpoints" / "checkpoint-2").is_dir()
+    resumed = train_concept(subject_dir, "toy", tmp_path / "killed", params)
+    a, b = load_concept(straight), load_concept(resumed)
+    assert a.weights.keys() == b.weights.keys()
+    for name in a.weights:
+        assert torch.equal(a.weights[name], b.weights[name]), name
+    assert any(not torch.equal(a.weights[n], w) for n, w in make_initial(subject_dir, tmp_path).items())
+
+
+def make_initial(subject_dir, tmp_path):
+    recipe = make_recipe(subject_dir, tmp_path / "init")
+    return {n: p.detach() for n, p in recipe.parameters.items()}
