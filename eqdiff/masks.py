@@ -108,9 +108,7 @@ def u2netp_saliency(image: Image.Image) -> np.ndarray:
     saliency = session.run(None, {session.get_inputs()[0].name: batch})[0][0, 0]
     low, high = float(saliency.min()), float(saliency.max())
     saliency = (saliency - low) / (high - low) if high > low else np.zeros_like(saliency)
-    resized = Image.fromarray(saliency.astype(np.float32), mode="F").resize(
-        image.size, Image.Resampling.BILINEAR
-    )
+    resized = Image.fromarray(saliency.astype(np.float32), mode="F").resize(image.size, Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.float32).clip(0.0, 1.0)
 
 
@@ -131,17 +129,13 @@ def _user_mask_file(files_dir: Path, photo: Path) -> Path:
 def _mask_fn(config: MasksConfig, class_noun: str) -> Callable[[Path, Image.Image], PhotoMask]:
     """The backend as one function: (photo path, RGB photo) -> PhotoMask."""
     if config.backend == MaskBackend.U2NETP:
-        return lambda photo, image: PhotoMask(
-            u2netp_saliency(image) >= config.threshold, config.threshold, {}
-        )
+        return lambda photo, image: PhotoMask(u2netp_saliency(image) >= config.threshold, config.threshold, {})
     if config.backend == MaskBackend.FILES:
         files_dir = Path(config.files_dir).expanduser()
         if not files_dir.is_dir():
             raise DataError(f"{files_dir}: masks.files_dir not found")
         # load_mask binarises at 0.5 and refuses a wrong size or an empty mask, naming the file.
-        return lambda photo, image: PhotoMask(
-            load_mask(_user_mask_file(files_dir, photo), image.size), 0.5, {}
-        )
+        return lambda photo, image: PhotoMask(load_mask(_user_mask_file(files_dir, photo), image.size), 0.5, {})
     from eqdiff.grounded_sam import grounded_sam_mask, load_grounded_sam  # heavy imports, only when used
 
     models = load_grounded_sam(config)
@@ -195,6 +189,40 @@ def contact_sheet(tiles: list[Image.Image]) -> Image.Image:
 # ------------------------------------------------------------------------------------------------- stage
 
 
+def _write_masks(subject: Subject, config: MasksConfig, staging: Path) -> tuple[dict[str, Any], list[str]]:
+    """Write every photo's mask and the overlay sheet into ``staging``; return (records, warnings)."""
+    mask_fn = _mask_fn(config, subject.class_noun)
+    records: dict[str, dict[str, Any]] = {}
+    warnings: list[str] = []
+    tiles: list[Image.Image] = []
+    for photo in tqdm(subject.photos, desc=f"masks {subject.name}", unit="photo"):
+        image = load_image(photo)
+        result = mask_fn(photo, image)
+        fraction = float(result.mask.mean())
+        if fraction == 0.0:
+            raise DataError(
+                f"{photo}: the {config.backend.value} mask is empty (no foreground pixel); "
+                "try another backend or give the mask with backend files"
+            )
+        if fraction > config.max_foreground_warn:
+            warnings.append(
+                f"{photo.name}: mask covers {fraction:.1%} of the photo "
+                f"(> {config.max_foreground_warn:.0%}); check overlay.png"
+            )
+            logger.warning("%s", warnings[-1])
+        save_png(staging / f"{photo.stem}.png", Image.fromarray(result.mask.astype(np.uint8) * 255, "L"))
+        tiles.append(overlay_tile(image, result.mask, f"{photo.stem}  {fraction:.1%}"))
+        records[photo.stem] = {
+            "photo": photo.name,
+            "foreground_fraction": round(fraction, 6),
+            "backend": config.backend.value,
+            "threshold": result.threshold,
+            **result.details,
+        }
+    save_png(staging / "overlay.png", contact_sheet(tiles))
+    return records, warnings
+
+
 def compute_masks(subject: Subject, out_dir: str | Path, config: MasksConfig) -> Path:
     """Write ``out_dir/<stem>.png`` per photo, ``overlay.png`` and ``masks.json``; return ``out_dir``.
 
@@ -206,62 +234,18 @@ def compute_masks(subject: Subject, out_dir: str | Path, config: MasksConfig) ->
     out_dir = Path(out_dir)
     for photo in subject.photos:
         if photo.stem in RESERVED_STEMS:
-            raise DataError(
-                f"{photo}: the stem {photo.stem!r} is reserved in the masks folder; rename the photo"
-            )
+            raise DataError(f"{photo}: the stem {photo.stem!r} is reserved in the masks folder; rename the photo")
     with OutputLock(out_dir):
         key = masks_key(subject, config)
         outputs = [out_dir / f"{p.stem}.png" for p in subject.photos] + [out_dir / "overlay.png"]
         if is_up_to_date(out_dir / "masks.json", key, outputs):
             logger.info("%s: masks up to date", out_dir)
             return out_dir
-        mask_fn = _mask_fn(config, subject.class_noun)
-        records: dict[str, dict[str, Any]] = {}
-        warnings: list[str] = []
-        tiles: list[Image.Image] = []
         with staged_directory(out_dir) as staging:
-            for photo in tqdm(subject.photos, desc=f"masks {subject.name}", unit="photo"):
-                image = load_image(photo)
-                result = mask_fn(photo, image)
-                fraction = float(result.mask.mean())
-                if fraction == 0.0:
-                    raise DataError(
-                        f"{photo}: the {config.backend.value} mask is empty (no foreground pixel); "
-                        "try another backend or give the mask with backend files"
-                    )
-                if fraction > config.max_foreground_warn:
-                    warnings.append(
-                        f"{photo.name}: mask covers {fraction:.1%} of the photo "
-                        f"(> {config.max_foreground_warn:.0%}); check overlay.png"
-                    )
-                    logger.warning("%s", warnings[-1])
-                save_png(
-                    staging / f"{photo.stem}.png", Image.fromarray(result.mask.astype(np.uint8) * 255, "L")
-                )
-                tiles.append(overlay_tile(image, result.mask, f"{photo.stem}  {fraction:.1%}"))
-                records[photo.stem] = {
-                    "photo": photo.name,
-                    "foreground_fraction": round(fraction, 6),
-                    "backend": config.backend.value,
-                    "threshold": result.threshold,
-                    **result.details,
-                }
-            save_png(staging / "overlay.png", contact_sheet(tiles))
-            write_json(
-                staging / "masks.json",
-                {
-                    "subject": subject.name,
-                    "class_noun": subject.class_noun,
-                    "photos": records,
-                    "warnings": warnings,
-                    "key": key,
-                },
-            )
+            records, warnings = _write_masks(subject, config, staging)
+            manifest = {"subject": subject.name, "class_noun": subject.class_noun, "photos": records}
+            write_json(staging / "masks.json", {**manifest, "warnings": warnings, "key": key})
         logger.info(
-            "%s: %d masks, %d warning(s); check %s",
-            out_dir,
-            len(records),
-            len(warnings),
-            out_dir / "overlay.png",
+            "%s: %d masks, %d warning(s); check %s", out_dir, len(records), len(warnings), out_dir / "overlay.png"
         )
     return out_dir

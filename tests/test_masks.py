@@ -13,8 +13,8 @@ import pytest
 import torch
 from conftest import DREAMBOOTH, requires_dreambooth
 from PIL import Image
-from stage_cli import run_cli
 
+from eqdiff import cli
 from eqdiff.artifacts import ArtifactError, OutputLock
 from eqdiff.config import ConfigError, MasksConfig
 from eqdiff.data import discover_subject
@@ -135,15 +135,13 @@ def test_config_requires_the_backends_paths():
         MasksConfig.from_mapping({"treshold": 0.5})
 
 
-def test_cli_writes_masks_and_reports_user_errors(subject_dir: Path, tmp_path: Path, monkeypatch, capsys):
+def test_cli_writes_masks_and_reports_user_errors(subject_dir: Path, tmp_path: Path, capsys):
     out = tmp_path / "masks"
     argv = ["masks", "--subject-dir", str(subject_dir), "--class-noun", "toy", "--out", str(out)]
-    assert (
-        run_cli([*argv, "-S", "masks.backend=files", "-S", f"masks.files_dir={subject_dir / 'masks'}"], monkeypatch)
-        == 0
-    )
+    files = ["-S", "masks.backend=files", "-S", f"masks.files_dir={subject_dir / 'masks'}"]
+    assert cli.main([*argv, *files]) == 0
     assert (out / "overlay.png").is_file()
-    assert run_cli([*argv, "-S", "masks.threshold=2"], monkeypatch) == 2
+    assert cli.main([*argv, "-S", "masks.threshold=2"]) == 2
     assert "masks.threshold: expected a number in (0, 1), got 2.0" in capsys.readouterr().err
 
 
