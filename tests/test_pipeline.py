@@ -1,0 +1,187 @@
+"""Concepts and inference: the CLI end to end, reproducibility, loading that cannot ignore weights (DESIGN §4.6)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import fast_params
+
+from eqdiff.concept import FREQUENCY_KEY, ConceptError, load_concept, save_concept
+from eqdiff.config import ModelConfig
+from eqdiff.errors import DataError
+from eqdiff.models import load_components
+from eqdiff.pipeline import EqDiffPipeline, image_generator
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A concept trained by the CLI on 3 synthetic photos with masks, and its generated samples."""
+    from eqdiff.sample_subject import make_sample_subject
+
+    root = tmp_path_factory.mktemp("cli")
+    subject = make_sample_subject(root / "toy", num_photos=3)
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump(fast_params(train={"steps": 2})))
+    run = [sys.executable, "-m", "eqdiff.cli"]
+    train = subprocess.run(
+        [
+            *run,
+            "train",
+            "--params",
+            str(params),
+            "--subject-dir",
+            str(subject),
+            "--class-noun",
+            "toy",
+            "--out",
+            str(root / "concept"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    for name in ("samples", "again"):
+        gen = subprocess.run(
+            [*run, "generate", "--params", str(params), "--concept", str(root / "concept"), "--out", str(root / name)],
+            capture_output=True,
+            text=True,
+        )
+        assert gen.returncode == 0, gen.stderr[-3000:]
+    return root
+
+
+def test_concept_directory_holds_safetensors_and_a_manifest_only(trained):
+    assert sorted(p.name for p in (trained / "concept").iterdir()) == ["concept.json", "concept.safetensors"]
+    manifest = json.loads((trained / "concept" / "concept.json").read_text())
+    assert manifest["base_model"] == "tiny:seed=0" and manifest["placeholder"] == "<new1>"
+    assert manifest["config"]["train"]["variant"] == "F" and manifest["steps"] == 2
+
+
+def test_generate_is_byte_identical_for_the_same_seed(trained):
+    index = json.loads((trained / "samples" / "index.json").read_text())
+    assert len(index["images"]) == 5 and index["calibrated"] is False
+    for image in index["images"]:
+        first = (trained / "samples" / image["file"]).read_bytes()
+        assert first == (trained / "again" / image["file"]).read_bytes(), image["file"]
+
+
+def test_any_single_image_reproduces_alone(trained):
+    index = json.loads((trained / "samples" / "index.json").read_text())
+    pipe = EqDiffPipeline.from_pretrained(trained / "concept")
+    image = index["images"][3]  # the second prompt set's first image, generated in a batch of two
+    generator = image_generator(image["seed"], 100_000 + image["prompt_index"], image["sample_index"])
+    alone = pipe(image["prompt"], generator=[generator], num_inference_steps=2, progress=False).images[0]
+    from PIL import Image
+
+    expected = Image.open(trained / "samples" / image["file"])
+    assert list(alone.getdata()) == list(expected.convert("RGB").getdata())
+
+
+def _perturbed_concept(tmp_path, seed=1):
+    """A concept whose every trainable tensor is random (not a copy of the base weights)."""
+    from eqdiff.concept import attach_concept_modules, trainable_parameters
+    from eqdiff.rra import ReferenceBank
+
+    components = load_components(ModelConfig())
+    embeddings, _ = attach_concept_modules(components, "<new1>", "ktn", rra=True, decoupled=True, bank=ReferenceBank())
+    generator = torch.Generator().manual_seed(seed)
+    weights = {
+        n: p.detach() + 0.2 * torch.randn(p.shape, generator=generator)
+        for n, p in trainable_parameters(components.unet, embeddings).items()
+    }
+    manifest = {
+        "base_model": components.base_model_id,
+        "base_model_fingerprint": components.fingerprint,
+        "placeholder": "<new1>",
+        "initializer_token": "ktn",
+        "class_noun": "toy",
+        "resolution": 32,
+        "rra": True,
+        "variant": "F",
+        "config": {"model": {"preset": "tiny"}},
+    }
+    return save_concept(tmp_path / f"concept{seed}", weights, torch.zeros(3, 32, 32), manifest), weights
+
+
+def _image(pipe):
+    out = pipe(
+        "a <new1> toy",
+        generator=[torch.Generator().manual_seed(0)],
+        num_inference_steps=2,
+        output_type="pt",
+        progress=False,
+    )
+    return out.images
+
+
+def test_loaded_concept_weights_change_the_images_and_are_really_loaded(tmp_path):
+    path, weights = _perturbed_concept(tmp_path)
+    loaded = EqDiffPipeline.from_pretrained(path)
+    for name, param in loaded.unet.named_parameters():
+        if name in weights:
+            assert torch.equal(param, weights[name]), name
+    assert torch.equal(loaded.embeddings.frequency_embeddings, weights[FREQUENCY_KEY])
+    # Base behaviour: the same concept with its trainable tensors at their initial (copied) values.
+    base_weights = load_concept(path).weights
+    pipe = EqDiffPipeline.from_pretrained(path)
+    with torch.no_grad():
+        for name, param in pipe.unet.named_parameters():
+            if "_custom_diffusion" in name:
+                param.copy_(pipe.unet.get_parameter(name.replace("processor.", "").replace("_custom_diffusion", "")))
+            elif "to_out_res" in name:
+                param.zero_()
+    assert not torch.allclose(_image(loaded), _image(pipe), atol=1e-3)
+    assert base_weights.keys() == weights.keys()
+
+
+def test_loader_fails_when_a_weight_is_missing_or_foreign(tmp_path):
+    path, weights = _perturbed_concept(tmp_path)
+    weights.pop(next(n for n in weights if "to_k_res" in n))
+    manifest = json.loads((path / "concept.json").read_text())
+    manifest.pop("format")
+    broken = save_concept(tmp_path / "broken", weights, torch.zeros(3, 32, 32), manifest)
+    with pytest.raises(ConceptError, match="missing .*to_k_res"):
+        EqDiffPipeline.from_pretrained(broken)
+    manifest["base_model_fingerprint"] = "0" * 16
+    foreign = save_concept(tmp_path / "foreign", load_concept(path).weights, torch.zeros(3, 32, 32), manifest)
+    with pytest.raises(ConceptError, match="trained on base model"):
+        EqDiffPipeline.from_pretrained(foreign)
+    (path / "concept.safetensors").write_bytes((path / "concept.safetensors").read_bytes()[:64])
+    with pytest.raises(Exception, match="not a valid safetensors file"):
+        load_concept(path)
+
+
+def test_prompts_are_validated(tmp_path):
+    path, _ = _perturbed_concept(tmp_path)
+    pipe = EqDiffPipeline.from_pretrained(path)
+    with pytest.raises(DataError, match="missing the concept's placeholder"):
+        pipe("a toy", progress=False)
+    with pytest.raises(DataError, match="tokens, the text encoder takes at most 77"):
+        pipe("a <new1> toy " + "very " * 80, progress=False)
+
+
+def test_cli_user_error_is_one_line_without_traceback(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "eqdiff.cli",
+            "train",
+            "--subject-dir",
+            str(tmp_path / "none"),
+            "--class-noun",
+            "toy",
+            "--out",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"eqdiff train: error: {tmp_path / 'none'}: subject folder not found"]
+    assert not (tmp_path / "c").exists()
