@@ -70,6 +70,8 @@ class ReferenceBank:
         return features
 
     def clear(self) -> None:
+        """Drop features and maps and return to OFF (call after backward: checkpointing recomputes READ passes)."""
+        self.mode, self.record_maps = BankMode.OFF, False
         self.features.clear()
         self.reference_maps.clear()
         self.cross_maps.clear()

@@ -186,8 +186,9 @@ class EqDiffRecipe:
         return torch.cat([prior, instance])
 
     def training_step(self, batch: Batch, reference_no_grad: bool = True) -> dict[str, torch.Tensor]:
-        """Forward the losses of one batch (no backward). ``reference_no_grad=False`` exists for the test
-        that proves the reference pass needs no graph (DESIGN §4.3)."""
+        """Forward the losses of one batch (no backward). The bank stays filled and in READ mode until the caller
+        clears it after ``backward`` (gradient checkpointing re-runs the main pass during backward).
+        ``reference_no_grad=False`` exists for the test that proves the reference pass needs no graph (§4.3)."""
         cfg, unet, scheduler = self.config, self.components.unet, self.components.noise_scheduler
         num_prior = len(batch.classes)
         inst = slice(num_prior, None)
@@ -240,7 +241,6 @@ class EqDiffRecipe:
         if cfg.losses.cross_attention > 0 and self.bank.cross_maps:
             positions = torch.full((len(batch.targets),), self.placeholder_position)
             losses["cross_attention"] = rra.cross_attention_loss(self.bank, inst, positions, raw)
-        self.bank.mode, self.bank.record_maps = rra.BankMode.OFF, False
         losses["total"] = (
             losses["instance"]
             + cfg.losses.prior_loss_weight * losses["prior"]

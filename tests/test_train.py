@@ -158,3 +158,24 @@ def test_killed_and_resumed_training_is_bitwise_identical(subject_dir, tmp_path)
 def make_initial(subject_dir, tmp_path):
     recipe = make_recipe(subject_dir, tmp_path / "init")
     return {n: p.detach() for n, p in recipe.parameters.items()}
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(subject_dir, tmp_path):
+    grads = []
+    for checkpointing in (False, True):
+        recipe = make_recipe(subject_dir, tmp_path / str(checkpointing), gradient_checkpointing=checkpointing)
+        batch = sample_batch(recipe.data, recipe.config, 0, 1000)
+        recipe.training_step(batch)["total"].backward()
+        grads.append({n: p.grad for n, p in recipe.parameters.items()})
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
+
+
+def test_validation_images_and_loss_callback(subject_dir, tmp_path):
+    recipe = make_recipe(subject_dir, tmp_path, steps=2, validation_steps=2, log_every=1)
+    seen = []
+    recipe.callback = lambda step, values: seen.append((step, sorted(values)))
+    recipe.train()
+    keys = ["loss/cross_attention", "loss/instance", "loss/prior", "loss/reference_attention", "loss/total"]
+    assert seen == [(1, keys), (2, keys)]
+    assert (tmp_path / "work" / "validation" / "step-000002.png").is_file()
