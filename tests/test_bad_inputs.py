@@ -6,44 +6,17 @@ folder; each valid odd image (CMYK, 16-bit, palette, grey, RGBA, EXIF-rotated) i
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from robustness.images import BAD_PHOTOS, SIDE, jpeg_bytes, write_odd_images
+from robustness.images import mask as _mask
+from robustness.images import photo as _photo
 from stage_cli import run_cli
 
 from eqdiff.data import load_image
-
-SIDE = (48, 40)
-
-
-def _photo(mode: str = "RGB", size: tuple[int, int] = SIDE) -> Image.Image:
-    rng = np.random.default_rng(0)
-    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8), "RGB").convert(mode)
-
-
-def _mask(size: tuple[int, int] = SIDE) -> Image.Image:
-    mask = Image.new("L", size, 0)
-    mask.paste(255, (size[0] // 4, size[1] // 4, size[0] * 3 // 4, size[1] * 3 // 4))
-    return mask
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims width x height (a decompression bomb's header), with no pixel data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = b"IHDR" + ihdr
-    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-
-
-def _jpeg_bytes(image: Image.Image, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90, **kwargs)
-    return buffer.getvalue()
 
 
 def _subject(root: Path, bad_name: str | None = None, bad_bytes: bytes | None = None, photos: int = 2) -> Path:
@@ -56,21 +29,6 @@ def _subject(root: Path, bad_name: str | None = None, bad_bytes: bytes | None = 
         (subject / bad_name).write_bytes(bad_bytes)
         _mask().save(subject / "masks" / f"{Path(bad_name).stem}.png")
     return subject
-
-
-BAD_PHOTOS: dict[str, tuple[str, Callable[[], bytes]]] = {
-    "zero-byte": ("zz.jpg", lambda: b""),
-    "truncated-jpeg": ("zz.jpg", lambda: _jpeg_bytes(_photo(size=(64, 64)))[:600]),
-    "text-named-jpg": ("zz.jpg", lambda: b"this is not an image\n" * 20),
-    "decompression-bomb": ("zz.png", lambda: _png_header_only(30000, 30000)),
-    "one-pixel": ("zz.png", lambda: _png_bytes(_photo(size=(1, 1)))),
-}
-
-
-def _png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def _assert_clean_error(code: int, capsys: pytest.CaptureFixture, names: str, out: Path) -> None:
@@ -135,7 +93,7 @@ def test_bad_real_class_image_is_a_one_line_error(tmp_path, capsys):
     real = tmp_path / "real"
     real.mkdir()
     _photo().save(real / "a.png")
-    (real / "b.jpg").write_bytes(_jpeg_bytes(_photo(size=(64, 64)))[:600])
+    (real / "b.jpg").write_bytes(jpeg_bytes(_photo(size=(64, 64)))[:600])
     out = tmp_path / "out"
     argv = [
         "prior",
@@ -151,37 +109,10 @@ def test_bad_real_class_image_is_a_one_line_error(tmp_path, capsys):
     _assert_clean_error(run_cli(argv), capsys, "b.jpg", out)
 
 
-def _odd_images(directory: Path) -> dict[str, Image.Image]:
-    """Write the valid odd photos; return what each must look like after loading (RGB, display orientation)."""
-    base = _photo()
-    expected = {}
-    (directory / "cmyk.jpg").write_bytes(_jpeg_bytes(base.convert("CMYK")))
-    expected["cmyk"] = None  # lossy: checked for mode and size only
-    grey16 = (np.asarray(base.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
-    Image.fromarray(grey16).save(directory / "grey16.png")  # 16-bit PNG, full 16-bit range
-    expected["grey16"] = base.convert("L").convert("RGB")
-    base.convert("P", palette=Image.Palette.ADAPTIVE).save(directory / "palette.png")
-    expected["palette"] = base.convert("P", palette=Image.Palette.ADAPTIVE).convert("RGB")
-    base.convert("L").save(directory / "grey.png")
-    expected["grey"] = base.convert("L").convert("RGB")
-    rgba = base.convert("RGBA")
-    rgba.putalpha(255)
-    rgba.save(directory / "rgba.png")
-    expected["rgba"] = base
-    # EXIF orientation 6: the stored pixels are shown rotated 90 degrees clockwise (display size 40 x 48).
-    stored = Image.new("RGB", SIDE, (0, 0, 255))
-    stored.paste((255, 0, 0), (0, 0, SIDE[0] // 2, SIDE[1]))  # left half red
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    (directory / "rotated.jpg").write_bytes(_jpeg_bytes(stored, exif=exif.tobytes()))
-    expected["rotated"] = None
-    return expected
-
-
 def test_valid_odd_images_load_correctly_and_run_through_the_stages(tmp_path, capsys):
     subject = tmp_path / "odd"
     (subject / "masks").mkdir(parents=True)
-    expected = _odd_images(subject)
+    expected = write_odd_images(subject)
     for stem, image in expected.items():
         path = next(subject.glob(f"{stem}.*"))
         loaded = load_image(path)
