@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-import math
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -89,7 +89,8 @@ def _coerce(section: str, f: dataclasses.Field, hint: Any, value: Any) -> Any:
     elif hint is int:
         _check(isinstance(value, int) and not isinstance(value, bool), section, f.name, "an integer", value)
     elif hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        # Not math.isfinite: it raises OverflowError on an int beyond float range (10**400); this refuses it.
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
         _check(ok, section, f.name, "a finite number", value)
         return float(value)
     elif hint is str:
@@ -117,9 +118,11 @@ class Section:
 
     @classmethod
     def from_mapping(cls, mapping: dict[str, Any] | None) -> typing.Self:
+        if mapping is not None and not isinstance(mapping, dict):
+            raise ConfigError(f"{cls.SECTION}: expected a mapping of keys, got {mapping!r}")
         mapping = dict(mapping or {})
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(mapping) - known)
+        unknown = sorted(set(mapping) - known, key=str)  # YAML keys may be ints, bools or null
         if unknown:
             raise ConfigError(f"{cls.SECTION}.{unknown[0]}: unknown key (known keys: {', '.join(sorted(known))})")
         return cls(**mapping)

@@ -195,8 +195,16 @@ def _write_masks(subject: Subject, config: MasksConfig, staging: Path) -> tuple[
     records: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
     tiles: list[Image.Image] = []
-    for photo in tqdm(subject.photos, desc=f"masks {subject.name}", unit="photo"):
-        image = load_image(photo)
+    # Every photo is read before the progress bar starts, so a bad file is one stderr line (DESIGN §6); the
+    # files backend is instantaneous and shows no bar, so a bad user mask is one line too.
+    images = [load_image(photo) for photo in subject.photos]
+    bar = tqdm(
+        list(zip(subject.photos, images, strict=True)),
+        desc=f"masks {subject.name}",
+        unit="photo",
+        disable=config.backend == MaskBackend.FILES,
+    )
+    for photo, image in bar:
         result = mask_fn(photo, image)
         fraction = float(result.mask.mean())
         if fraction == 0.0:

@@ -39,7 +39,7 @@ from eqdiff.concept import (
     trainable_parameters,
 )
 from eqdiff.config import MethodConfig, MixedPrecision
-from eqdiff.errors import TrainingError
+from eqdiff.errors import DataError, TrainingError
 from eqdiff.fdte import encode_prompt
 from eqdiff.models import Components
 from eqdiff.prompts import remove_placeholder, subject_prompt, tokenize
@@ -132,6 +132,11 @@ class EqDiffRecipe:
         cfg, parts = self.config, self.components
         instance = subject_prompt(cfg.train.instance_prompt, cfg.concept.placeholder, self.class_noun)
         class_prompt = self.class_prompt
+        for field, prompt in (("train.instance_prompt", instance), ("prior.class_prompt", class_prompt)):
+            try:  # name the params field of an over-long prompt (DESIGN §6)
+                tokenize(parts.tokenizer, [prompt])
+            except DataError as exc:
+                raise DataError(f"{field}: {exc}") from None
         self.instance_ids = tokenize(parts.tokenizer, [instance], self.device)
         self.placeholder_position = int((self.instance_ids[0] == self.placeholder_id).nonzero()[0])
         with torch.no_grad():

@@ -23,13 +23,13 @@ from typing import Any
 from PIL import Image
 from tqdm.auto import tqdm
 
-from eqdiff.artifacts import OutputLock, read_json, save_png, write_json, write_text
+from eqdiff.artifacts import ArtifactError, OutputLock, read_json, save_png, write_json, write_text
 from eqdiff.concept import MANIFEST_FILE, WEIGHTS_FILE
 from eqdiff.config import GenerateConfig
 from eqdiff.data import load_image
 from eqdiff.errors import DataError
 from eqdiff.pipeline import EqDiffPipeline, image_generator
-from eqdiff.prompts import builtin_prompt_file, read_prompt_file, subject_prompt
+from eqdiff.prompts import builtin_prompt_file, read_prompt_file, subject_prompt, tokenize
 from eqdiff.stage_manifest import file_digest
 from eqdiff.stages.train import resolve_device
 
@@ -92,6 +92,10 @@ def generate_samples(
     for set_index, (name, lines) in enumerate(templates.items()):
         for prompt_index, template in enumerate(lines):
             prompt = subject_prompt(template, pipe.placeholder, manifest["class_noun"])
+            try:  # refuse an over-long prompt before anything is written, naming its line (DESIGN §6)
+                tokenize(pipe.tokenizer, [prompt])
+            except DataError as exc:
+                raise DataError(f"{prompt_sets[name]}:{prompt_index + 1}: {exc}") from None
             for sample in range(config.num_images_per_prompt):
                 seed_index = set_index * 100_000 + prompt_index
                 jobs.append(
@@ -118,15 +122,20 @@ def generate_samples(
     ).hexdigest()[:16]
     with OutputLock(out):
         key_file = out / ".run_key"
+        if out.is_dir() and not key_file.is_file() and any(out.iterdir()):
+            raise ArtifactError(f"{out}: not an eqdiff samples folder (no .run_key); choose a new or empty --out")
         if out.exists() and (not key_file.is_file() or key_file.read_text().strip() != run_key):
             shutil.rmtree(out)  # another concept or other settings: nothing there can be reused
         write_text(key_file, run_key)
-        todo = [job for job in jobs if not (out / job["file"]).is_file()]
-        if len(todo) < len(jobs):
-            logger.info("%s: %d of %d images already there, kept", out, len(jobs) - len(todo), len(jobs))
-        bar = tqdm(total=len(todo), desc="generate", unit="image")
-        for start in range(0, len(todo), config.batch_size):
-            chunk = todo[start : start + config.batch_size]
+        missing = [job for job in jobs if not (out / job["file"]).is_file()]
+        if len(missing) < len(jobs):
+            logger.info("%s: %d of %d images already there, kept", out, len(jobs) - len(missing), len(jobs))
+        # Batches are aligned to the full job list, so a resumed run computes each missing image in the very
+        # batch an uninterrupted run used (CPU kernels may round differently at another batch size).
+        chunks = [jobs[start : start + config.batch_size] for start in range(0, len(jobs), config.batch_size)]
+        chunks = [chunk for chunk in chunks if any(job in missing for job in chunk)]
+        bar = tqdm(total=len(missing), desc="generate", unit="image")
+        for chunk in chunks:
             generators = [image_generator(config.seed, j["seed_index"], j["sample_index"]) for j in chunk]
             images = pipe(
                 [j["prompt"] for j in chunk],
@@ -140,8 +149,9 @@ def generate_samples(
                 progress=False,
             ).images
             for job, image in zip(chunk, images, strict=True):
-                save_png(out / job["file"], image)
-            bar.update(len(chunk))
+                if job in missing:
+                    save_png(out / job["file"], image)
+                    bar.update(1)
         bar.close()
         save_png(out / "grid.png", _grid([out / j["file"] for j in jobs]))
         write_json(
