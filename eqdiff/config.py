@@ -348,8 +348,9 @@ class GenerateConfig(Section):
     """DDIM eta."""
     num_images_per_prompt: int = 1
     """Images per prompt."""
-    batch_size: int = 4
-    """Images per UNet call."""
+    batch_size: int = 1
+    """Images per UNet call. At 1 every image is bitwise reproducible alone; larger batches are faster on a GPU
+    but batched kernels may round differently, so an image regenerated alone can differ in the last bits."""
     seed: int = 0
     """Base seed; each image's generator is derived from (seed, prompt index, sample index)."""
     resolution: int | None = None
@@ -543,6 +544,31 @@ class MasksConfig(Section):
                 f"a local path (required by backend {self.backend.value})",
                 value,
             )
+
+
+@dataclass(frozen=True)
+class OrchestrationConfig(Section):
+    """Where runs are tracked and how flows fan out (DESIGN §3); read by ``tasks/`` and ``flows/`` only."""
+
+    SECTION = "orchestration"
+    tracking_uri: str = "sqlite:///mlflow.db"
+    """MLflow tracking URI (default: a SQLite store in the project directory)."""
+    experiment: str = "eqdiff"
+    """MLflow experiment name."""
+    dask_address: str | None = None
+    """Address of an existing Dask scheduler (``tcp://host:8786``); null = start a local cluster."""
+    n_workers: int = 2
+    """Local cluster workers; where GPUs exist, one worker per GPU (at most this many)."""
+    cron: str = "0 3 * * *"
+    """Cron schedule of the served benchmark deployment."""
+
+    def validate(self) -> None:
+        _check(bool(self.tracking_uri.strip()), "orchestration", "tracking_uri", "an MLflow URI", self.tracking_uri)
+        _check(bool(self.experiment.strip()), "orchestration", "experiment", "a non-empty name", self.experiment)
+        _check(self.n_workers > 0, "orchestration", "n_workers", "an integer > 0", self.n_workers)
+        _check(len(self.cron.split()) == 5, "orchestration", "cron", "a 5-field cron expression", self.cron)
+        if self.dask_address is not None:
+            _check("://" in self.dask_address, "orchestration", "dask_address", "tcp://host:port or null", self.dask_address)
 
 
 METHOD_SECTIONS: dict[str, type[Section]] = {

@@ -43,6 +43,9 @@ class BankMode(enum.Enum):
     OFF = "off"
     WRITE = "write"
     READ = "read"
+    FUSED = "fused"
+    """One UNet call on [reference rows; main rows]: the first ``reference_rows`` rows run stock and feed F^r to
+    the rest, row for row (inference fast path: one launch-bound call instead of two)."""
 
 
 @dataclass
@@ -52,6 +55,8 @@ class ReferenceBank:
     mode: BankMode = BankMode.OFF
     record_maps: bool = False
     """Record L_ra / L_ca maps during READ/OFF passes (training only)."""
+    reference_rows: int = 0
+    """In FUSED mode: how many leading rows are reference rows."""
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     reference_maps: dict[str, torch.Tensor] = field(default_factory=dict)
     """layer -> (B, heads, N, N_ref) reference-attention probabilities."""
@@ -154,18 +159,17 @@ class CustomDiffusionAttnProcessor(nn.Module):
     ) -> torch.Tensor:
         assert encoder_hidden_states is not None and attention_mask is None
         query = attn.to_q(hidden_states)
-        if self.bank.mode == BankMode.WRITE:
+        mode = self.bank.mode
+        if mode == BankMode.WRITE:
             key, value = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
+        elif mode == BankMode.FUSED:  # stock K/V for the reference rows, the trained ones for the rest
+            rows = self.bank.reference_rows
+            reference, main = encoder_hidden_states[:rows], encoder_hidden_states[rows:]
+            custom_key, custom_value = self._custom_key_value(main, query.dtype)
+            key = torch.cat([attn.to_k(reference), custom_key])
+            value = torch.cat([attn.to_v(reference), custom_value])
         else:
-            weight_dtype = self.to_k_custom_diffusion.weight.dtype
-            context = encoder_hidden_states.to(weight_dtype)
-            key = self.to_k_custom_diffusion(context).to(query.dtype)
-            value = self.to_v_custom_diffusion(context).to(query.dtype)
-            # Custom Diffusion: no gradient through the BOS token's key/value (it dominates attention mass).
-            detach = torch.ones_like(key)
-            detach[:, :1] = 0.0
-            key = detach * key + (1 - detach) * key.detach()
-            value = detach * value + (1 - detach) * value.detach()
+            key, value = self._custom_key_value(encoder_hidden_states, query.dtype)
         explicit = self.record and self.bank.record_maps and self.bank.mode != BankMode.WRITE
         out, probs = _attend(
             _split_heads(query, attn.heads),
@@ -176,6 +180,16 @@ class CustomDiffusionAttnProcessor(nn.Module):
         if probs is not None:
             self.bank.cross_maps[self.name] = probs
         return attn.to_out[1](attn.to_out[0](_merge_heads(out)))
+
+    def _custom_key_value(self, context: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        weight_dtype = self.to_k_custom_diffusion.weight.dtype
+        context = context.to(weight_dtype)
+        key = self.to_k_custom_diffusion(context).to(dtype)
+        value = self.to_v_custom_diffusion(context).to(dtype)
+        # Custom Diffusion: no gradient through the BOS token's key/value (it dominates attention mass).
+        detach = torch.ones_like(key)
+        detach[:, :1] = 0.0
+        return detach * key + (1 - detach) * key.detach(), detach * value + (1 - detach) * value.detach()
 
 
 class RRAAttnProcessor(nn.Module):
@@ -214,9 +228,22 @@ class RRAAttnProcessor(nn.Module):
         value = _split_heads(attn.to_v(hidden_states), heads)
         self_attention = _merge_heads(F.scaled_dot_product_attention(query, key, value))
         stock_output = attn.to_out[1](attn.to_out[0](self_attention))  # F^g_SA = W_o(SA)
-        if self.bank.mode != BankMode.READ:
-            return stock_output
-        reference = self.bank.read(self.name, hidden_states.shape[0])
+        if self.bank.mode == BankMode.READ:
+            reference = self.bank.read(self.name, hidden_states.shape[0])
+            return self._residual(query, self_attention, stock_output, reference)
+        if self.bank.mode == BankMode.FUSED:
+            rows = self.bank.reference_rows
+            if hidden_states.shape[0] != 2 * rows:
+                raise RuntimeError(f"{self.name}: fused call needs as many reference rows as main rows")
+            main = self._residual(query[rows:], self_attention[rows:], stock_output[rows:], hidden_states[:rows])
+            return torch.cat([stock_output[:rows], main])
+        return stock_output
+
+    def _residual(
+        self, query: torch.Tensor, self_attention: torch.Tensor, stock_output: torch.Tensor, reference: torch.Tensor
+    ) -> torch.Tensor:
+        """Eq. 8-9 for rows whose reference features are ``reference`` (B, N_ref, d)."""
+        heads = query.shape[1]
         weight_dtype = self.to_k_res.weight.dtype
         reference = reference.to(weight_dtype)
         ref_key = _split_heads(self.to_k_res(reference).to(query.dtype), heads)

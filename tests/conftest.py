@@ -59,7 +59,7 @@ def fast_params(**sections) -> dict:
     params = {
         "train": {"resolution": 32, "steps": 3, "num_class_images": 2, "checkpointing_steps": 0},
         "prior": {"num_inference_steps": 2, "batch_size": 2},
-        "generate": {"num_inference_steps": 2, "batch_size": 2},
+        "generate": {"num_inference_steps": 2, "batch_size": 1},
         "augment": {"views_per_photo": 2},
     }
     for name, values in sections.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -28,6 +29,8 @@ def trained(tmp_path_factory):
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump(fast_params(train={"steps": 2})))
     run = [sys.executable, "-m", "eqdiff.cli"]
+    # Bitwise reproducibility holds for the same device, thread count and batch size: match the test process.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     train = subprocess.run(
         [
             *run,
@@ -43,6 +46,7 @@ def trained(tmp_path_factory):
         ],
         capture_output=True,
         text=True,
+        env=env,
     )
     assert train.returncode == 0, train.stderr[-3000:]
     for name in ("samples", "again"):
@@ -50,6 +54,7 @@ def trained(tmp_path_factory):
             [*run, "generate", "--params", str(params), "--concept", str(root / "concept"), "--out", str(root / name)],
             capture_output=True,
             text=True,
+            env=env,
         )
         assert gen.returncode == 0, gen.stderr[-3000:]
     return root
@@ -185,3 +190,25 @@ def test_cli_user_error_is_one_line_without_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"eqdiff train: error: {tmp_path / 'none'}: subject folder not found"]
     assert not (tmp_path / "c").exists()
+
+
+def test_fused_reference_call_matches_two_calls(tmp_path):
+    # Fast path (issue 6): [reference; main] rows in one UNet call = reference pass + main pass.
+    path, _ = _perturbed_concept(tmp_path)
+    pipe = EqDiffPipeline.from_pretrained(path)
+    prompts = ["a <new1> toy", "a watercolor painting of a <new1> toy"]
+    outputs = []
+    for fuse in (True, False):
+        generators = [torch.Generator().manual_seed(k) for k in range(2)]
+        outputs.append(
+            pipe(
+                prompts,
+                generator=generators,
+                num_inference_steps=3,
+                output_type="pt",
+                progress=False,
+                fuse_reference=fuse,
+            ).images
+        )
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+    assert not torch.allclose(outputs[0], _image(pipe).expand(2, -1, -1, -1), atol=1e-3)
