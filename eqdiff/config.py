@@ -134,7 +134,8 @@ class ModelConfig(Section):
 
     SECTION = "model"
     preset: str = "tiny"
-    """``tiny`` (seeded random weights, SD v1.x architecture) or ``sd-v1`` (a diffusers directory)."""
+    """``tiny`` (seeded random weights, SD v1.x architecture, small widths), ``sd-v1-random`` (the same at full
+    SD v1.x size, for benchmarks) or ``sd-v1`` (a diffusers directory of real weights)."""
     path: str | None = None
     """For ``sd-v1``: a local diffusers directory, or a hub id when ``allow_download`` is true."""
     allow_download: bool = False
@@ -145,7 +146,8 @@ class ModelConfig(Section):
     """Where the tiny preset is saved once and loaded back from (default ``~/.cache/eqdiff``)."""
 
     def validate(self) -> None:
-        _check(self.preset in ("tiny", "sd-v1"), "model", "preset", "tiny | sd-v1", self.preset)
+        presets = ("tiny", "sd-v1-random", "sd-v1")
+        _check(self.preset in presets, "model", "preset", " | ".join(presets), self.preset)
         if self.preset == "sd-v1":
             _check(bool(self.path), "model", "path", "a local diffusers directory for preset sd-v1", self.path)
 
@@ -568,7 +570,13 @@ class OrchestrationConfig(Section):
         _check(self.n_workers > 0, "orchestration", "n_workers", "an integer > 0", self.n_workers)
         _check(len(self.cron.split()) == 5, "orchestration", "cron", "a 5-field cron expression", self.cron)
         if self.dask_address is not None:
-            _check("://" in self.dask_address, "orchestration", "dask_address", "tcp://host:port or null", self.dask_address)
+            _check(
+                "://" in self.dask_address,
+                "orchestration",
+                "dask_address",
+                "tcp://host:port or null",
+                self.dask_address,
+            )
 
 
 METHOD_SECTIONS: dict[str, type[Section]] = {

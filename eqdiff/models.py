@@ -129,51 +129,100 @@ def build_clip_tokenizer(directory: Path) -> CLIPTokenizer:
 # Presets.
 
 
-def tiny_unet_config() -> dict:
-    """SD v1.x UNet topology (CrossAttnDown x3 + Down, mid, Up + CrossAttnUp x3) at small widths."""
-    return {
-        "sample_size": TINY_RESOLUTION // 2,
-        "in_channels": 4,
-        "out_channels": 4,
-        "layers_per_block": 2,
-        "block_out_channels": (32, 32, 64, 64),
-        "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        "cross_attention_dim": 32,
-        "attention_head_dim": 2,
-        "norm_num_groups": 8,
-    }
+@dataclass(frozen=True)
+class RandomPreset:
+    """A seeded, randomly initialised SD v1.x-architecture model: the configs of its three networks."""
+
+    unet: dict
+    vae: dict
+    text_encoder: dict
+    native_resolution: int
 
 
-def build_tiny(seed: int, directory: Path) -> None:
-    """Build the seeded random tiny preset and save it as a diffusers directory at ``directory``."""
+_DOWN = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
+_UP = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
+_CLIP_IDS = {
+    "vocab_size": 49408,
+    "max_position_embeddings": 77,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 49407,
+}
+
+RANDOM_PRESETS: dict[str, RandomPreset] = {
+    # SD v1.x topology at small widths: 16 self- and 16 cross-attention layers, 10 in mid+up. The VAE
+    # downsamples by 2, so 64 px images have 32x32 latents.
+    "tiny": RandomPreset(
+        unet={
+            "sample_size": TINY_RESOLUTION // 2,
+            "layers_per_block": 2,
+            "block_out_channels": (32, 32, 64, 64),
+            "down_block_types": _DOWN,
+            "up_block_types": _UP,
+            "cross_attention_dim": 32,
+            "attention_head_dim": 2,
+            "norm_num_groups": 8,
+        },
+        vae={
+            "down_block_types": ("DownEncoderBlock2D",) * 2,
+            "up_block_types": ("UpDecoderBlock2D",) * 2,
+            "block_out_channels": (32, 64),
+            "latent_channels": 4,
+            "norm_num_groups": 8,
+            "sample_size": TINY_RESOLUTION,
+        },
+        text_encoder={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 5,
+            "num_attention_heads": 4,
+            **_CLIP_IDS,
+        },
+        native_resolution=TINY_RESOLUTION,
+    ),
+    # Full SD v1.x size (CompVis/stable-diffusion-v1-4 configs: 859.5 M UNet, 83.7 M VAE, CLIP ViT-L/14 text
+    # tower) with random weights: for speed and memory benchmarks where real weights cannot be carried.
+    "sd-v1-random": RandomPreset(
+        unet={
+            "sample_size": 64,
+            "layers_per_block": 2,
+            "block_out_channels": (320, 640, 1280, 1280),
+            "down_block_types": _DOWN,
+            "up_block_types": _UP,
+            "cross_attention_dim": 768,
+            "attention_head_dim": 8,
+        },
+        vae={
+            "down_block_types": ("DownEncoderBlock2D",) * 4,
+            "up_block_types": ("UpDecoderBlock2D",) * 4,
+            "block_out_channels": (128, 256, 512, 512),
+            "layers_per_block": 2,
+            "latent_channels": 4,
+            "sample_size": 512,
+        },
+        text_encoder={
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "hidden_act": "quick_gelu",
+            "projection_dim": 768,
+            **_CLIP_IDS,
+        },
+        native_resolution=512,
+    ),
+}
+
+
+def build_random_preset(name: str, seed: int, directory: Path) -> None:
+    """Build a seeded random preset and save it as a diffusers directory at ``directory``."""
+    preset = RANDOM_PRESETS[name]
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**tiny_unet_config())
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2,
-            block_out_channels=(32, 64),
-            latent_channels=4,
-            norm_num_groups=8,
-            sample_size=TINY_RESOLUTION,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=49408,
-                hidden_size=32,
-                intermediate_size=37,
-                num_hidden_layers=5,
-                num_attention_heads=4,
-                max_position_embeddings=77,
-                bos_token_id=49406,
-                eos_token_id=49407,
-                pad_token_id=49407,
-            )
-        )
+        unet = UNet2DConditionModel(**preset.unet)
+        vae = AutoencoderKL(**preset.vae)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**preset.text_encoder))
     finally:
         torch.random.set_rng_state(generator_state)
     unet.save_pretrained(directory / "unet")
@@ -182,7 +231,7 @@ def build_tiny(seed: int, directory: Path) -> None:
     build_clip_tokenizer(directory / "tokenizer").save_pretrained(directory / "tokenizer")
     DDPMScheduler.from_config(SD_V1_SCHEDULER).save_pretrained(directory / "scheduler")
     (directory / "eqdiff_preset.json").write_text(
-        json.dumps({"preset": "tiny", "seed": seed, "native_resolution": TINY_RESOLUTION}), encoding="utf-8"
+        json.dumps({"preset": name, "seed": seed, "native_resolution": preset.native_resolution}), encoding="utf-8"
     )
 
 
@@ -190,15 +239,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("EQDIFF_CACHE", Path.home() / ".cache" / "eqdiff"))
 
 
-def tiny_directory(config: ModelConfig) -> Path:
-    """The tiny preset's directory, built once (atomically) and then reused."""
+def preset_directory(config: ModelConfig) -> Path:
+    """A random preset's directory, built once (atomically) and then reused."""
     root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-    directory = root / f"tiny-v1-seed{config.seed}"
+    directory = root / f"{config.preset}-v1-seed{config.seed}"
     if not (directory / "eqdiff_preset.json").is_file():
         root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root))
+        staging = Path(tempfile.mkdtemp(prefix=f".{config.preset}-", dir=root))
         try:
-            build_tiny(config.seed, staging)
+            build_random_preset(config.preset, config.seed, staging)
             try:
                 staging.rename(directory)
             except OSError:  # another process built it first: theirs is identical
@@ -211,8 +260,8 @@ def tiny_directory(config: ModelConfig) -> Path:
 
 def resolve_model_path(config: ModelConfig) -> str:
     """Directory (or, when allowed, hub id) that ``load_components`` reads."""
-    if config.preset == "tiny":
-        return str(tiny_directory(config))
+    if config.preset in RANDOM_PRESETS:
+        return str(preset_directory(config))
     path = Path(config.path).expanduser()
     if path.is_dir():
         return str(path)
@@ -243,9 +292,9 @@ def load_components(config: ModelConfig) -> Components:
         raise ModelError(f"{source}: could not load the model ({first})") from None
     for module in (text_encoder, unet, vae):
         module.requires_grad_(False).eval()
-    if config.preset == "tiny":
-        identity = f"tiny:seed={config.seed}"
-        native = TINY_RESOLUTION
+    if config.preset in RANDOM_PRESETS:
+        identity = f"{config.preset}:seed={config.seed}"
+        native = RANDOM_PRESETS[config.preset].native_resolution
     else:
         identity = str(config.path)
         native = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from eqdiff.config import ModelConfig
-from eqdiff.models import ModelError, add_placeholder_token, load_components, tiny_directory
+from eqdiff.models import ModelError, add_placeholder_token, load_components, preset_directory
 
 
 def test_clip_vocabulary_matches_openai_ids(tiny_components):
@@ -45,7 +45,7 @@ def test_tiny_preset_is_seeded_and_loaded_from_its_directory(tmp_path):
     second = load_components(ModelConfig(seed=3, cache_dir=str(tmp_path / "b")))
     other = load_components(ModelConfig(seed=4, cache_dir=str(tmp_path / "a")))
     assert first.fingerprint == second.fingerprint != other.fingerprint
-    assert (tiny_directory(ModelConfig(seed=3, cache_dir=str(tmp_path / "a"))) / "unet" / "config.json").is_file()
+    assert (preset_directory(ModelConfig(seed=3, cache_dir=str(tmp_path / "a"))) / "unet" / "config.json").is_file()
 
 
 def test_missing_model_directory_is_a_clear_error(tmp_path):
@@ -54,7 +54,7 @@ def test_missing_model_directory_is_a_clear_error(tmp_path):
 
 
 def test_incomplete_model_directory_names_missing_parts(tmp_path):
-    source = tiny_directory(ModelConfig())
+    source = preset_directory(ModelConfig())
     broken = tmp_path / "sd"
     shutil.copytree(source, broken)
     shutil.rmtree(broken / "vae")
@@ -64,7 +64,7 @@ def test_incomplete_model_directory_names_missing_parts(tmp_path):
 
 def test_corrupt_model_weights_are_a_clear_error(tmp_path):
     broken = tmp_path / "sd"
-    shutil.copytree(tiny_directory(ModelConfig()), broken)
+    shutil.copytree(preset_directory(ModelConfig()), broken)
     for weights in (broken / "unet").glob("*.safetensors"):
         weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ModelError, match="could not load the model"):
@@ -73,7 +73,7 @@ def test_corrupt_model_weights_are_a_clear_error(tmp_path):
 
 def test_a_real_layout_directory_loads_through_sd_v1(tmp_path):
     copy = tmp_path / "sd"
-    shutil.copytree(tiny_directory(ModelConfig()), copy)
+    shutil.copytree(preset_directory(ModelConfig()), copy)
     components = load_components(ModelConfig(preset="sd-v1", path=str(copy)))
     assert components.fingerprint == load_components(ModelConfig()).fingerprint
     assert components.native_resolution == 64
