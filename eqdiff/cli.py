@@ -19,6 +19,7 @@ from typing import Any
 from eqdiff.errors import EqDiffError
 
 STAGES: dict[str, str] = {
+    "sample": "write the embedded demo's synthetic subject (photos + masks)",
     "masks": "subject masks (u2netp | grounded-sam | files) and an overlay sheet",
     "augment": "a seeded, fixed set of reference views per photo",
     "bands": "FFT band images and their VAE posterior parameters, cached",

@@ -1,0 +1,153 @@
+"""One Prefect task per pipeline stage (DESIGN §3): each calls the stage's typed function in ``eqdiff/``.
+
+The config sections are parsed from ``params`` exactly as the stage's CLI door (``eqdiff/stages/<name>.py``)
+does, so a flow and ``dvc repro`` produce the same artefacts. Tasks take and return paths. Prefect caching is
+off (``cache_policy=NONE``): the stages skip work whose inputs are unchanged, and DVC caches the DVC path.
+
+Retries only where one can help: ``prior``, ``train`` and ``generate`` resume from what they already wrote (a
+lost worker, a CUDA OOM beside another job), and ``track`` may meet a locked SQLite store. A user error
+(``EqDiffError``: a corrupt photo, a bad param) is never retried: the run fails with the stage's one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from eqdiff.artifacts import write_json
+from eqdiff.augment import augment_subject
+from eqdiff.bands_cache import compute_band_cache
+from eqdiff.config import (
+    AugmentConfig,
+    EvaluateConfig,
+    FdteConfig,
+    MasksConfig,
+    ModelConfig,
+    PriorConfig,
+    TrainConfig,
+)
+from eqdiff.data import discover_subject
+from eqdiff.errors import EqDiffError
+from eqdiff.masks import compute_masks
+from eqdiff.metrics import evaluate
+from eqdiff.prior import prepare_class_images
+from eqdiff.report import build_report
+from eqdiff.sample_subject import make_sample_subject
+from eqdiff.stages.generate import generate_samples
+from eqdiff.stages.train import train_concept
+from tasks.spec import RunLayout, SubjectSpec
+from tasks.tracking import log_pipeline
+
+
+def retry_unless_user_error(task, task_run, state) -> bool:
+    """Prefect ``retry_condition_fn``: retry unexpected failures, never an ``EqDiffError``."""
+    try:
+        state.result()
+    except EqDiffError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+STAGE = {"cache_policy": NONE, "persist_result": False}
+RETRYING = {**STAGE, "retries": 2, "retry_delay_seconds": 10, "retry_condition_fn": retry_unless_user_error}
+
+
+@task(name="sample", **STAGE)
+def sample_task(out: Path, num_photos: int = 4, seed: int = 0) -> Path:
+    """The demo's synthetic subject (``eqdiff sample``)."""
+    return make_sample_subject(out, num_photos=num_photos, seed=seed)
+
+
+@task(name="masks", task_run_name="masks-{subject.name}", **STAGE)
+def masks_task(subject: SubjectSpec, layout: RunLayout, params: dict[str, Any]) -> Path:
+    """``eqdiff masks``: subject masks + overlay sheet."""
+    config = MasksConfig.from_mapping(params.get("masks"))
+    return compute_masks(discover_subject(subject.dir, subject.class_noun), layout.masks(subject.name), config)
+
+
+@task(name="augment", task_run_name="augment-{subject.name}", **STAGE)
+def augment_task(subject: SubjectSpec, masks: Path, layout: RunLayout, params: dict[str, Any]) -> Path:
+    """``eqdiff augment``: seeded reference views (``masks`` = the masks task's output)."""
+    config = AugmentConfig.from_mapping(params.get("augment"))
+    train = TrainConfig.from_mapping(params.get("train"))
+    # As the CLI door: the class noun is not read by this stage, the folder name stands in for it.
+    subject_photos = discover_subject(subject.dir, subject.dir.name)
+    return augment_subject(subject_photos, masks, layout.augment(subject.name), train.resolution, config)
+
+
+@task(name="bands", task_run_name="bands-{subject.name}", **STAGE)
+def bands_task(subject: SubjectSpec, masks: Path, layout: RunLayout, params: dict[str, Any]) -> Path:
+    """``eqdiff bands``: band images and their VAE posteriors."""
+    model = ModelConfig.from_mapping(params.get("model"))
+    fdte = FdteConfig.from_mapping(params.get("fdte"))
+    train = TrainConfig.from_mapping(params.get("train"))
+    subject_photos = discover_subject(subject.dir, subject.dir.name)
+    return compute_band_cache(subject_photos, masks, layout.bands(subject.name), train.resolution, model, fdte)
+
+
+@task(name="prior", task_run_name="prior-{class_noun}", **RETRYING)
+def prior_task(class_noun: str, layout: RunLayout, params: dict[str, Any]) -> Path:
+    """``eqdiff prior``: class images (resumable)."""
+    model = ModelConfig.from_mapping(params.get("model"))
+    prior = PriorConfig.from_mapping(params.get("prior"))
+    train = TrainConfig.from_mapping(params.get("train"))
+    out = layout.prior(class_noun)
+    prepare_class_images(class_noun, out, train.num_class_images, prior, model, train.resolution)
+    return out
+
+
+@task(name="train", task_run_name="train-{subject.name}-{variant}", **RETRYING)
+def train_task(
+    subject: SubjectSpec,
+    variant: str,
+    masks: Path,
+    augment: Path,
+    bands: Path,
+    prior: Path,
+    layout: RunLayout,
+    params: dict[str, Any],
+) -> Path:
+    """``eqdiff train -S train.variant=<variant>``: the concept (resumes from its checkpoints)."""
+    variant_params = {**params, "train": {**(params.get("train") or {}), "variant": variant}}
+    return train_concept(
+        subject.dir,
+        subject.class_noun,
+        layout.concept(subject.name, variant),
+        variant_params,
+        masks=masks,
+        augment=augment,
+        bands=bands,
+        prior=prior,
+        work_dir=layout.concept_work(subject.name, variant),
+    )
+
+
+@task(name="generate", task_run_name="generate-{concept.parent.name}", **RETRYING)
+def generate_task(concept: Path, prompt_sets: dict[str, Path], params: dict[str, Any]) -> Path:
+    """``eqdiff generate``: samples beside the concept (keeps finished images)."""
+    return generate_samples(concept, concept.parent / "samples", params, prompt_sets)
+
+
+@task(name="evaluate", task_run_name="evaluate-{samples.parent.name}", **STAGE)
+def evaluate_task(samples: Path, subject: SubjectSpec, params: dict[str, Any]) -> Path:
+    """``eqdiff evaluate``: ``metrics.json`` beside the samples."""
+    out = samples.parent / "metrics.json"
+    write_json(out, evaluate(samples, subject.dir, EvaluateConfig.from_mapping(params.get("evaluate"))))
+    return out
+
+
+@task(name="report", **STAGE)
+def report_task(layout: RunLayout, out: Path, metrics: list[Path]) -> Path:
+    """``eqdiff report`` over every run under ``layout.runs`` (``metrics``: the evaluations to wait for)."""
+    return build_report(layout.runs, out)
+
+
+@task(name="track", **RETRYING)
+def track_task(params: dict[str, Any], layout: RunLayout, report: Path | None, source: str) -> dict[str, Any]:
+    """MLflow: a parent run and a nested run per (subject, variant), as the DVC ``track`` stage logs them."""
+    return log_pipeline(params, layout.runs, report, run_name=f"pipeline-{source}", source=source)

@@ -1,0 +1,237 @@
+"""MLflow tracking of pipeline results (DESIGN §3; ecosystem.md §4.3, §4.5).
+
+One parent run per pipeline invocation and one nested run per (subject, variant), logged after the fact from
+the files the stages wrote, so the DVC ``track`` stage and the Prefect flows log exactly the same things:
+
+- params: every config section flattened (``fdte.p_l``, ``train.variant`` ...) with the variant applied;
+- metrics: per-step losses from ``concept-work/losses.jsonl`` (``loss/total`` ..., step-indexed) and the
+  final ``unstylized/clip_t``, ``stylized/dino_i`` ... from ``metrics.json``;
+- artifacts: the masks overlay, band and augment sheets, the sample grid, the concept, ``metrics.json`` and,
+  on the parent run, the HTML report.
+
+Entry point of the DVC stage: ``python -m tasks.tracking --params params.yaml --runs runs --reports reports
+--out tracking/mlflow_run.json``. The default tracking URI is ``sqlite:///mlflow.db`` in the project directory;
+its artifacts go to ``mlartifacts/`` beside the database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from eqdiff.artifacts import read_json, write_json
+from eqdiff.config import (
+    AugmentConfig,
+    EvaluateConfig,
+    MasksConfig,
+    MethodConfig,
+    OrchestrationConfig,
+    PriorConfig,
+    load_params,
+    section_to_dict,
+)
+from eqdiff.errors import EqDiffError
+from tasks.spec import read_subjects, read_variants
+
+logger = logging.getLogger(__name__)
+
+FINAL_METRICS = ("clip_t", "clip_i", "dino_i")
+PROMPT_SETS = ("unstylized", "stylized")
+_BATCH = 100  # MLflow's log_batch limit for params (metrics allow 1000)
+
+
+def flatten_params(params: dict[str, Any], variant: str) -> dict[str, str]:
+    """Every config section as ``section.key`` -> string, the method sections with ``variant`` applied."""
+    method_params = {**params, "train": {**(params.get("train") or {}), "variant": variant}}
+    sections = MethodConfig.from_dict(method_params).resolved().to_dict()
+    for cls in (MasksConfig, AugmentConfig, PriorConfig, EvaluateConfig):
+        sections[cls.SECTION] = section_to_dict(cls.from_mapping(params.get(cls.SECTION)))
+    return {f"{name}.{key}": _param_value(value) for name, values in sections.items() for key, value in values.items()}
+
+
+def _param_value(value: Any) -> str:
+    return json.dumps(list(value)) if isinstance(value, tuple) else str(value)
+
+
+def read_losses(path: Path) -> list[tuple[int, dict[str, float]]]:
+    """``(step, {"loss/total": ...})`` rows of a ``losses.jsonl`` (missing file: none)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            step = int(record.pop("step"))
+            rows.append((step, {k: float(v) for k, v in record.items()}))
+    return rows
+
+
+def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """``{"unstylized/clip_t": ..., "stylized/dino_i": ...}`` of an ``eqdiff evaluate`` metrics mapping."""
+    return {
+        f"{prompt_set}/{name}": float(metrics[prompt_set][name])
+        for prompt_set in PROMPT_SETS
+        if prompt_set in metrics
+        for name in FINAL_METRICS
+    }
+
+
+def _client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _experiment_id(client, name: str, tracking_uri: str) -> str:
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the caller's cwd
+        database = Path(tracking_uri.removeprefix("sqlite:///"))  # "/abs.db" stays absolute, "x.db" is relative
+        location = (database.resolve().parent / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _log_batches(client, run_id: str, params: dict[str, str], metrics: list) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in sorted(params.items())]
+    for start in range(0, len(items), _BATCH):
+        client.log_batch(run_id, params=items[start : start + _BATCH])
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def _metric_rows(run_dir: Path) -> list:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    rows = [
+        Metric(key, value, now, step)
+        for step, values in read_losses(run_dir / "concept-work" / "losses.jsonl")
+        for key, value in values.items()
+    ]
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file():
+        rows += [Metric(key, value, now, 0) for key, value in final_metrics(read_json(metrics_file)).items()]
+    return rows
+
+
+def _log_artifacts(client, run_id: str, runs_dir: Path, subject: str, variant: str) -> None:
+    subject_dir, run_dir = runs_dir / subject, runs_dir / subject / variant
+    files = {
+        subject_dir / "masks" / "overlay.png": "masks",
+        subject_dir / "bands" / "sheet.png": "bands",
+        subject_dir / "augment" / "sheet.png": "augment",
+        run_dir / "samples" / "grid.png": "samples",
+        run_dir / "metrics.json": "metrics",
+    }
+    for path, artifact_path in files.items():
+        if path.is_file():
+            client.log_artifact(run_id, str(path), artifact_path)
+    if (run_dir / "concept").is_dir():
+        client.log_artifacts(run_id, str(run_dir / "concept"), "concept")
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return result.stdout.strip()
+
+
+def log_pipeline(
+    params: dict[str, Any],
+    runs_dir: str | Path,
+    reports_dir: str | Path | None = None,
+    *,
+    run_name: str | None = None,
+    source: str = "dvc",
+) -> dict[str, Any]:
+    """Log one pipeline invocation; returns ``{"tracking_uri", "experiment", "parent_run_id", "runs"}``.
+
+    ``runs`` maps ``"<subject>/<variant>"`` to its nested run id. Every (subject, variant) of ``params`` must
+    have its ``metrics.json`` under ``runs_dir``.
+    """
+    from mlflow.entities import RunTag
+
+    runs_dir = Path(runs_dir)
+    config = OrchestrationConfig.from_mapping(params.get("orchestration"))
+    subjects, variants = read_subjects(params), read_variants(params)
+    for subject in subjects:
+        for variant in variants:
+            if not (runs_dir / subject.name / variant / "metrics.json").is_file():
+                raise EqDiffError(f"{runs_dir / subject.name / variant / 'metrics.json'}: missing; run evaluate first")
+    client = _client(config.tracking_uri)
+    experiment_id = _experiment_id(client, config.experiment, config.tracking_uri)
+    tags = {"eqdiff.source": source, "eqdiff.subjects": ",".join(s.name for s in subjects)}
+    if commit := _git_commit():
+        tags["mlflow.source.git.commit"] = commit
+    parent = client.create_run(experiment_id, run_name=run_name or f"pipeline-{source}", tags=tags)
+    parent_id = parent.info.run_id
+    nested: dict[str, str] = {}
+    try:
+        for subject in subjects:
+            for variant in variants:
+                run_dir = runs_dir / subject.name / variant
+                calibrated = read_json(run_dir / "metrics.json").get("calibrated", False)
+                run = client.create_run(
+                    experiment_id,
+                    run_name=f"{subject.name}/{variant}",
+                    tags={
+                        "mlflow.parentRunId": parent_id,
+                        "eqdiff.subject": subject.name,
+                        "eqdiff.class_noun": subject.class_noun,
+                        "eqdiff.variant": variant,
+                        "eqdiff.calibrated": str(calibrated).lower(),
+                    },
+                )
+                run_id = run.info.run_id
+                _log_batches(client, run_id, flatten_params(params, variant), _metric_rows(run_dir))
+                _log_artifacts(client, run_id, runs_dir, subject.name, variant)
+                client.set_terminated(run_id)
+                nested[f"{subject.name}/{variant}"] = run_id
+        if reports_dir is not None and Path(reports_dir).is_dir():
+            client.log_artifacts(parent_id, str(reports_dir), "report")
+            client.log_batch(parent_id, tags=[RunTag("eqdiff.report", str(Path(reports_dir) / "index.html"))])
+    except BaseException:
+        client.set_terminated(parent_id, status="FAILED")
+        raise
+    client.set_terminated(parent_id)
+    logger.info("MLflow: parent run %s with %d nested run(s) in %s", parent_id, len(nested), config.tracking_uri)
+    return {
+        "tracking_uri": config.tracking_uri,
+        "experiment": config.experiment,
+        "parent_run_id": parent_id,
+        "runs": nested,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The DVC ``track`` stage: log, then write the run ids to ``--out``; user errors exit 2 in one line."""
+    parser = argparse.ArgumentParser(prog="python -m tasks.tracking", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params YAML")
+    parser.add_argument("--runs", type=Path, required=True, help="runs folder (<subject>/<variant>/...)")
+    parser.add_argument("--reports", type=Path, help="report folder logged on the parent run")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write the run ids to")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = log_pipeline(load_params(args.params), args.runs, args.reports)
+    except EqDiffError as exc:
+        print(f"track: error: {exc}", file=sys.stderr)
+        return 2
+    write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
