@@ -190,15 +190,20 @@ def load_checkpoint(path: Path, optimizer: torch.optim.Optimizer) -> tuple[int, 
 
 
 def attach_concept_modules(
-    components, placeholder: str, initializer_token: str, rra: bool, decoupled: bool, bank
+    components,
+    placeholder: str,
+    initializer_token: str,
+    rra: bool,
+    decoupled: bool,
+    bank,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[FrequencyEmbeddings, int]:
-    """Add the placeholder token, install the processors and build the frequency embeddings.
-
-    Returns (frequency embeddings on the UNet's device, placeholder token id).
+    """Add the placeholder token, install the processors (weights in ``dtype``: fp32 for training) and build
+    the frequency embeddings (fp32). Returns (frequency embeddings on the UNet's device, placeholder token id).
     """
     placeholder_id, initializer_id = add_placeholder_token(components, placeholder, initializer_token)
     initial = components.text_encoder.get_input_embeddings().weight[initializer_id]
-    install_processors(components.unet, bank, rra)
+    install_processors(components.unet, bank, rra, dtype=dtype)
     embeddings = FrequencyEmbeddings(initial, decoupled=decoupled).to(components.unet.device)
     return embeddings, placeholder_id
 
@@ -209,7 +214,7 @@ def trainable_parameters(unet, embeddings: FrequencyEmbeddings) -> dict[str, tor
 
 
 def apply_concept(concept: Concept, components, bank, where: str | Path) -> tuple[FrequencyEmbeddings, int]:
-    """Attach a saved concept to base components; every trainable tensor must load."""
+    """Attach a saved concept to base components (processor weights in the UNet's dtype); every tensor must load."""
     check_base_model(where, concept.manifest, components.fingerprint, components.base_model_id)
     frequency = concept.weights[FREQUENCY_KEY]
     embeddings, placeholder_id = attach_concept_modules(
@@ -219,6 +224,7 @@ def apply_concept(concept: Concept, components, bank, where: str | Path) -> tupl
         concept.rra,
         decoupled=frequency.shape[0] == 2,
         bank=bank,
+        dtype=components.unet.dtype,
     )
     load_into(trainable_parameters(components.unet, embeddings), concept.weights, str(where))
     return embeddings, placeholder_id

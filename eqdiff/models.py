@@ -70,7 +70,10 @@ class Components:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Components:
         for module in (self.text_encoder, self.unet, self.vae):
-            module.to(device=device, dtype=dtype)
+            if dtype is None or dtype == module.dtype:
+                module.to(device=device)
+            else:
+                module.to(device=device, dtype=dtype)
         return self
 
 

@@ -260,7 +260,9 @@ class RRAAttnProcessor(nn.Module):
         return stock_output * (1.0 - gate) + f_ra * gate
 
 
-def install_processors(unet: UNet2DConditionModel, bank: ReferenceBank, rra: bool) -> None:
+def install_processors(
+    unet: UNet2DConditionModel, bank: ReferenceBank, rra: bool, dtype: torch.dtype = torch.float32
+) -> None:
     """Install Custom Diffusion K/V on all cross-attention layers and, if ``rra``, RRA on mid+up self-attention.
 
     Down-block self-attention keeps the stock SDPA processor (no RRA modules are built there: the official
@@ -277,7 +279,7 @@ def install_processors(unet: UNet2DConditionModel, bank: ReferenceBank, rra: boo
         else:
             processors[name] = AttnProcessor2_0()
     unet.set_attn_processor(processors)
-    device, dtype = unet.device, torch.float32  # trainable weights stay fp32 under autocast
+    device = unet.device  # trainable weights stay fp32 under autocast; inference may use the UNet's dtype
     for processor in unet.attn_processors.values():
         if isinstance(processor, nn.Module):
             processor.to(device=device, dtype=dtype)

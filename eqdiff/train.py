@@ -260,24 +260,33 @@ class EqDiffRecipe:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     # ------------------------------------------------------------------------------------------------------
+    def optimization_step(self) -> dict[str, torch.Tensor]:
+        """One step: sample this step's batch, forward, backward, clip, AdamW; returns the (device) losses."""
+        cfg = self.config.train
+        batch = sample_batch(
+            self.data, self.config, self.step, self.components.noise_scheduler.config.num_train_timesteps
+        )
+        losses = self.training_step(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["total"]).backward()
+        self.scaler.unscale_(self.optimizer)
+        if cfg.max_grad_norm > 0:  # over ALL trainable parameters, frequency vectors included (§4.7)
+            torch.nn.utils.clip_grad_norm_(list(self.parameters.values()), cfg.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.bank.clear()
+        self.step += 1
+        return losses
+
     def train(self) -> None:
-        """Run from the current step to ``train.steps``; checkpoints, validation and logging on schedule."""
+        """Run from the current step to ``train.steps``; checkpoints, validation and logging on schedule.
+
+        Losses leave the device only every ``log_every`` steps (each read is a host-device sync).
+        """
         cfg = self.config.train
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
         while self.step < cfg.steps:
-            batch = sample_batch(
-                self.data, self.config, self.step, self.components.noise_scheduler.config.num_train_timesteps
-            )
-            losses = self.training_step(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(losses["total"]).backward()
-            self.scaler.unscale_(self.optimizer)
-            if cfg.max_grad_norm > 0:  # over ALL trainable parameters, frequency vectors included (§4.7)
-                torch.nn.utils.clip_grad_norm_(list(self.parameters.values()), cfg.max_grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.bank.clear()
-            self.step += 1
+            losses = self.optimization_step()
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 values = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}

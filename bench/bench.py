@@ -1,0 +1,310 @@
+"""Speed and memory of EqDiff against its baselines, side by side in one process (issue 6).
+
+(a) Training: a step of the paper recipe (batch 2 + 2 prior, RRA with L_ra and L_ca, FDTE, MGDP; variant F)
+    against a plain Custom-Diffusion step (variant A: the same trainable cross-attention K/V, no reference
+    branch) on the same weights — steps/s and peak memory.
+(b) Inference: one image, DDIM, CFG 12.5, with the reference branch (fused and two-call), against diffusers'
+    ``StableDiffusionPipeline`` on the same weights — s/image at each batch size, and peak memory.
+(c) The tiny preset on CPU (``--preset tiny``), the same code.
+
+Weights are random (``sd-v1-random`` is SD v1.x at full size): speed and memory do not depend on their values.
+Training data are synthetic posteriors and masks of the right shapes (the cache the ``bands`` stage writes), so
+no VAE encoder runs in the loop, as in the real recipe. Timings alternate the compared variants over several
+rounds and report medians; ratios are taken within this process only.
+
+    python bench/bench.py --preset tiny --device cpu                  # CPU, CI-sized
+    python bench/bench.py --preset sd-v1-random --device cuda         # H100: the issue's targets
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import diffusers
+import torch
+import transformers
+from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+from eqdiff import rra
+from eqdiff.concept import attach_concept_modules, trainable_parameters
+from eqdiff.config import MethodConfig
+from eqdiff.models import load_components
+from eqdiff.pipeline import EqDiffPipeline
+from eqdiff.train import EqDiffRecipe
+from eqdiff.training_data import TrainingData
+
+TARGETS = {  # issue 6, H100 bf16, random weights
+    "train_step_s": 30.0 / 600,
+    "train_ratio": 1.4,
+    "train_peak_gib": 12.0,
+    "infer_s_b1": 1.0,
+    "infer_ratio_b1": 1.25,
+    "infer_ratio_b8": 1.75,
+    "infer_peak_gib_b1": 4.0,
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def synthetic_data(latent: int, side: int, num_targets: int = 4, num_classes: int = 8) -> TrainingData:
+    """Posterior parameters and masks of the shapes the band cache holds (values do not matter for speed)."""
+    generator = torch.Generator().manual_seed(0)
+
+    def posterior(n: int) -> dict[str, torch.Tensor]:
+        out = {}
+        for band in ("full", "low", "high"):
+            out[f"{band}_mean"] = torch.randn(n, 4, latent, latent, generator=generator)
+            out[f"{band}_logvar"] = torch.full((n, 4, latent, latent), -6.0)
+        return out
+
+    masks = torch.zeros(num_targets, 1, side, side)
+    masks[..., side // 4 : 3 * side // 4, side // 4 : 3 * side // 4] = 1
+    views = num_targets * 2
+    return TrainingData(
+        target_posteriors=posterior(num_targets),
+        target_masks=masks,
+        reference_mean=torch.randn(views, 4, latent, latent, generator=generator),
+        reference_logvar=torch.full((views, 4, latent, latent), -6.0),
+        reference_masks=masks.repeat(2, 1, 1, 1),
+        reference_owner=torch.arange(num_targets).repeat(2),
+        class_posteriors=posterior(num_classes),
+        class_reference_mean=torch.randn(num_classes, 4, latent, latent, generator=generator),
+        class_reference_logvar=torch.full((num_classes, 4, latent, latent), -6.0),
+        reference_image=torch.zeros(3, side, side),
+        digest="bench",
+    )
+
+
+def time_training(args, device: torch.device) -> dict:
+    """Median step time and peak memory of variants F (EqDiff) and A (plain Custom Diffusion)."""
+    results: dict[str, dict] = {}
+    times: dict[str, list[float]] = {"F": [], "A": []}
+    for _round in range(args.rounds):
+        for variant in ("A", "F"):
+            config = MethodConfig.from_dict(
+                {
+                    "model": {"preset": args.preset},
+                    "train": {
+                        "variant": variant,
+                        "resolution": args.resolution,
+                        "mixed_precision": args.precision,
+                        "checkpointing_steps": 0,
+                    },
+                }
+            ).resolved()
+            components = load_components(config.model).to(device)
+            latent = args.resolution // (2 ** (len(components.vae.config.block_out_channels) - 1))
+            data = synthetic_data(latent, args.resolution).to(device)
+            recipe = EqDiffRecipe(config, components, data, "toy", "toy", Path("/nonexistent"), progress=False)
+            recipe.setup()
+            if args.channels_last:
+                components.unet.to(memory_format=torch.channels_last)
+            for _ in range(args.warmup):
+                recipe.optimization_step()
+            reset_peak(device)
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(args.train_steps):
+                recipe.optimization_step()
+            sync(device)
+            times[variant].append((time.perf_counter() - start) / args.train_steps)
+            results.setdefault(variant, {})["peak_gib"] = peak_gib(device)
+            del recipe, components, data
+    for variant in ("A", "F"):
+        results[variant]["step_s"] = statistics.median(times[variant])
+        results[variant]["steps_per_s"] = 1.0 / results[variant]["step_s"]
+    results["ratio"] = results["F"]["step_s"] / results["A"]["step_s"]
+    results["600_steps_s"] = 600 * results["F"]["step_s"]
+    return results
+
+
+def _time_call(fn, device: torch.device, rounds: int) -> float:
+    values = []
+    for _ in range(rounds):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        values.append(time.perf_counter() - start)
+    return statistics.median(values)
+
+
+def time_inference(args, device: torch.device, dtype: torch.dtype) -> dict:
+    """s/image of diffusers' SD pipeline and of EqDiff (fused and two-call) at each batch size, same weights."""
+    components = load_components(MethodConfig.from_dict({"model": {"preset": args.preset}}).model)
+    components.to(device, dtype)
+    side, steps = args.resolution, args.inference_steps
+    scheduler = DDIMScheduler.from_config(components.noise_scheduler.config)
+    plain = StableDiffusionPipeline(
+        components.vae,
+        components.text_encoder,
+        components.tokenizer,
+        components.unet,
+        scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    plain.set_progress_bar_config(disable=True)
+    bank = rra.ReferenceBank()
+    results: dict = {}
+    eqdiff = None
+    for batch in args.batches:
+
+        def run_plain(batch=batch):
+            plain(
+                ["a toy"] * batch,
+                num_inference_steps=steps,
+                guidance_scale=12.5,
+                height=side,
+                width=side,
+                generator=[torch.Generator().manual_seed(k) for k in range(batch)],
+                output_type="pt",
+            )
+
+        run_plain()  # warm-up
+        reset_peak(device)
+        results[f"plain_b{batch}"] = {
+            "s_per_image": _time_call(run_plain, device, args.rounds) / batch,
+            "peak_gib": peak_gib(device),
+        }
+    embeddings, placeholder_id = attach_concept_modules(
+        components, "<new1>", "ktn", rra=True, decoupled=True, bank=bank, dtype=dtype
+    )
+    with torch.no_grad():  # a trained-looking gate so the RRA branch does real work
+        for name, param in trainable_parameters(components.unet, embeddings).items():
+            if "to_out_res" in name:
+                param.normal_(0, 0.02)
+    eqdiff = EqDiffPipeline.from_components(components, embeddings, placeholder_id, "<new1>", bank, True, side)
+    eqdiff.reference_image = torch.zeros(3, side, side)
+    for batch in args.batches:
+        for fuse in (True, False):
+
+            def run_eqdiff(batch=batch, fuse=fuse):
+                eqdiff(
+                    ["a <new1> toy"] * batch,
+                    num_inference_steps=steps,
+                    guidance_scale=12.5,
+                    output_type="pt",
+                    generator=[torch.Generator().manual_seed(k) for k in range(batch)],
+                    progress=False,
+                    fuse_reference=fuse,
+                )
+
+            run_eqdiff()
+            reset_peak(device)
+            key = f"eqdiff_{'fused' if fuse else 'twocall'}_b{batch}"
+            results[key] = {
+                "s_per_image": _time_call(run_eqdiff, device, args.rounds) / batch,
+                "peak_gib": peak_gib(device),
+            }
+        results[f"ratio_b{batch}"] = (
+            results[f"eqdiff_fused_b{batch}"]["s_per_image"] / results[f"plain_b{batch}"]["s_per_image"]
+        )
+    return results
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def markdown(args, device: torch.device, train: dict | None, infer: dict | None) -> str:
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [
+        f"### {args.preset} on {describe_device(device)} — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"`{' '.join(sys.argv)}` · torch {torch.__version__}, diffusers {diffusers.__version__}, "
+        f"transformers {transformers.__version__}, Python {platform.python_version()} · precision "
+        f"{args.precision} · {args.resolution} px · medians of {args.rounds} alternating rounds",
+        "",
+    ]
+    if train:
+        lines += [
+            "| training (batch 2 + 2 prior) | s/step | steps/s | peak GiB |",
+            "|---|---|---|---|",
+            f"| plain Custom Diffusion (A) | {fmt(train['A']['step_s'])} | {fmt(train['A']['steps_per_s'])} | "
+            f"{fmt(train['A']['peak_gib'])} |",
+            f"| EqDiff full recipe (F) | {fmt(train['F']['step_s'])} | {fmt(train['F']['steps_per_s'])} | "
+            f"{fmt(train['F']['peak_gib'])} |",
+            "",
+            f"EqDiff / plain step time: **{train['ratio']:.2f}×** (target ≤ {TARGETS['train_ratio']}); "
+            f"600 steps: **{train['600_steps_s']:.1f} s** (target ≤ 30 s on H100).",
+            "",
+        ]
+    if infer:
+        lines += [f"| inference ({args.inference_steps} DDIM steps, CFG 12.5) | s/image | peak GiB |", "|---|---|---|"]
+        for key, value in infer.items():
+            if isinstance(value, dict):
+                lines.append(f"| {key} | {fmt(value['s_per_image'])} | {fmt(value['peak_gib'])} |")
+        ratios = ", ".join(f"batch {b}: **{infer[f'ratio_b{b}']:.2f}×**" for b in args.batches)
+        lines += [
+            "",
+            f"EqDiff (fused) / plain SD time per image: {ratios} (targets ≤ 1.25 at batch 1, ≤ 1.75 at batch 8).",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "sd-v1-random"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
+    parser.add_argument("--resolution", type=int, help="default: the preset's native size")
+    parser.add_argument("--train-steps", type=int, default=5, help="timed steps per round")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--inference-steps", type=int, default=50)
+    parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
+    parser.add_argument("--channels-last", action="store_true", help="UNet in channels_last during training")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-inference", action="store_true")
+    parser.add_argument("--markdown", type=Path, help="append the result section to this file (BENCHMARKS.md)")
+    parser.add_argument("--json", type=Path, help="write raw results here")
+    args = parser.parse_args(argv)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    args.resolution = args.resolution or (512 if args.preset == "sd-v1-random" else 64)
+    use_half = device.type == "cuda" and args.precision != "no"
+    dtype = (torch.float16 if args.precision == "fp16" else torch.bfloat16) if use_half else torch.float32
+    train = None if args.skip_train else time_training(args, device)
+    infer = None if args.skip_inference else time_inference(args, device, dtype)
+    text = markdown(args, device, train, infer)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "a", encoding="utf-8") as fh:
+            fh.write("\n" + text)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"train": train, "inference": infer, "device": describe_device(device), "argv": sys.argv}, indent=2
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
