@@ -11,7 +11,9 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +26,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from eqdiff.errors import EqDiffError
+
+logger = logging.getLogger(__name__)
 
 
 class ArtifactError(EqDiffError):
@@ -137,6 +141,28 @@ def staged_directory(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+_TEMPORARY = re.compile(r"^\..+\.(?:(?:staging|old)-[a-z0-9_]{8}|[a-z0-9_]{8}\.tmp(?:\.[^./]+)?)$")
+"""Names of the temporaries ``atomic_path`` and ``staged_directory`` create (``.name.XXXXXXXX.tmp.png``,
+``.name.staging-XXXXXXXX``): a run killed mid-write (SIGKILL, power loss) leaves them behind."""
+
+
+def remove_temporaries(directory: str | Path) -> list[Path]:
+    """Delete every temporary a killed writer left under ``directory`` (recursively); return what went.
+
+    Call it only while holding the directory's ``OutputLock``: then no live writer owns them.
+    """
+    removed: list[Path] = []
+    for root, dirnames, filenames in os.walk(directory):
+        for name in [d for d in dirnames if _TEMPORARY.match(d)]:
+            dirnames.remove(name)  # do not descend into what is being deleted
+            shutil.rmtree(Path(root) / name, ignore_errors=True)
+            removed.append(Path(root) / name)
+        for name in filter(_TEMPORARY.match, filenames):
+            (Path(root) / name).unlink(missing_ok=True)
+            removed.append(Path(root) / name)
+    return removed
+
+
 class OutputLock:
     """An exclusive, non-blocking lock on an output directory: a second run writing there refuses.
 
@@ -162,6 +188,15 @@ class OutputLock:
                 ) from None
             raise
         self._fd = fd
+        # Now that no other run can be writing here, clear what a killed one left: temporaries inside the
+        # directory and its own staging siblings (``.<name>.staging-*``) beside it.
+        stale = remove_temporaries(self.directory) if self.directory.is_dir() else []
+        for sibling in self.directory.parent.glob(f".{self.directory.name}.*"):
+            if _TEMPORARY.match(sibling.name) and sibling.is_dir():
+                shutil.rmtree(sibling, ignore_errors=True)
+                stale.append(sibling)
+        if stale:
+            logger.info("%s: removed %d temporaries of an interrupted run", self.directory, len(stale))
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from eqdiff import prior as prior_module
-from eqdiff.artifacts import OutputLock
+from eqdiff.artifacts import OutputLock, write_text
 from eqdiff.bands_cache import load_band_cache
 from eqdiff.config import AugmentConfig, MethodConfig, PriorConfig
 from eqdiff.data import discover_subject
@@ -74,6 +74,23 @@ def class_images_for(
     )
 
 
+def truncate_loss_log(path: Path, step: int) -> None:
+    """Keep the log's records up to ``step`` (the checkpoint resumed from): a killed run logged steps after its
+    last checkpoint, which the resumed run logs again, and may have left a half-written last line."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int) or record["step"] > step:
+            break
+        kept.append(line + "\n")
+    write_text(path, "".join(kept))
+
+
 def train_concept(
     subject_dir: Path,
     class_noun: str,
@@ -96,7 +113,8 @@ def train_concept(
     masks = masks if masks is not None else (subject.directory / "masks")
     work_dir = work_dir or out.with_name(out.name + "-work")
     torch_device = resolve_device(device)
-    with OutputLock(out):
+    # The work directory (checkpoints, losses) is an output too: a second run there must refuse as well.
+    with OutputLock(out), OutputLock(work_dir):
         components = load_components(config.model).to(torch_device)
         side = config.train.resolution
         class_prompt = prior_module.class_prompt(prior_config, class_noun)
@@ -136,7 +154,9 @@ def train_concept(
             subject_name=subject.name,
         )
         recipe.setup()
-        if not recipe.resume():
+        if recipe.resume():
+            truncate_loss_log(losses_log, recipe.step)
+        else:
             losses_log.unlink(missing_ok=True)
         recipe.train()
         recipe.save(out)
