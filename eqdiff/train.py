@@ -125,6 +125,7 @@ class EqDiffRecipe:
         self.amp_dtype = autocast_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self._encode_fixed_prompts()
+        self._stack_band_posteriors()
         self.run_key = self._run_key()
 
     def _encode_fixed_prompts(self) -> None:
@@ -160,20 +161,25 @@ class EqDiffRecipe:
     # ------------------------------------------------------------------------------------------------------
     def _sample_latents(self, mean: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         scale = self.components.vae.config.scaling_factor
-        return (mean + torch.exp(0.5 * logvar) * noise.to(self.device)) * scale
+        return (mean + torch.exp(0.5 * logvar) * noise) * scale
+
+    def _stack_band_posteriors(self) -> None:
+        """(3, N, 4, h, w) mean/logvar stacks indexed by FrequencyBand, for one gather per step (no host sync)."""
+        order = ("low", "high", "full")  # FrequencyBand.LOW, HIGH, FULL
+        for name, source in (("target", self.data.target_posteriors), ("class", self.data.class_posteriors)):
+            for part in ("mean", "logvar"):
+                setattr(self, f"_{name}_{part}", torch.stack([source[f"{band}_{part}"] for band in order]))
 
     def _target_latents(self, batch: Batch) -> torch.Tensor:
         """Each row's band image latents: prior rows draw bands too (official), with the plain class prompt."""
-        rows = []
         num_prior = len(batch.classes)
-        for row, band in enumerate(batch.bands.tolist()):
-            key = ("low", "high", "full")[band]
-            if row < num_prior:
-                source, index = self.data.class_posteriors, batch.classes[row]
-            else:
-                source, index = self.data.target_posteriors, batch.targets[row - num_prior]
-            rows.append((source[f"{key}_mean"][index], source[f"{key}_logvar"][index]))
-        mean, logvar = torch.stack([m for m, _ in rows]), torch.stack([v for _, v in rows])
+        prior_bands, instance_bands = batch.bands[:num_prior], batch.bands[num_prior:]
+        mean = torch.cat(
+            [self._class_mean[prior_bands, batch.classes], self._target_mean[instance_bands, batch.targets]]
+        )
+        logvar = torch.cat(
+            [self._class_logvar[prior_bands, batch.classes], self._target_logvar[instance_bands, batch.targets]]
+        )
         return self._sample_latents(mean, logvar, batch.latent_noise)
 
     def _reference_latents(self, batch: Batch) -> torch.Tensor:
@@ -184,7 +190,7 @@ class EqDiffRecipe:
 
     def _text_states(self, batch: Batch) -> torch.Tensor:
         num_prior, num_inst = len(batch.classes), len(batch.targets)
-        vectors = self.embeddings(batch.bands[num_prior:].to(self.device))
+        vectors = self.embeddings(batch.bands[num_prior:])
         ids = self.instance_ids.expand(num_inst, -1)
         instance = encode_prompt(self.components.text_encoder, ids, self.placeholder_id, vectors)
         prior = self.prior_states.expand(num_prior, -1, -1)
@@ -199,7 +205,8 @@ class EqDiffRecipe:
         inst = slice(num_prior, None)
         # 1-2. Latents, shared ε, timesteps.
         latents = self._target_latents(batch)
-        noise, timesteps = batch.noise.to(self.device), batch.timesteps.to(self.device)
+        batch = batch.to(self.device)
+        noise, timesteps = batch.noise, batch.timesteps
         noisy = scheduler.add_noise(latents, noise, timesteps)
         # 3. MGDP on the instance rows.
         loss_mask = None
@@ -244,7 +251,7 @@ class EqDiffRecipe:
             losses["reference_attention"] = rra.reference_attention_loss(self.bank, inst, raw, ref_masks)
         losses["cross_attention"] = zero
         if cfg.losses.cross_attention > 0 and self.bank.cross_maps:
-            positions = torch.full((len(batch.targets),), self.placeholder_position)
+            positions = torch.full((len(batch.targets),), self.placeholder_position, device=self.device)
             losses["cross_attention"] = rra.cross_attention_loss(self.bank, inst, positions, raw)
         losses["total"] = (
             losses["instance"]

@@ -100,6 +100,13 @@ class Batch:
     reference_latent_noise: torch.Tensor
     """(B, 4, h, w) posterior-sampling noise of the reference latents."""
 
+    def to(self, device: torch.device) -> Batch:
+        """Copy to ``device`` without blocking the host (pinned staging on CUDA: no sync inside the step)."""
+        if device.type != "cuda":
+            return self
+        moved = {k: v.pin_memory().to(device, non_blocking=True) for k, v in vars(self).items()}
+        return Batch(**moved)
+
 
 def _mask_paths(subject: Subject, masks_dir: Path | None, required: bool) -> list[Path | None]:
     paths = []
