@@ -124,7 +124,8 @@ class Section:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(mapping) - known, key=str)  # YAML keys may be ints, bools or null
         if unknown:
-            raise ConfigError(f"{cls.SECTION}.{unknown[0]}: unknown key (known keys: {', '.join(sorted(known))})")
+            key = unknown[0] if isinstance(unknown[0], str) and unknown[0].isprintable() else repr(unknown[0])
+            raise ConfigError(f"{cls.SECTION}.{key}: unknown key (known keys: {', '.join(sorted(known))})")
         return cls(**mapping)
 
 
@@ -311,6 +312,8 @@ class TrainConfig(Section):
     """``auto`` = bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU."""
     gradient_checkpointing: bool = False
     """Recompute UNet activations in backward to save memory."""
+    compile: bool = False
+    """Run the UNet through ``torch.compile`` (falls back to eager, with a warning, where compiling fails)."""
     checkpointing_steps: int = 100
     """Write a resumable checkpoint every N steps (0 = only at the end)."""
     checkpoints_total_limit: int = 2
@@ -357,6 +360,10 @@ class GenerateConfig(Section):
     """Base seed; each image's generator is derived from (seed, prompt index, sample index)."""
     resolution: int | None = None
     """Image side; default = the training resolution of the concept."""
+    compile: bool = False
+    """Run the UNet through ``torch.compile`` (falls back to eager, with a warning, where compiling fails)."""
+    precision: MixedPrecision = MixedPrecision.AUTO
+    """Weights' dtype on CUDA: ``auto`` = bf16 (fp16 where bf16 is unsupported); always fp32 on CPU."""
 
     def validate(self) -> None:
         for name in ("num_inference_steps", "num_images_per_prompt", "batch_size"):

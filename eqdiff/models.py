@@ -356,3 +356,26 @@ def add_placeholder_token(components: Components, placeholder: str, initializer_
         table[placeholder_id] = table[initializer_id]
     text_encoder.get_input_embeddings().requires_grad_(False)
     return placeholder_id, initializer_id
+
+
+class Denoiser:
+    """Calls the UNet, compiled with ``torch.compile`` when asked; if compilation fails, warns once and runs it
+    eagerly from then on (a clean fallback: same results, no crash on platforms without a working compiler)."""
+
+    def __init__(self, unet: UNet2DConditionModel, compile: bool = False, backend: str | object = "inductor"):
+        self.unet = unet
+        self._compiled = torch.compile(unet, backend=backend, dynamic=False) if compile else None
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
+
+    def __call__(self, *args, **kwargs):
+        if self._compiled is not None:
+            try:
+                return self._compiled(*args, **kwargs)
+            except torch._dynamo.exc.TorchDynamoException as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                logger.warning("torch.compile failed (%s); running the UNet eagerly", first)
+                self._compiled = None
+        return self.unet(*args, **kwargs)

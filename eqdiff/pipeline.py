@@ -27,7 +27,7 @@ from eqdiff.config import ModelConfig, ReferenceNoise
 from eqdiff.data import center_crop_resize, image_to_tensor
 from eqdiff.errors import DataError
 from eqdiff.fdte import FrequencyEmbeddings, encode_prompt
-from eqdiff.models import load_components
+from eqdiff.models import Denoiser, load_components
 from eqdiff.prompts import remove_placeholder, tokenize
 
 
@@ -44,6 +44,7 @@ class EqDiffPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.denoiser = Denoiser(unet)
         self.bank: rra.ReferenceBank | None = None
         self.embeddings: FrequencyEmbeddings | None = None
         self.placeholder: str = ""
@@ -138,15 +139,19 @@ class EqDiffPipeline(DiffusionPipeline):
         self.bank.clear()
         if fuse:
             self.bank.mode, self.bank.reference_rows = rra.BankMode.FUSED, reference.shape[0]
-            out = self.unet(torch.cat([reference, model_input]), t, torch.cat([reference_text, text])).sample
+            out = self.denoiser(torch.cat([reference, model_input]), t, torch.cat([reference_text, text])).sample
             self.bank.clear()
             return out[reference.shape[0] :]
         self.bank.mode = rra.BankMode.WRITE
-        self.unet(reference, t, reference_text)
+        self.denoiser(reference, t, reference_text)
         self.bank.mode = rra.BankMode.READ
-        out = self.unet(model_input, t, text).sample
+        out = self.denoiser(model_input, t, text).sample
         self.bank.clear()
         return out
+
+    def enable_compile(self, backend: str | object = "inductor") -> None:
+        """Run the UNet through ``torch.compile`` (eager fallback with a warning where compiling fails)."""
+        self.denoiser = Denoiser(self.unet, compile=True, backend=backend)
 
     @torch.no_grad()
     def __call__(
@@ -210,7 +215,7 @@ class EqDiffPipeline(DiffusionPipeline):
                     ref = self.scheduler.add_noise(ref, ref_noise, t.expand(batch))
                 noise_pred = self._rra_step(torch.cat([ref, ref]), ref_text, model_input, main_text, t, fuse_reference)
             else:
-                noise_pred = self.unet(model_input, t, main_text).sample
+                noise_pred = self.denoiser(model_input, t, main_text).sample
             noise_uncond, noise_cond = noise_pred.chunk(2)
             noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
             latents = self.scheduler.step(noise_pred, t, latents, eta=eta, generator=generators).prev_sample

@@ -41,7 +41,7 @@ from eqdiff.concept import (
 from eqdiff.config import MethodConfig, MixedPrecision
 from eqdiff.errors import DataError, TrainingError
 from eqdiff.fdte import encode_prompt
-from eqdiff.models import Components
+from eqdiff.models import Components, Denoiser
 from eqdiff.prompts import remove_placeholder, subject_prompt, tokenize
 from eqdiff.training_data import Batch, TrainingData, sample_batch
 
@@ -124,6 +124,7 @@ class EqDiffRecipe:
         )
         self.amp_dtype = autocast_dtype(cfg, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.denoiser = Denoiser(parts.unet, compile=cfg.train.compile)
         self._encode_fixed_prompts()
         self._stack_band_posteriors()
         self.run_key = self._run_key()
@@ -200,7 +201,7 @@ class EqDiffRecipe:
         """Forward the losses of one batch (no backward). The bank stays filled and in READ mode until the caller
         clears it after ``backward`` (gradient checkpointing re-runs the main pass during backward).
         ``reference_no_grad=False`` exists for the test that proves the reference pass needs no graph (§4.3)."""
-        cfg, unet, scheduler = self.config, self.components.unet, self.components.noise_scheduler
+        cfg, unet, scheduler = self.config, self.denoiser, self.components.noise_scheduler
         num_prior = len(batch.classes)
         inst = slice(num_prior, None)
         # 1-2. Latents, shared ε, timesteps.

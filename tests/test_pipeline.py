@@ -212,3 +212,18 @@ def test_fused_reference_call_matches_two_calls(tmp_path):
         )
     assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
     assert not torch.allclose(outputs[0], _image(pipe).expand(2, -1, -1, -1), atol=1e-3)
+
+
+def test_compile_falls_back_to_eager_when_compilation_fails(tmp_path, caplog):
+    path, _ = _perturbed_concept(tmp_path)
+    pipe = EqDiffPipeline.from_pretrained(path)
+    eager = _image(pipe)
+
+    def broken_backend(graph_module, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    pipe.enable_compile(backend=broken_backend)
+    assert pipe.denoiser.compiled
+    assert torch.equal(_image(pipe), eager)
+    assert not pipe.denoiser.compiled
+    assert "torch.compile failed" in caplog.text

@@ -20,12 +20,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from eqdiff.artifacts import ArtifactError, OutputLock, read_json, save_png, write_json, write_text
 from eqdiff.concept import MANIFEST_FILE, WEIGHTS_FILE
-from eqdiff.config import GenerateConfig
+from eqdiff.config import GenerateConfig, MixedPrecision
 from eqdiff.data import load_image
 from eqdiff.errors import DataError
 from eqdiff.pipeline import EqDiffPipeline, image_generator
@@ -73,6 +74,15 @@ def _grid(paths: list[Path], columns: int = 8, thumb: int = 128) -> Image.Image:
     return grid
 
 
+def inference_dtype(config: GenerateConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 (or fp16 where unsupported) on CUDA unless ``generate.precision: no``; fp32 (None) on CPU."""
+    if device.type != "cuda" or config.precision == MixedPrecision.NO:
+        return None
+    if config.precision == MixedPrecision.FP16 or not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
 def generate_samples(
     concept: Path,
     out: Path,
@@ -86,7 +96,10 @@ def generate_samples(
     prompt_sets = prompt_sets or parse_prompt_sets([])
     templates = {name: read_prompt_file(path) for name, path in prompt_sets.items()}
     reference_image = load_image(reference) if reference is not None else None
-    pipe = EqDiffPipeline.from_pretrained(concept, device=resolve_device(device))
+    torch_device = resolve_device(device)
+    pipe = EqDiffPipeline.from_pretrained(concept, device=torch_device, dtype=inference_dtype(config, torch_device))
+    if config.compile:
+        pipe.enable_compile()
     manifest = read_json(concept / MANIFEST_FILE)
     jobs = []
     for set_index, (name, lines) in enumerate(templates.items()):
