@@ -37,9 +37,7 @@ CANVAS_GREY = (128, 128, 128)
 View = tuple[Image.Image, Image.Image | None]
 
 
-def _zoom(
-    image: Image.Image, mask: Image.Image | None, side: int, config: AugmentConfig, rng: random.Random
-) -> View:
+def _zoom(image: Image.Image, mask: Image.Image | None, side: int, config: AugmentConfig, rng: random.Random) -> View:
     """One zoom-out (paste on grey) or zoom-in (random crop) view; the mask follows the same geometry."""
     zoom_out = rng.random() < config.zoom_out_prob
     low, high = config.zoom_out_scale if zoom_out else config.zoom_in_scale
@@ -133,9 +131,7 @@ def _adjust_hue(image: Image.Image, hue: float) -> Image.Image:
     return Image.merge("HSV", (Image.fromarray(shifted.astype(np.uint8), "L"), s, v)).convert("RGB")
 
 
-def _color_jitter(
-    image: Image.Image, rng: random.Random, strength: float = 0.4, hue: float = 0.1
-) -> Image.Image:
+def _color_jitter(image: Image.Image, rng: random.Random, strength: float = 0.4, hue: float = 0.1) -> Image.Image:
     ops = [
         lambda im, f: ImageEnhance.Brightness(im).enhance(f),
         lambda im, f: ImageEnhance.Contrast(im).enhance(f),
@@ -191,9 +187,7 @@ def contact_sheet(rows: list[list[Image.Image]], side: int, gap: int = 2) -> Ima
     return sheet
 
 
-def augment_subject(
-    subject: Subject, masks_dir: Path, out_dir: Path, side: int, config: AugmentConfig
-) -> Path:
+def augment_subject(subject: Subject, masks_dir: Path, out_dir: Path, side: int, config: AugmentConfig) -> Path:
     """Write ``views_per_photo`` reference views and masks per photo, a manifest and a contact sheet.
 
     Layout: ``out_dir/views/<stem>_<k>.png`` (RGB side x side), ``out_dir/masks/<stem>_<k>.png``

@@ -102,8 +102,7 @@ def metrics_table(blocks: dict[str, dict[str, Any]], count_key: str) -> str:
         for prompt_set, row in sets.items():
             cells = "".join(f"<td>{row[k]:.3f}</td>" for k in ("clip_t", "clip_i", "dino_i"))
             rows.append(
-                f"<tr><td>{html.escape(variant)}</td><td>{prompt_set}</td>{cells}"
-                f"<td>{row[count_key]}</td></tr>"
+                f"<tr><td>{html.escape(variant)}</td><td>{prompt_set}</td>{cells}<td>{row[count_key]}</td></tr>"
             )
     return "\n".join(rows + ["</table>"])
 
@@ -152,8 +151,7 @@ def _variant_section(run: Run, gallery: Path) -> list[str]:
                 current = image.prompt_index
                 section += [f"<p>{html.escape(image.prompt)}</p>", '<div class="row">']
             relative = (
-                f"assets/{run.subject}/{run.variant}/{prompt_set}/{image.prompt_index:03d}_"
-                f"{image.sample_index:02d}.png"
+                f"assets/{run.subject}/{run.variant}/{prompt_set}/{image.prompt_index:03d}_{image.sample_index:02d}.png"
             )
             _thumbnail(image.path, gallery / relative)
             section.append(_figure(relative, f"sample {image.sample_index}"))
@@ -176,9 +174,7 @@ def write_gallery(runs: list[Run], summary: dict[str, Any], out_dir: Path) -> No
         for run in subject_runs:
             body += _variant_section(run, gallery)
         write_text(gallery / f"{subject}.html", _page(f"EqDiff gallery: {subject}", calibrated, body))
-    links = "".join(
-        f'<li><a href="gallery/{html.escape(s)}.html">{html.escape(s)}</a></li>' for s in subjects
-    )
+    links = "".join(f'<li><a href="gallery/{html.escape(s)}.html">{html.escape(s)}</a></li>' for s in subjects)
     body = [
         "<h2>Average over subjects</h2>",
         metrics_table(summary["variants"], "n_subjects"),

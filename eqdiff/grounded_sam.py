@@ -42,9 +42,7 @@ def _load_weights(path: Path, what: str) -> dict[str, torch.Tensor]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for foreign files; all mean the same here
-        raise MaskModelError(
-            f"{path}: not a weights-only {what} checkpoint ({str(exc).splitlines()[0]})"
-        ) from None
+        raise MaskModelError(f"{path}: not a weights-only {what} checkpoint ({str(exc).splitlines()[0]})") from None
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict):
         checkpoint = checkpoint["model"]  # GroundingDINO's release format: {"model": state_dict, ...}
     if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
@@ -63,9 +61,7 @@ def _load_strict(
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
-        raise MaskModelError(
-            f"{path}: does not fit the {what} architecture ({str(exc).splitlines()[1:2]})"
-        ) from None
+        raise MaskModelError(f"{path}: does not fit the {what} architecture ({str(exc).splitlines()[1:2]})") from None
     unexpected = [k for k in result.unexpected_keys if not ignorable(k)]
     if result.missing_keys or unexpected:
         example = (result.missing_keys or unexpected)[0]
@@ -98,9 +94,7 @@ class _BertTextEncoder(torch.nn.Module):
         token_type_ids: torch.Tensor,
         position_ids: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        hidden = self.embeddings(
-            input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids
-        )
+        hidden = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids)
         mask = attention_mask[:, None] if attention_mask.dim() == 3 else attention_mask[:, None, None]
         additive = (1.0 - mask.to(hidden.dtype)) * torch.finfo(hidden.dtype).min
         return {"last_hidden_state": self.encoder(hidden, attention_mask=additive)[0]}
@@ -154,8 +148,7 @@ def load_grounded_sam(config: MasksConfig) -> GroundedSam:
     text_encoder_dir = _require_file(config.text_encoder_dir, "GroundingDINO text-encoder directory", True)
     if config.sam_model_type not in sam_model_registry:
         raise ConfigError(
-            f"masks.sam_model_type: expected one of {' | '.join(sam_model_registry)}, "
-            f"got {config.sam_model_type!r}"
+            f"masks.sam_model_type: expected one of {' | '.join(sam_model_registry)}, got {config.sam_model_type!r}"
         )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     detector = build_grounding_dino(dino_config, text_encoder_dir)
@@ -182,9 +175,7 @@ def _detection_input(image: Image.Image, short_side: int) -> torch.Tensor:
     size = short_side
     if max(width, height) / min(width, height) * size > max_side:
         size = int(round(max_side * min(width, height) / max(width, height)))
-    new_w, new_h = (
-        (size, int(size * height / width)) if width < height else (int(size * width / height), size)
-    )
+    new_w, new_h = (size, int(size * height / width)) if width < height else (int(size * width / height), size)
     array = np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
     array = (array - IMAGENET_MEAN) / IMAGENET_STD
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
@@ -199,9 +190,7 @@ def detect_box(
     caption = class_noun.lower().strip().rstrip(".") + "."  # GroundingDINO's caption convention
     token_ids = detector.tokenizer(caption)["input_ids"]
     noun_positions = [i for i, t in enumerate(token_ids) if t not in set(detector.specical_tokens)]
-    outputs = detector(
-        _detection_input(image, config.detection_size)[None].to(models.device), captions=[caption]
-    )
+    outputs = detector(_detection_input(image, config.detection_size)[None].to(models.device), captions=[caption])
     probs = outputs["pred_logits"][0].sigmoid()[:, noun_positions].float().cpu()  # (queries, noun tokens)
     scores = probs.max(dim=1).values
     keep = (scores > config.box_threshold) & (probs > config.text_threshold).any(dim=1)

@@ -108,16 +108,13 @@ def read_sample_index(samples_dir: str | Path) -> SampleIndex:
             raise DataError(f"{path}: field {key!r} missing or not a {kind.__name__}")
     images = []
     for i, entry in enumerate(data["images"]):
-        ok = isinstance(entry, dict) and all(
-            isinstance(entry.get(k), str) for k in ("file", "prompt", "prompt_set")
-        )
+        ok = isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("file", "prompt", "prompt_set"))
         ok = ok and all(isinstance(entry.get(k), int) for k in ("prompt_index", "sample_index"))
         if not ok:
             raise DataError(f"{path}: images[{i}] needs file, prompt, prompt_set, prompt_index, sample_index")
         if entry["prompt_set"] not in PROMPT_SETS:
             raise DataError(
-                f"{path}: images[{i}].prompt_set is {entry['prompt_set']!r}, expected one of "
-                f"{' | '.join(PROMPT_SETS)}"
+                f"{path}: images[{i}].prompt_set is {entry['prompt_set']!r}, expected one of {' | '.join(PROMPT_SETS)}"
             )
         images.append(
             SampleImage(
@@ -214,13 +211,10 @@ def _model_type(path: Path, field: str, expected: str) -> None:
         model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
     except (OSError, json.JSONDecodeError, AttributeError):
         raise MetricModelError(
-            f"evaluate.{field}: {path} has no readable config.json "
-            f"(expected a transformers {expected} model directory)"
+            f"evaluate.{field}: {path} has no readable config.json (expected a transformers {expected} model directory)"
         ) from None
     if model_type != expected:
-        raise MetricModelError(
-            f"evaluate.{field}: {path} holds a {model_type!r} model, expected {expected!r}"
-        )
+        raise MetricModelError(f"evaluate.{field}: {path} holds a {model_type!r} model, expected {expected!r}")
 
 
 def _load_pretrained(loader: Callable[[], Any], path: Path, field: str) -> Any:
@@ -231,9 +225,7 @@ def _load_pretrained(loader: Callable[[], Any], path: Path, field: str) -> Any:
         raise MetricModelError(f"evaluate.{field}: could not load {path} ({first})") from None
 
 
-def _load_clip(
-    config: EvaluateConfig, architecture: CLIPConfig | None
-) -> tuple[CLIPModel, CLIPTokenizer, str]:
+def _load_clip(config: EvaluateConfig, architecture: CLIPConfig | None) -> tuple[CLIPModel, CLIPTokenizer, str]:
     if config.clip_model is None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -243,12 +235,8 @@ def _load_clip(
         return model, tokenizer, f"random-init:clip-vit-b32:seed={config.seed}"
     path = Path(config.clip_model).expanduser()
     _model_type(path, "clip_model", "clip")
-    model = _load_pretrained(
-        lambda: CLIPModel.from_pretrained(path, local_files_only=True), path, "clip_model"
-    )
-    tokenizer = _load_pretrained(
-        lambda: CLIPTokenizer.from_pretrained(path, local_files_only=True), path, "clip_model"
-    )
+    model = _load_pretrained(lambda: CLIPModel.from_pretrained(path, local_files_only=True), path, "clip_model")
+    tokenizer = _load_pretrained(lambda: CLIPTokenizer.from_pretrained(path, local_files_only=True), path, "clip_model")
     return model, tokenizer, str(path)
 
 
@@ -358,9 +346,7 @@ def clipscore(cosines: torch.Tensor) -> float:
 # The evaluation of one samples directory.
 
 
-def _per_prompt(
-    index: SampleIndex, cosines: torch.Tensor, texts: list[str]
-) -> dict[str, list[dict[str, Any]]]:
+def _per_prompt(index: SampleIndex, cosines: torch.Tensor, texts: list[str]) -> dict[str, list[dict[str, Any]]]:
     """CLIP-T per (prompt set, prompt index); two different prompts under one index are a DataError."""
     groups: dict[tuple[str, int], list[int]] = {}
     for i, image in enumerate(index.images):
@@ -410,9 +396,7 @@ def evaluate(
         config.batch_size,
         desc=f"{index.subject}/{index.variant} generated",
     )
-    real_clip, real_dino = embed_images(
-        subject.photos, models, config.batch_size, desc=f"{subject.name} real"
-    )
+    real_clip, real_dino = embed_images(subject.photos, models, config.batch_size, desc=f"{subject.name} real")
 
     # 2. Embed each distinct CLIP-T text once.
     texts = [clip_text(im.prompt, index.placeholder) for im in index.images]

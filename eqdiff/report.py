@@ -87,9 +87,7 @@ def discover_runs(runs_dir: str | Path) -> list[Run]:
             raise DataError(str(exc)) from None
         _check_metrics(path, metrics)
         subject_root = path.parent.parent
-        runs.append(
-            Run(subject_root.name, path.parent.name, metrics, path.parent / "samples", subject_root / "masks")
-        )
+        runs.append(Run(subject_root.name, path.parent.name, metrics, path.parent / "samples", subject_root / "masks"))
     if not runs:
         raise DataError(f"{runs_dir}: no <subject>/<variant>/metrics.json found")
     return runs

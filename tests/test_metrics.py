@@ -67,9 +67,7 @@ def small_dino_config() -> ViTConfig:
 
 
 def small_models(config: EvaluateConfig | None = None):
-    return load_metric_models(
-        config or EvaluateConfig(), small_clip_config(), small_dino_config(), device="cpu"
-    )
+    return load_metric_models(config or EvaluateConfig(), small_clip_config(), small_dino_config(), device="cpu")
 
 
 def noise_image(seed: int, size: tuple[int, int] = (64, 64)) -> Image.Image:
@@ -332,9 +330,7 @@ def test_evaluate_stage_error_leaves_no_output(tmp_path: Path, subject_dir: Path
     out = tmp_path / "metrics.json"
     parser = argparse.ArgumentParser()
     stage.add_arguments(parser)
-    args = parser.parse_args(
-        ["--samples", str(samples), "--subject-dir", str(subject_dir), "--out", str(out)]
-    )
+    args = parser.parse_args(["--samples", str(samples), "--subject-dir", str(subject_dir), "--out", str(out)])
     with pytest.raises(MetricModelError, match="evaluate.dino_model"):
         stage.run(args, {"evaluate": {"dino_model": str(tmp_path / "nowhere")}})
     assert not out.exists()
@@ -349,9 +345,7 @@ def _cli_complete() -> bool:
 
 
 @pytest.mark.skipif(not _cli_complete(), reason="the eqdiff CLI does not have all its stage modules yet")
-def test_evaluate_cli_error_is_one_line(
-    tmp_path: Path, subject_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_evaluate_cli_error_is_one_line(tmp_path: Path, subject_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from eqdiff.cli import main
 
     samples = write_samples(tmp_path / "samples", per_prompt=1)

@@ -18,9 +18,7 @@ FAST = PriorConfig(num_inference_steps=2, batch_size=2, seed=5)
 
 
 def _snapshot(directory: Path) -> dict[str, tuple[bytes, int, int]]:
-    return {
-        p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(directory.iterdir())
-    }
+    return {p.name: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(directory.iterdir())}
 
 
 def test_generation_is_resumable_with_identical_bytes(tiny_components, tmp_path):

@@ -82,8 +82,7 @@ def test_report_writes_tables_plot_json_and_gallery(runs_dir: Path, tmp_path: Pa
             assert row["n_subjects"] == 2
             for key in ("clip_t", "clip_i", "dino_i"):
                 per_subject = [
-                    json.loads((runs_dir / s / variant / "metrics.json").read_text())[prompt_set][key]
-                    for s in SUBJECTS
+                    json.loads((runs_dir / s / variant / "metrics.json").read_text())[prompt_set][key] for s in SUBJECTS
                 ]
                 assert row[key] == pytest.approx(sum(per_subject) / 2)
 
@@ -186,9 +185,7 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(
-    _chromium() is None, reason="chromium not installed (CI installs it: apt-get install chromium)"
-)
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (CI installs it: apt-get install chromium)")
 def test_gallery_renders_in_headless_chromium(runs_dir: Path, tmp_path: Path) -> None:
     out = build_report(runs_dir, tmp_path / "report")
     for page in [out / "index.html", *(out / "gallery" / f"{s}.html" for s in SUBJECTS)]:
@@ -207,8 +204,6 @@ def test_gallery_renders_in_headless_chromium(runs_dir: Path, tmp_path: Path) ->
         ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         found = re.search(r'data-images-loaded="(\d+)/(\d+)"', result.stdout)
-        assert found, (
-            f"{page.name}: no image count in the rendered DOM (chromium stderr: {result.stderr[-500:]})"
-        )
+        assert found, f"{page.name}: no image count in the rendered DOM (chromium stderr: {result.stderr[-500:]})"
         loaded, total = int(found.group(1)), int(found.group(2))
         assert total == len(_parse(page).sources) > 0 and loaded == total, f"{page.name}: {loaded}/{total}"

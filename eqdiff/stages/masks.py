@@ -16,12 +16,8 @@ from eqdiff.masks import compute_masks
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subject-dir", type=Path, required=True, help="folder of the subject's photos")
-    parser.add_argument(
-        "--class-noun", required=True, help="the subject's class noun (grounded-sam's prompt)"
-    )
-    parser.add_argument(
-        "--out", type=Path, required=True, help="output folder: <stem>.png, overlay.png, masks.json"
-    )
+    parser.add_argument("--class-noun", required=True, help="the subject's class noun (grounded-sam's prompt)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder: <stem>.png, overlay.png, masks.json")
 
 
 def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
