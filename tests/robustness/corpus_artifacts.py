@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from eqdiff.config import ModelConfig
-from eqdiff.models import tiny_directory
+from eqdiff.models import preset_directory
 from robustness.harness import Env, Invocation, generate_run, train_run
 from robustness.images import photo
 
@@ -69,7 +69,7 @@ def malformed_prompt_spec(env: Env, root: Path) -> Invocation:
 def tiny_copy(root: Path) -> Path:
     """A private copy of the tiny preset's diffusers directory (as a user's ``sd-v1`` folder would be)."""
     copy = root / "model"
-    shutil.copytree(tiny_directory(ModelConfig()), copy)
+    shutil.copytree(preset_directory(ModelConfig()), copy)
     return copy
 
 
