@@ -19,6 +19,12 @@ from stage_cli import run_cli
 from eqdiff.data import load_image
 
 
+@pytest.fixture(autouse=True)
+def _no_project_params(tmp_path, monkeypatch):
+    """The CLI reads ./params.yaml by default: run where the project's own cannot leak in."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _subject(root: Path, bad_name: str | None = None, bad_bytes: bytes | None = None, photos: int = 2) -> Path:
     subject = root / "subject"
     (subject / "masks").mkdir(parents=True)

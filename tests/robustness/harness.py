@@ -95,7 +95,8 @@ def run_case(case: Case, env: Env, workdir: Path) -> tuple[Invocation, Observed]
     invocation = case.build(env, workdir)
     before = {p: snapshot(p) for p in invocation.untouched}
     stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr):
+    # Run in the case's folder: the CLI reads ./params.yaml by default, and the project's own must not leak in.
+    with contextlib.chdir(workdir), contextlib.redirect_stderr(stderr):
         code = cli.main([case.stage, *invocation.argv])
     return invocation, Observed(code, stderr.getvalue(), before)
 
@@ -190,7 +191,7 @@ class Env:
 
     def _cli(self, argv: list[str]) -> None:
         stderr = io.StringIO()
-        with contextlib.redirect_stderr(stderr):
+        with contextlib.chdir(self.root), contextlib.redirect_stderr(stderr):  # no ./params.yaml here
             code = cli.main(argv)
         if code != 0:
             raise RuntimeError(f"eqdiff {' '.join(argv)} failed:\n{stderr.getvalue()}")

@@ -8,6 +8,7 @@ with the same bytes (none lost, none duplicated, no temporaries left) for ``prio
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -36,11 +37,12 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def kill_after(argv: list[str], progress: Callable[[], int], target: int, timeout: float = 300) -> None:
+def kill_after(argv: list[str], progress: Callable[[], int], target: int, cwd: Path, timeout: float = 300) -> None:
     """Run ``eqdiff argv`` and SIGKILL it as soon as ``progress()`` reaches ``target``."""
     process = subprocess.Popen(
         [sys.executable, "-m", "eqdiff.cli", *argv],
         env=_env(),
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -52,8 +54,10 @@ def kill_after(argv: list[str], progress: Callable[[], int], target: int, timeou
     assert process.returncode == -signal.SIGKILL, f"finished before the kill:\n{stderr.decode()[-2000:]}"
 
 
-def run(argv: list[str]) -> None:
-    result = subprocess.run([sys.executable, "-m", "eqdiff.cli", *argv], env=_env(), capture_output=True, text=True)
+def run(argv: list[str], cwd: Path) -> None:
+    """``eqdiff argv`` in a subprocess, in ``cwd`` (so that no ./params.yaml is read)."""
+    command = [sys.executable, "-m", "eqdiff.cli", *argv]
+    result = subprocess.run(command, env=_env(), cwd=cwd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -71,9 +75,9 @@ def test_train_killed_at_a_random_step_resumes_bitwise(env, tmp_path):
     steps_done = kill_point("train", 1, 3)
     out, work = tmp_path / "concept", tmp_path / "concept-work"
     argv = ["train", "--subject-dir", str(env.subject), "--class-noun", "toy", "--out", str(out), *TRAIN_ARGS]
-    kill_after(argv, lambda: _lines(work / "losses.jsonl"), steps_done)
+    kill_after(argv, lambda: _lines(work / "losses.jsonl"), steps_done, tmp_path)
     assert not out.exists()  # no half-written concept
-    run(argv)
+    run(argv, tmp_path)
     straight, resumed = load_concept(env.concept), load_concept(out)
     assert straight.weights.keys() == resumed.weights.keys()
     for name, weight in straight.weights.items():
@@ -89,12 +93,13 @@ PRIOR += ["-S", "prior.num_inference_steps=2", "-S", "prior.batch_size=2", "--cl
 
 def test_prior_killed_after_k_images_resumes_byte_identical(tmp_path):
     straight = tmp_path / "straight"
-    assert cli.main(["prior", "--out", str(straight), *PRIOR]) == 0
+    with contextlib.chdir(tmp_path):
+        assert cli.main(["prior", "--out", str(straight), *PRIOR]) == 0
     killed = tmp_path / "killed"
     target = kill_point("prior", 1, 3)
-    kill_after(["prior", "--out", str(killed), *PRIOR], lambda: len(list(killed.glob("[0-9]*.png"))), target)
+    kill_after(["prior", "--out", str(killed), *PRIOR], lambda: len(list(killed.glob("[0-9]*.png"))), target, tmp_path)
     assert 1 <= len(list(killed.glob("[0-9]*.png"))) < 5
-    run(["prior", "--out", str(killed), *PRIOR])
+    run(["prior", "--out", str(killed), *PRIOR], tmp_path)
     assert snapshot(killed) == snapshot(straight)
     _no_temporaries(killed)
 
@@ -105,12 +110,13 @@ def test_generate_killed_after_k_images_resumes_byte_identical(env, tmp_path):
     common = ["--concept", str(env.concept), "--prompts", f"unstylized={prompts}", *GENERATE_ARGS]
     common += ["-S", "generate.num_images_per_prompt=2"]
     straight = tmp_path / "straight"
-    assert cli.main(["generate", "--out", str(straight), *common]) == 0
+    with contextlib.chdir(tmp_path):
+        assert cli.main(["generate", "--out", str(straight), *common]) == 0
     killed = tmp_path / "killed"
     target = kill_point("generate", 1, 4)  # of 6 images, written in pairs
     count = lambda: len(list((killed / "unstylized").glob("*.png")))  # noqa: E731
-    kill_after(["generate", "--out", str(killed), *common], count, target)
+    kill_after(["generate", "--out", str(killed), *common], count, target, tmp_path)
     assert 1 <= count() < 6
-    run(["generate", "--out", str(killed), *common])
+    run(["generate", "--out", str(killed), *common], tmp_path)
     assert snapshot(killed) == snapshot(straight)
     _no_temporaries(killed)
