@@ -79,13 +79,20 @@ def build_stage_parser(stage: str) -> argparse.ArgumentParser:
 
 
 def configure_runtime() -> None:
-    """Quiet third-party chatter and use all cores without oversubscribing small CPU machines."""
+    """Quiet third-party chatter (weight-loading bars, warnings) and use the cores without oversubscribing.
+
+    Downloads are governed by ``model.allow_download`` (``local_files_only`` at every load), not by the
+    environment, so a user who allows a hub id is not blocked here.
+    """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import diffusers
     import torch
+    import transformers
 
+    transformers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.disable_progress_bar()
     torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
 
 
