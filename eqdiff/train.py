@@ -64,6 +64,17 @@ def autocast_dtype(config: MethodConfig, device: torch.device) -> torch.dtype | 
     return torch.float16
 
 
+_SCHEDULING_FIELDS = (
+    "steps",
+    "checkpointing_steps",
+    "checkpoints_total_limit",
+    "validation_steps",
+    "validation_prompt",
+    "log_every",
+    "compile",
+)
+
+
 def noisy_reference(
     scheduler, reference_latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, time_gap: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,8 +163,16 @@ class EqDiffRecipe:
             self.reference_states = encode(reference_ids)[0]  # rows: [instance reference, prior reference]
 
     def _run_key(self) -> str:
+        """Identity of the optimisation a checkpoint belongs to: everything that changes the weights' trajectory.
+
+        Scheduling fields (total steps — the lr is constant —, checkpoint/validation/log intervals, compile) are
+        left out, so a run resumed with, e.g., more steps or other checkpoint intervals continues its checkpoints.
+        """
+        config = self.config.to_dict()
+        for name in _SCHEDULING_FIELDS:
+            config["train"].pop(name)
         payload = json.dumps(
-            [self.config.to_dict(), self.data.digest, self.components.fingerprint, self.class_noun],
+            [config, self.data.digest, self.components.fingerprint, self.class_noun, self.class_prompt],
             sort_keys=True,
             default=str,
         )

@@ -181,3 +181,10 @@ def test_validation_images_and_loss_callback(subject_dir, tmp_path):
     keys = ["loss/cross_attention", "loss/instance", "loss/prior", "loss/reference_attention", "loss/total"]
     assert seen == [(1, keys), (2, keys)]
     assert (tmp_path / "work" / "validation" / "step-000002.png").is_file()
+
+
+def test_resume_ignores_scheduling_fields_but_not_the_method(subject_dir, tmp_path):
+    base = make_recipe(subject_dir, tmp_path / "a", steps=3, checkpointing_steps=1)
+    longer = make_recipe(subject_dir, tmp_path / "b", steps=9, checkpointing_steps=4, log_every=3)
+    other = make_recipe(subject_dir, tmp_path / "c", learning_rate=1e-4)
+    assert base.run_key == longer.run_key != other.run_key
