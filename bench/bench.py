@@ -97,23 +97,39 @@ def synthetic_data(latent: int, side: int, num_targets: int = 4, num_classes: in
     )
 
 
+TRAIN_VARIANTS = {
+    # name: (ablation preset, reference pass under no_grad, VAE-encode the batch's images every step)
+    "A": ("A", True, False),
+    "F": ("F", True, False),
+    "F_reference_with_grad": ("F", False, False),
+    "F_vae_in_loop": ("F", True, True),
+}
+"""Plain Custom Diffusion (A), EqDiff as shipped (F), and F without each of two fast paths."""
+
+
+def vae_encode_batch(components, side: int, rows: int, device: torch.device, dtype: torch.dtype | None) -> None:
+    """What encoding every step costs: the batch's targets and references through the VAE encoder."""
+    images = torch.rand(2 * rows, 3, side, side, device=device) * 2 - 1
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        components.vae.encode(images.to(components.vae.dtype)).latent_dist.sample()
+
+
 def time_training(args, device: torch.device) -> dict:
-    """Median step time and peak memory of variants F (EqDiff) and A (plain Custom Diffusion)."""
+    """Median step time and peak memory of each training variant, alternating variants over rounds."""
     results: dict[str, dict] = {}
-    times: dict[str, list[float]] = {"F": [], "A": []}
+    times: dict[str, list[float]] = {name: [] for name in TRAIN_VARIANTS}
     for _round in range(args.rounds):
-        for variant in ("A", "F"):
-            config = MethodConfig.from_dict(
-                {
-                    "model": {"preset": args.preset},
-                    "train": {
-                        "variant": variant,
-                        "resolution": args.resolution,
-                        "mixed_precision": args.precision,
-                        "checkpointing_steps": 0,
-                    },
-                }
-            ).resolved()
+        for name, (variant, reference_no_grad, vae_in_loop) in TRAIN_VARIANTS.items():
+            params = {
+                "model": {"preset": args.preset},
+                "train": {
+                    "variant": variant,
+                    "resolution": args.resolution,
+                    "mixed_precision": args.precision,
+                    "checkpointing_steps": 0,
+                },
+            }
+            config = MethodConfig.from_dict(params).resolved()
             components = load_components(config.model).to(device)
             latent = args.resolution // (2 ** (len(components.vae.config.block_out_channels) - 1))
             data = synthetic_data(latent, args.resolution).to(device)
@@ -121,20 +137,28 @@ def time_training(args, device: torch.device) -> dict:
             recipe.setup()
             if args.channels_last:
                 components.unet.to(memory_format=torch.channels_last)
+
+            def step(
+                recipe=recipe, components=components, reference_no_grad=reference_no_grad, vae_in_loop=vae_in_loop
+            ):
+                if vae_in_loop:
+                    vae_encode_batch(components, args.resolution, 4, device, recipe.amp_dtype)
+                recipe.optimization_step(reference_no_grad=reference_no_grad)
+
             for _ in range(args.warmup):
-                recipe.optimization_step()
+                step()
             reset_peak(device)
             sync(device)
             start = time.perf_counter()
             for _ in range(args.train_steps):
-                recipe.optimization_step()
+                step()
             sync(device)
-            times[variant].append((time.perf_counter() - start) / args.train_steps)
-            results.setdefault(variant, {})["peak_gib"] = peak_gib(device)
-            del recipe, components, data
-    for variant in ("A", "F"):
-        results[variant]["step_s"] = statistics.median(times[variant])
-        results[variant]["steps_per_s"] = 1.0 / results[variant]["step_s"]
+            times[name].append((time.perf_counter() - start) / args.train_steps)
+            results.setdefault(name, {})["peak_gib"] = peak_gib(device)
+            del recipe, components, data, step
+    for name in TRAIN_VARIANTS:
+        results[name]["step_s"] = statistics.median(times[name])
+        results[name]["steps_per_s"] = 1.0 / results[name]["step_s"]
     results["ratio"] = results["F"]["step_s"] / results["A"]["step_s"]
     results["600_steps_s"] = 600 * results["F"]["step_s"]
     return results
@@ -232,6 +256,14 @@ def describe_device(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+TRAIN_LABELS = {
+    "A": "plain Custom Diffusion (A)",
+    "F": "EqDiff full recipe (F), as shipped",
+    "F_reference_with_grad": "F, reference pass with a graph",
+    "F_vae_in_loop": "F, VAE-encoding targets + references every step",
+}
+
+
 def markdown(args, device: torch.device, train: dict | None, infer: dict | None) -> str:
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     lines = [
@@ -246,10 +278,11 @@ def markdown(args, device: torch.device, train: dict | None, infer: dict | None)
         lines += [
             "| training (batch 2 + 2 prior) | s/step | steps/s | peak GiB |",
             "|---|---|---|---|",
-            f"| plain Custom Diffusion (A) | {fmt(train['A']['step_s'])} | {fmt(train['A']['steps_per_s'])} | "
-            f"{fmt(train['A']['peak_gib'])} |",
-            f"| EqDiff full recipe (F) | {fmt(train['F']['step_s'])} | {fmt(train['F']['steps_per_s'])} | "
-            f"{fmt(train['F']['peak_gib'])} |",
+            *(
+                f"| {TRAIN_LABELS[name]} | {fmt(train[name]['step_s'])} | {fmt(train[name]['steps_per_s'])} | "
+                f"{fmt(train[name]['peak_gib'])} |"
+                for name in TRAIN_VARIANTS
+            ),
             "",
             f"EqDiff / plain step time: **{train['ratio']:.2f}×** (target ≤ {TARGETS['train_ratio']}); "
             f"600 steps: **{train['600_steps_s']:.1f} s** (target ≤ 30 s on H100).",

@@ -287,13 +287,16 @@ class EqDiffRecipe:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     # ------------------------------------------------------------------------------------------------------
-    def optimization_step(self) -> dict[str, torch.Tensor]:
-        """One step: sample this step's batch, forward, backward, clip, AdamW; returns the (device) losses."""
+    def optimization_step(self, reference_no_grad: bool = True) -> dict[str, torch.Tensor]:
+        """One step: sample this step's batch, forward, backward, clip, AdamW; returns the (device) losses.
+
+        ``reference_no_grad=False`` builds a graph for the reference pass too (the benchmark's baseline).
+        """
         cfg = self.config.train
         batch = sample_batch(
             self.data, self.config, self.step, self.components.noise_scheduler.config.num_train_timesteps
         )
-        losses = self.training_step(batch)
+        losses = self.training_step(batch, reference_no_grad=reference_no_grad)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total"]).backward()
         self.scaler.unscale_(self.optimizer)
