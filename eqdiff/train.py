@@ -169,6 +169,7 @@ class EqDiffRecipe:
         left out, so a run resumed with, e.g., more steps or other checkpoint intervals continues its checkpoints.
         """
         config = self.config.to_dict()
+        del config["generate"]  # read for validation images only
         for name in _SCHEDULING_FIELDS:
             config["train"].pop(name)
         payload = json.dumps(
@@ -382,7 +383,8 @@ class EqDiffRecipe:
             "rra": cfg.rra.enabled,
             "variant": cfg.train.variant,
             "steps": self.step,
-            "config": cfg.to_dict(),
+            "run_key": self.run_key,
+            "config": {k: v for k, v in cfg.to_dict().items() if k != "generate"},
         }
 
     def save(self, concept_dir: Path) -> Path:

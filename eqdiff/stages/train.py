@@ -23,6 +23,7 @@ import torch
 from eqdiff import prior as prior_module
 from eqdiff.artifacts import OutputLock, write_text
 from eqdiff.bands_cache import load_band_cache
+from eqdiff.concept import MANIFEST_FILE, WEIGHTS_FILE
 from eqdiff.config import AugmentConfig, MethodConfig, PriorConfig
 from eqdiff.data import discover_subject
 from eqdiff.errors import DataError
@@ -91,6 +92,15 @@ def truncate_loss_log(path: Path, step: int) -> None:
     write_text(path, "".join(kept))
 
 
+def is_finished(out: Path, run_key: str, steps: int) -> bool:
+    """Whether ``out`` already holds this run's concept, trained for ``steps`` steps."""
+    try:
+        manifest = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return manifest.get("run_key") == run_key and manifest.get("steps") == steps and (out / WEIGHTS_FILE).is_file()
+
+
 def train_concept(
     subject_dir: Path,
     class_noun: str,
@@ -154,6 +164,9 @@ def train_concept(
             subject_name=subject.name,
         )
         recipe.setup()
+        if is_finished(out, recipe.run_key, config.train.steps):
+            logger.info("%s: up to date (same data, method and steps), not retrained", out)
+            return out
         if recipe.resume():
             truncate_loss_log(losses_log, recipe.step)
         else:
