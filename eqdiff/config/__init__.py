@@ -1,0 +1,74 @@
+"""Typed, frozen configuration: one dataclass per ``params.yaml`` section (DESIGN §3, STYLE rule 4).
+
+Every section is built with ``Section(**mapping)``, so an unknown key fails loudly; cross-field checks live in
+``__post_init__``; derived values are properties and are never written back, so what is logged is what ran.
+``ConfigError`` carries a one-line message naming the field (``fdte.p_l``) and what was expected.
+"""
+
+from eqdiff.config.base import (
+    ConfigError,
+    Section,
+    load_params,
+    parse_override,
+    section_to_dict,
+)
+from eqdiff.config.method import (
+    METHOD_SECTIONS,
+    VARIANTS,
+    BandColour,
+    BandOutput,
+    ConceptConfig,
+    FdteConfig,
+    FilterShape,
+    GenerateConfig,
+    LossConfig,
+    MethodConfig,
+    MgdpConfig,
+    MgdpMode,
+    MixedPrecision,
+    ModelConfig,
+    ReferenceNoise,
+    RraConfig,
+    TrainConfig,
+    apply_overrides,
+)
+from eqdiff.config.stages import (
+    AugmentConfig,
+    EvaluateConfig,
+    MaskBackend,
+    MasksConfig,
+    OrchestrationConfig,
+    PriorConfig,
+)
+
+__all__ = [
+    "METHOD_SECTIONS",
+    "VARIANTS",
+    "AugmentConfig",
+    "BandColour",
+    "BandOutput",
+    "ConceptConfig",
+    "ConfigError",
+    "EvaluateConfig",
+    "FdteConfig",
+    "FilterShape",
+    "GenerateConfig",
+    "LossConfig",
+    "MaskBackend",
+    "MasksConfig",
+    "MethodConfig",
+    "MgdpConfig",
+    "MgdpMode",
+    "MixedPrecision",
+    "ModelConfig",
+    "OrchestrationConfig",
+    "PriorConfig",
+    "RraConfig",
+    "ReferenceNoise",
+    "Section",
+    "TrainConfig",
+    "apply_overrides",
+    "load_params",
+    "parse_override",
+    "section_to_dict",
+]

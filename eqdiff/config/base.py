@@ -1,0 +1,138 @@
+"""Configuration machinery: ``Section`` (type coercion, unknown keys are errors), ``ConfigError``, params I/O.
+
+Sections are built with ``Section(**yaml)`` (STYLE rule 4): every field is type-checked against its annotation,
+cross-field checks live in ``validate``, and ``ConfigError`` carries one line naming the field
+(``fdte.p_l``) and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from eqdiff.errors import EqDiffError
+
+
+class ConfigError(EqDiffError, ValueError):
+    """A params file or section is invalid; the message names the field and what was expected."""
+
+
+def _check(condition: bool, section: str, name: str, expected: str, value: Any) -> None:
+    if not condition:
+        raise ConfigError(f"{section}.{name}: expected {expected}, got {value!r}")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(section: str, f: dataclasses.Field, hint: Any, value: Any) -> Any:
+    """Type-check one field value against its annotation (ints are accepted where floats are expected)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin = typing.get_origin(hint)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            choices = " | ".join(m.value for m in hint)
+            raise ConfigError(f"{section}.{f.name}: expected one of {choices}, got {value!r}") from None
+    if hint is bool:
+        _check(isinstance(value, bool), section, f.name, "true or false", value)
+    elif hint is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), section, f.name, "an integer", value)
+    elif hint is float:
+        # Not math.isfinite: it raises OverflowError on an int beyond float range (10**400); this refuses it.
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
+        _check(ok, section, f.name, "a finite number", value)
+        return float(value)
+    elif hint is str:
+        _check(isinstance(value, str), section, f.name, "a string", value)
+    elif origin is tuple:
+        _check(isinstance(value, list | tuple), section, f.name, "a list", value)
+        return tuple(value)
+    return value
+
+
+class Section:
+    """Mixin: type coercion of every field, then the section's own ``validate``."""
+
+    SECTION = ""
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):
+            value = _coerce(self.SECTION, f, hints[f.name], getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-field checks; raise ConfigError."""
+
+    @classmethod
+    def from_mapping(cls, mapping: dict[str, Any] | None) -> typing.Self:
+        if mapping is not None and not isinstance(mapping, dict):
+            raise ConfigError(f"{cls.SECTION}: expected a mapping of keys, got {mapping!r}")
+        mapping = dict(mapping or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(mapping) - known, key=str)  # YAML keys may be ints, bools or null
+        if unknown:
+            key = unknown[0] if isinstance(unknown[0], str) and unknown[0].isprintable() else repr(unknown[0])
+            raise ConfigError(f"{cls.SECTION}.{key}: unknown key (known keys: {', '.join(sorted(known))})")
+        return cls(**mapping)
+
+
+def _check_range(section: str, name: str, value: tuple, lowest: float, highest: float) -> None:
+    ok = (
+        len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and lowest <= value[0] <= value[1] <= highest
+    )
+    _check(ok, section, name, f"[low, high] with {lowest:g} <= low <= high <= {highest:g}", list(value))
+
+
+def section_to_dict(section: Section) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        out[f.name] = value.value if isinstance(value, enum.Enum) else value
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``section.key=value`` (value in YAML syntax), as in ``dvc exp run -S``."""
+    dotted, sep, raw = text.partition("=")
+    if not sep or "." not in dotted:
+        raise ConfigError(f"{text}: expected an override of the form section.key=value")
+    return dotted.strip(), yaml.safe_load(raw)
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read a params YAML file into a mapping; a clear error when it is missing or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return data
