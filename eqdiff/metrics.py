@@ -34,11 +34,11 @@ from torchvision.transforms import InterpolationMode
 from tqdm.auto import tqdm
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, ViTConfig, ViTModel
 
-from eqdiff.artifacts import ArtifactError, read_json
 from eqdiff.config import EvaluateConfig
 from eqdiff.data import discover_subject, load_image
 from eqdiff.errors import DataError, EqDiffError
 from eqdiff.models import build_clip_tokenizer
+from eqdiff.samples import PROMPT_SETS, SampleIndex, read_sample_index
 
 logger = logging.getLogger(__name__)
 
@@ -52,90 +52,9 @@ DINO_RESIZE_SIDE = 256
 CLIPSCORE_WEIGHT = 2.5
 """Hessel et al.'s CLIPScore w (jmhessel/clipscore#17): CustomConcept101's and the paper's Table 1 scale."""
 
-PROMPT_SETS = ("unstylized", "stylized")
-
 
 class MetricModelError(EqDiffError, ValueError):
     """A metric model directory is missing or holds another kind of model; the message names the path."""
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The samples directory written by ``eqdiff generate``.
-
-
-@dataclass(frozen=True)
-class SampleImage:
-    """One generated image as listed in ``index.json``."""
-
-    path: Path
-    prompt: str
-    prompt_set: str
-    prompt_index: int
-    sample_index: int
-
-
-@dataclass(frozen=True)
-class SampleIndex:
-    """``SAMPLES/index.json``: the subject, its class noun and placeholder, and every generated image."""
-
-    directory: Path
-    subject: str
-    class_noun: str
-    placeholder: str
-    variant: str
-    calibrated: bool
-    images: tuple[SampleImage, ...]
-
-
-def read_sample_index(samples_dir: str | Path) -> SampleIndex:
-    """Read and validate ``samples_dir/index.json``; a missing key or bad value names the file and field."""
-    samples_dir = Path(samples_dir)
-    path = samples_dir / "index.json"
-    try:
-        data = read_json(path)
-    except ArtifactError as exc:
-        raise DataError(str(exc)) from None
-    fields = {
-        "subject": str,
-        "class_noun": str,
-        "placeholder": str,
-        "variant": str,
-        "calibrated": bool,
-        "images": list,
-    }
-    for key, kind in fields.items():
-        if not isinstance(data, dict) or not isinstance(data.get(key), kind):
-            raise DataError(f"{path}: field {key!r} missing or not a {kind.__name__}")
-    images = []
-    for i, entry in enumerate(data["images"]):
-        ok = isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("file", "prompt", "prompt_set"))
-        ok = ok and all(isinstance(entry.get(k), int) for k in ("prompt_index", "sample_index"))
-        if not ok:
-            raise DataError(f"{path}: images[{i}] needs file, prompt, prompt_set, prompt_index, sample_index")
-        if entry["prompt_set"] not in PROMPT_SETS:
-            raise DataError(
-                f"{path}: images[{i}].prompt_set is {entry['prompt_set']!r}, expected one of {' | '.join(PROMPT_SETS)}"
-            )
-        images.append(
-            SampleImage(
-                samples_dir / entry["file"],
-                entry["prompt"],
-                entry["prompt_set"],
-                entry["prompt_index"],
-                entry["sample_index"],
-            )
-        )
-    if not images:
-        raise DataError(f"{path}: lists no images")
-    return SampleIndex(
-        samples_dir,
-        data["subject"],
-        data["class_noun"],
-        data["placeholder"],
-        data["variant"],
-        data["calibrated"],
-        tuple(images),
-    )
 
 
 def clip_text(prompt: str, placeholder: str) -> str:

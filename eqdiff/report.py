@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from eqdiff.artifacts import ArtifactError, OutputLock, read_json, staged_directory, write_json, write_text  # noqa: E402
 from eqdiff.errors import DataError  # noqa: E402
 from eqdiff.gallery import write_gallery  # noqa: E402
-from eqdiff.metrics import PROMPT_SETS  # noqa: E402
+from eqdiff.samples import PROMPT_SETS  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

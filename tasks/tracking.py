@@ -37,12 +37,12 @@ from eqdiff.config import (
     section_to_dict,
 )
 from eqdiff.errors import EqDiffError
+from eqdiff.samples import PROMPT_SETS
 from tasks.spec import read_subjects, read_variants
 
 logger = logging.getLogger(__name__)
 
 FINAL_METRICS = ("clip_t", "clip_i", "dino_i")
-PROMPT_SETS = ("unstylized", "stylized")
 _BATCH = 100  # MLflow's log_batch limit for params (metrics allow 1000)
 
 
