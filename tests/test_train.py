@@ -21,15 +21,15 @@ from eqdiff.train import EqDiffRecipe, noisy_reference
 from eqdiff.training_data import prepare_training_data, sample_batch
 
 
-def make_recipe(subject_dir, tmp_path, variant="F", prior=False, **train):
+def make_recipe(subject_dir, tmp_path, variant="F", prior=False, device="cpu", **train):
     params = fast_params(train={"variant": variant, "with_prior_preservation": prior, **train})
     config = MethodConfig.from_dict(params).resolved()
-    components = load_components(config.model)
+    components = load_components(config.model).to(device)
     subject = discover_subject(subject_dir, "toy")
     class_paths = sorted(subject_dir.glob("*.png"))[:2] if prior else []
     data = prepare_training_data(
         components.vae, subject, config, AugmentConfig(views_per_photo=2), class_paths, masks_dir=subject_dir / "masks"
-    )
+    ).to(device)
     recipe = EqDiffRecipe(config, components, data, "toy", "toy", tmp_path / "work", progress=False)
     recipe.setup()
     return recipe

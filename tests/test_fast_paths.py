@@ -1,0 +1,57 @@
+"""Each fast path of issue 6 against its plain path on the tiny preset (GPU-only checks are marked ``gpu``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eqdiff.fdte import encode_posterior
+
+
+def test_cached_posterior_samples_equal_encoding_every_step(tiny_components):
+    # Training samples z = μ + σ·ε from the cached (μ, log σ²) instead of running the VAE encoder each step.
+    vae = tiny_components.vae
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    mean, logvar = encode_posterior(vae, images)
+    with torch.no_grad():
+        dist = vae.encode(images).latent_dist
+    assert torch.equal(mean, dist.mean) and torch.equal(logvar, dist.logvar)
+    eps = torch.randn(mean.shape, generator=torch.Generator().manual_seed(1))
+    direct = dist.sample(generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(mean + torch.exp(0.5 * logvar) * eps, direct, atol=1e-6)
+
+
+def test_channels_last_unet_matches_the_default_layout(tiny_components):
+    unet = tiny_components.unet
+    latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    states = torch.randn(2, 77, 32, generator=torch.Generator().manual_seed(1))
+    timesteps = torch.tensor([5, 500])
+    with torch.no_grad():
+        default = unet(latents, timesteps, states).sample
+        unet.to(memory_format=torch.channels_last)
+        channels_last = unet(latents.to(memory_format=torch.channels_last), timesteps, states).sample
+    assert torch.allclose(default, channels_last, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_training_step_has_no_host_device_sync(subject_dir, tmp_path):
+    from test_train import make_recipe
+
+    recipe = make_recipe(subject_dir, tmp_path, prior=True, device="cuda")
+    recipe.optimization_step()  # warm-up: lazy CUDA initialisation may sync
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        recipe.optimization_step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.gpu
+def test_bf16_autocast_step_tracks_fp32(subject_dir, tmp_path):
+    from test_train import make_recipe
+
+    losses = {}
+    for precision in ("no", "bf16"):
+        recipe = make_recipe(subject_dir, tmp_path / precision, device="cuda", mixed_precision=precision)
+        losses[precision] = recipe.optimization_step()["total"].item()
+    assert abs(losses["bf16"] - losses["no"]) < 0.05 * abs(losses["no"])
