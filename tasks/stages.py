@@ -1,8 +1,9 @@
-"""One Prefect task per pipeline stage (DESIGN §3): each calls the stage's typed function in ``eqdiff/``.
+"""One Prefect task per pipeline stage (DESIGN §3): each calls the stage's function in ``eqdiff/stages/``.
 
-The config sections are parsed from ``params`` exactly as the stage's CLI door (``eqdiff/stages/<name>.py``)
-does, so a flow and ``dvc repro`` produce the same artefacts. Tasks take and return paths. Prefect caching is
-off (``cache_policy=NONE``): the stages skip work whose inputs are unchanged, and DVC caches the DVC path.
+That function (``masks_stage``, ``train_concept``, …) is the one the ``eqdiff <stage>`` CLI — and so the DVC
+stage — calls, with the same params mapping, so a flow and ``dvc repro`` produce the same artefacts. Tasks take
+and return paths. Prefect caching is off (``cache_policy=NONE``): the stages skip work whose inputs are
+unchanged, and DVC caches the DVC path.
 
 Retries only where one can help: ``prior``, ``train`` and ``generate`` resume from what they already wrote (a
 lost worker, a CUDA OOM beside another job), and ``track`` may meet a locked SQLite store. A user error
@@ -17,26 +18,15 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from eqdiff.artifacts import write_json
-from eqdiff.augment import augment_subject
-from eqdiff.bands_cache import compute_band_cache
-from eqdiff.config import (
-    AugmentConfig,
-    EvaluateConfig,
-    FdteConfig,
-    MasksConfig,
-    ModelConfig,
-    PriorConfig,
-    TrainConfig,
-)
-from eqdiff.data import discover_subject
 from eqdiff.errors import EqDiffError
-from eqdiff.masks import compute_masks
-from eqdiff.metrics import evaluate
-from eqdiff.prior import prepare_class_images
 from eqdiff.report import build_report
 from eqdiff.sample_subject import make_sample_subject
+from eqdiff.stages.augment import augment_stage
+from eqdiff.stages.bands import bands_stage
+from eqdiff.stages.evaluate import evaluate_stage
 from eqdiff.stages.generate import generate_samples
+from eqdiff.stages.masks import masks_stage
+from eqdiff.stages.prior import prior_stage
 from eqdiff.stages.train import train_concept
 from tasks.spec import RunLayout, SubjectSpec
 from tasks.tracking import log_pipeline
@@ -66,39 +56,25 @@ def sample_task(out: Path, num_photos: int = 4, seed: int = 0) -> Path:
 @task(name="masks", task_run_name="masks-{subject.name}", **STAGE)
 def masks_task(subject: SubjectSpec, layout: RunLayout, params: dict[str, Any]) -> Path:
     """``eqdiff masks``: subject masks + overlay sheet."""
-    config = MasksConfig.from_mapping(params.get("masks"))
-    return compute_masks(discover_subject(subject.dir, subject.class_noun), layout.masks(subject.name), config)
+    return masks_stage(subject.dir, subject.class_noun, layout.masks(subject.name), params)
 
 
 @task(name="augment", task_run_name="augment-{subject.name}", **STAGE)
 def augment_task(subject: SubjectSpec, masks: Path, layout: RunLayout, params: dict[str, Any]) -> Path:
     """``eqdiff augment``: seeded reference views (``masks`` = the masks task's output)."""
-    config = AugmentConfig.from_mapping(params.get("augment"))
-    train = TrainConfig.from_mapping(params.get("train"))
-    # As the CLI door: the class noun is not read by this stage, the folder name stands in for it.
-    subject_photos = discover_subject(subject.dir, subject.dir.name)
-    return augment_subject(subject_photos, masks, layout.augment(subject.name), train.resolution, config)
+    return augment_stage(subject.dir, masks, layout.augment(subject.name), params)
 
 
 @task(name="bands", task_run_name="bands-{subject.name}", **STAGE)
 def bands_task(subject: SubjectSpec, masks: Path, layout: RunLayout, params: dict[str, Any]) -> Path:
     """``eqdiff bands``: band images and their VAE posteriors."""
-    model = ModelConfig.from_mapping(params.get("model"))
-    fdte = FdteConfig.from_mapping(params.get("fdte"))
-    train = TrainConfig.from_mapping(params.get("train"))
-    subject_photos = discover_subject(subject.dir, subject.dir.name)
-    return compute_band_cache(subject_photos, masks, layout.bands(subject.name), train.resolution, model, fdte)
+    return bands_stage(subject.dir, masks, layout.bands(subject.name), params)
 
 
 @task(name="prior", task_run_name="prior-{class_noun}", **RETRYING)
 def prior_task(class_noun: str, layout: RunLayout, params: dict[str, Any]) -> Path:
     """``eqdiff prior``: class images (resumable)."""
-    model = ModelConfig.from_mapping(params.get("model"))
-    prior = PriorConfig.from_mapping(params.get("prior"))
-    train = TrainConfig.from_mapping(params.get("train"))
-    out = layout.prior(class_noun)
-    prepare_class_images(class_noun, out, train.num_class_images, prior, model, train.resolution)
-    return out
+    return prior_stage(class_noun, layout.prior(class_noun), params)
 
 
 @task(name="train", task_run_name="train-{subject.name}-{variant}", **RETRYING)
@@ -136,9 +112,7 @@ def generate_task(concept: Path, prompt_sets: dict[str, Path], params: dict[str,
 @task(name="evaluate", task_run_name="evaluate-{samples.parent.name}", **STAGE)
 def evaluate_task(samples: Path, subject: SubjectSpec, params: dict[str, Any]) -> Path:
     """``eqdiff evaluate``: ``metrics.json`` beside the samples."""
-    out = samples.parent / "metrics.json"
-    write_json(out, evaluate(samples, subject.dir, EvaluateConfig.from_mapping(params.get("evaluate"))))
-    return out
+    return evaluate_stage(samples, subject.dir, samples.parent / "metrics.json", params)
 
 
 @task(name="report", **STAGE)

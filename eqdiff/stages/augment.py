@@ -22,9 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (views/, masks/, sheet.png)")
 
 
-def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
+def augment_stage(subject_dir: Path, masks: Path, out: Path, params: dict[str, Any]) -> Path:
+    """The stage (every door calls this): reference views of ``subject_dir``'s photos into ``out``."""
     config = AugmentConfig.from_mapping(params.get("augment"))
     train = TrainConfig.from_mapping(params.get("train"))
     # The class noun is not read by this stage; the folder name stands in for it.
-    subject = discover_subject(args.subject_dir, args.subject_dir.name)
-    augment_subject(subject, args.masks, args.out, train.resolution, config)
+    subject = discover_subject(subject_dir, Path(subject_dir).name)
+    return augment_subject(subject, masks, out, train.resolution, config)
+
+
+def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    augment_stage(args.subject_dir, args.masks, args.out, params)

@@ -22,10 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (bands.safetensors, sheet.png)")
 
 
-def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
+def bands_stage(subject_dir: Path, masks: Path, out: Path, params: dict[str, Any]) -> Path:
+    """The stage (every door calls this): band images and VAE posteriors of ``subject_dir``'s photos into ``out``."""
     model = ModelConfig.from_mapping(params.get("model"))
     fdte = FdteConfig.from_mapping(params.get("fdte"))
     train = TrainConfig.from_mapping(params.get("train"))
     # The class noun is not read by this stage; the folder name stands in for it.
-    subject = discover_subject(args.subject_dir, args.subject_dir.name)
-    compute_band_cache(subject, args.masks, args.out, train.resolution, model, fdte)
+    subject = discover_subject(subject_dir, Path(subject_dir).name)
+    return compute_band_cache(subject, masks, out, train.resolution, model, fdte)
+
+
+def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    bands_stage(args.subject_dir, args.masks, args.out, params)

@@ -21,6 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="metrics JSON file to write")
 
 
-def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
+def evaluate_stage(samples: Path, subject_dir: Path, out: Path, params: dict[str, Any]) -> Path:
+    """The stage (every door calls this): CLIP-T, CLIP-I, DINO-I of ``samples`` written to ``out`` (JSON)."""
     config = EvaluateConfig.from_mapping(params.get("evaluate"))
-    write_json(args.out, evaluate(args.samples, args.subject_dir, config))
+    write_json(out, evaluate(samples, subject_dir, config))
+    return Path(out)
+
+
+def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    evaluate_stage(args.samples, args.subject_dir, args.out, params)

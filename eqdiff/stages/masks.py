@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from eqdiff.config import ConfigError, MasksConfig
+from eqdiff.config import MasksConfig
 from eqdiff.data import discover_subject
 from eqdiff.masks import compute_masks
 
@@ -20,10 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder: <stem>.png, overlay.png, masks.json")
 
 
+def masks_stage(subject_dir: Path, class_noun: str, out: Path, params: dict[str, Any]) -> Path:
+    """The stage (every door calls this): masks of ``subject_dir``'s photos into ``out``."""
+    config = MasksConfig.from_mapping(params.get("masks"))
+    return compute_masks(discover_subject(subject_dir, class_noun), out, config)
+
+
 def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    section = params.get("masks")
-    if section is not None and not isinstance(section, dict):
-        raise ConfigError(f"masks: expected a mapping of keys, got {section!r}")
-    config = MasksConfig.from_mapping(section)
-    subject = discover_subject(args.subject_dir, args.class_noun)
-    compute_masks(subject, args.out, config)
+    masks_stage(args.subject_dir, args.class_noun, args.out, params)

@@ -20,8 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder of NNNN.png class images")
 
 
-def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
+def prior_stage(class_noun: str, out: Path, params: dict[str, Any]) -> Path:
+    """The stage (every door calls this): class images of ``class_noun`` into ``out`` (resumable)."""
     model = ModelConfig.from_mapping(params.get("model"))
     prior = PriorConfig.from_mapping(params.get("prior"))
     train = TrainConfig.from_mapping(params.get("train"))
-    prepare_class_images(args.class_noun, args.out, train.num_class_images, prior, model, train.resolution)
+    prepare_class_images(class_noun, out, train.num_class_images, prior, model, train.resolution)
+    return Path(out)
+
+
+def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    prior_stage(args.class_noun, args.out, params)
