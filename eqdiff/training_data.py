@@ -124,6 +124,12 @@ def _mask_paths(subject: Subject, masks_dir: Path | None, required: bool) -> lis
     return paths
 
 
+def prior_rows_draw_bands(config: MethodConfig) -> bool:
+    """Whether any prior row can be a LOW or HIGH band image (else class images need only their FULL posterior)."""
+    fdte = config.fdte
+    return fdte.enabled and fdte.apply_to_prior and (fdte.p_l > 0 or fdte.p_h > 0)
+
+
 def needs_masks(config: MethodConfig) -> bool:
     return config.mgdp.mode != "off" or (
         config.rra.enabled and (config.losses.reference_attention > 0 or config.losses.cross_attention > 0)
@@ -215,7 +221,15 @@ def prepare_training_data(
         raise DataError(f"{subject.directory}: masks are required for this run but some are missing")
     if class_paths:
         class_images, class_views = _class_images(class_paths, side)
-        class_posteriors = band_posteriors(vae, class_images, config.fdte)
+        if prior_rows_draw_bands(config):
+            class_posteriors = band_posteriors(vae, class_images, config.fdte)
+        else:  # every prior row is FULL: skip two thirds of the class-image encodes (LOW/HIGH never sampled)
+            mean, logvar = encode_posterior(vae, class_images)
+            class_posteriors = {
+                f"{band}_{part}": value
+                for band in ("full", "low", "high")
+                for part, value in (("mean", mean), ("logvar", logvar))
+            }
         class_reference_mean, class_reference_logvar = encode_posterior(vae, class_views)
     else:
         empty = torch.zeros((0, *reference_mean.shape[1:]))

@@ -188,3 +188,10 @@ def test_resume_ignores_scheduling_fields_but_not_the_method(subject_dir, tmp_pa
     longer = make_recipe(subject_dir, tmp_path / "b", steps=9, checkpointing_steps=4, log_every=3)
     other = make_recipe(subject_dir, tmp_path / "c", learning_rate=1e-4)
     assert base.run_key == longer.run_key != other.run_key
+
+
+def test_prior_rows_without_bands_only_encode_the_full_image(subject_dir, tmp_path):
+    recipe = make_recipe(subject_dir, tmp_path, variant="C", prior=True)  # variant C: FDTE off
+    posteriors = recipe.data.class_posteriors
+    assert torch.equal(posteriors["low_mean"], posteriors["full_mean"])
+    assert recipe.optimization_step()["total"].isfinite()
