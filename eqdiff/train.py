@@ -42,6 +42,7 @@ from eqdiff.config import MethodConfig, MixedPrecision
 from eqdiff.errors import DataError, TrainingError
 from eqdiff.fdte import encode_prompt
 from eqdiff.models import Components, Denoiser
+from eqdiff.pipeline import validation_images
 from eqdiff.prompts import remove_placeholder, subject_prompt, tokenize
 from eqdiff.training_data import Batch, TrainingData, sample_batch
 
@@ -364,8 +365,6 @@ class EqDiffRecipe:
         return True
 
     def validate(self) -> None:
-        from eqdiff.pipeline import validation_images  # the pipeline imports this module's siblings only
-
         validation_images(self, self.work_dir / "validation" / f"step-{self.step:06d}.png")
 
     def concept_manifest(self) -> dict:

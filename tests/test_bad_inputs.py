@@ -46,13 +46,9 @@ def _assert_clean_error(code: int, capsys: pytest.CaptureFixture, names: str, ou
     assert not out.exists()
 
 
-@pytest.mark.parametrize("stage", ["augment", "bands"])
-@pytest.mark.parametrize("case", sorted(BAD_PHOTOS))
-def test_bad_photo_is_a_one_line_error_naming_the_file(case, stage, tmp_path, capsys):
-    name, make = BAD_PHOTOS[case]
-    subject = _subject(tmp_path, name, make())
-    out = tmp_path / "out"
-    argv = [
+def _stage_argv(stage: str, subject, out) -> list[str]:
+    """``eqdiff augment|bands`` on ``subject`` (masks in its ``masks/``) at 32 px."""
+    return [
         stage,
         "--subject-dir",
         str(subject),
@@ -63,6 +59,15 @@ def test_bad_photo_is_a_one_line_error_naming_the_file(case, stage, tmp_path, ca
         "-S",
         "train.resolution=32",
     ]
+
+
+@pytest.mark.parametrize("stage", ["augment", "bands"])
+@pytest.mark.parametrize("case", sorted(BAD_PHOTOS))
+def test_bad_photo_is_a_one_line_error_naming_the_file(case, stage, tmp_path, capsys):
+    name, make = BAD_PHOTOS[case]
+    subject = _subject(tmp_path, name, make())
+    out = tmp_path / "out"
+    argv = _stage_argv(stage, subject, out)
     _assert_clean_error(run_cli(argv), capsys, name, out)
 
 
@@ -81,17 +86,7 @@ def test_bad_subject_is_a_one_line_error_naming_the_file(case, stage, tmp_path, 
         Image.new("L", SIDE, 0).save(subject / "masks" / "01.png")
         named = "01.png"
     out = tmp_path / "out"
-    argv = [
-        stage,
-        "--subject-dir",
-        str(subject),
-        "--masks",
-        str(subject / "masks"),
-        "--out",
-        str(out),
-        "-S",
-        "train.resolution=32",
-    ]
+    argv = _stage_argv(stage, subject, out)
     _assert_clean_error(run_cli(argv), capsys, named, out)
 
 
