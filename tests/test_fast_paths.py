@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from eqdiff.fdte import encode_posterior
+from eqdiff.models import Denoiser
 
 
 def test_cached_posterior_samples_equal_encoding_every_step(tiny_components):
@@ -31,6 +33,26 @@ def test_channels_last_unet_matches_the_default_layout(tiny_components):
         unet.to(memory_format=torch.channels_last)
         channels_last = unet(latents.to(memory_format=torch.channels_last), timesteps, states).sample
     assert torch.allclose(default, channels_last, atol=1e-5)
+
+
+def test_compiled_training_step_matches_eager_without_graph_breaks(subject_dir, tmp_path):
+    # aot_eager = dynamo capture + AOTAutograd, what inductor compiles, without the minutes of code generation.
+    # A graph break (e.g. in a processor reading the bank) would silently cost most of compile's speed-up.
+    from test_train import make_recipe
+
+    torch._dynamo.reset()
+    counters.clear()
+    eager = make_recipe(subject_dir, tmp_path / "eager", prior=True)
+    compiled = make_recipe(subject_dir, tmp_path / "compiled", prior=True)
+    compiled.denoiser = Denoiser(compiled.components.unet, compile=True, backend="aot_eager")
+    losses = [recipe.optimization_step() for recipe in (eager, compiled)]
+    assert compiled.denoiser.compiled, "compilation failed and fell back to eager"
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 2  # the reference pass (WRITE) and the main pass (READ)
+    for name in losses[0]:
+        assert torch.equal(losses[0][name], losses[1][name]), name
+    for name, value in eager.parameters.items():
+        assert torch.equal(value, compiled.parameters[name]), name
 
 
 @pytest.mark.gpu

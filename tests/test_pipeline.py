@@ -227,3 +227,18 @@ def test_compile_falls_back_to_eager_when_compilation_fails(tmp_path, caplog):
     assert torch.equal(_image(pipe), eager)
     assert not pipe.denoiser.compiled
     assert "torch.compile failed" in caplog.text
+
+
+def test_compiled_fused_pipeline_matches_eager_without_graph_breaks(tmp_path):
+    from torch._dynamo.utils import counters
+
+    path, _ = _perturbed_concept(tmp_path)
+    pipe = EqDiffPipeline.from_pretrained(path)
+    eager = _image(pipe)
+    torch._dynamo.reset()
+    counters.clear()
+    pipe.enable_compile(backend="aot_eager")
+    assert torch.equal(_image(pipe), eager)
+    assert pipe.denoiser.compiled, "compilation failed and fell back to eager"
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 1  # one fused [reference; main] call per step
