@@ -6,6 +6,11 @@ RRA reading it. Both CFG rows get reference features: the unconditional row from
 conditional row from the reference prompt (the prompt without the placeholder, as in training). The condition
 is the prompt with S_ori injected at the placeholder's true token positions.
 
+Two exact fast paths (issue 6): the reference and main rows run in one UNet call per step, and a batch computes
+each distinct reference row once — with the clean reference, the unconditional rows of every image share one
+row and the samples of one prompt share another (``reference_rows``), so the reference branch of a batch of 8
+costs 2 rows instead of 16.
+
 Every image has its own ``torch.Generator``: its initial latent (and any DDIM/ reference noise) comes from it
 alone, so an image reproduces independently of the other prompts and of its position in the list.
 """
@@ -115,16 +120,22 @@ class EqDiffPipeline(DiffusionPipeline):
         dist = self.vae.encode(tensor[None].to(self.device, self.vae.dtype)).latent_dist
         return dist.mean * self.vae.config.scaling_factor
 
-    def _text(self, prompts: list[str], reference_prompts: list[str]) -> tuple[torch.Tensor, ...]:
+    def _text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, d) conditions with S_ori injected, and the (1, L, d) empty-prompt states."""
         for prompt in prompts:
             if self.placeholder not in prompt.split():
                 raise DataError(f"prompt {prompt!r}: missing the concept's placeholder {self.placeholder}")
         ids = tokenize(self.tokenizer, prompts, self.device)
         vectors = self.embeddings.s_ori.expand(len(prompts), -1)
         cond = encode_prompt(self.text_encoder, ids, self.placeholder_id, vectors)
-        uncond = self.text_encoder(tokenize(self.tokenizer, [""], self.device))[0].expand(len(prompts), -1, -1)
-        reference = self.text_encoder(tokenize(self.tokenizer, reference_prompts, self.device))[0]
-        return cond, uncond, reference
+        uncond = self.text_encoder(tokenize(self.tokenizer, [""], self.device))[0]
+        return cond, uncond
+
+    def _reference_text(self, prompts: list[str | None], uncond: torch.Tensor) -> torch.Tensor:
+        """Text states of the reference rows: the empty prompt's for None, else the prompt's (nothing injected)."""
+        distinct = list(dict.fromkeys(p for p in prompts if p is not None))
+        encoded = self.text_encoder(tokenize(self.tokenizer, distinct, self.device))[0] if distinct else None
+        return torch.cat([uncond if p is None else encoded[distinct.index(p)][None] for p in prompts])
 
     def _rra_step(
         self,
@@ -134,9 +145,12 @@ class EqDiffPipeline(DiffusionPipeline):
         text: torch.Tensor,
         t: torch.Tensor,
         fuse: bool,
+        reference_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """ε̂ of the main rows with RRA: one fused UNet call on [reference; main] rows, or two calls."""
+        """ε̂ of the main rows with RRA: one fused UNet call on [reference; main] rows, or two calls. Main row i
+        reads reference row ``reference_index[i]`` (row for row when None)."""
         self.bank.clear()
+        self.bank.reference_index = reference_index
         if fuse:
             self.bank.mode, self.bank.reference_rows = rra.BankMode.FUSED, reference.shape[0]
             out = self.denoiser(torch.cat([reference, model_input]), t, torch.cat([reference_text, text])).sample
@@ -168,11 +182,13 @@ class EqDiffPipeline(DiffusionPipeline):
         output_type: str = "pil",
         progress: bool = True,
         fuse_reference: bool = True,
+        share_reference_rows: bool = True,
     ) -> EqDiffPipelineOutput:
         """Generate one image per prompt (repeat a prompt for several samples, each with its generator).
 
         ``fuse_reference`` runs the reference and main rows in one UNet call per step (the default; same result as
-        two calls up to float rounding, faster where small batches are launch-bound).
+        two calls up to float rounding, faster where small batches are launch-bound). ``share_reference_rows``
+        computes each distinct reference row once per batch (``reference_rows``; same result up to float rounding).
         """
         # 1. Check inputs.
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -187,10 +203,16 @@ class EqDiffPipeline(DiffusionPipeline):
             )
         side = height or self.resolution
         batch = len(prompts)
-        # 2. Text: [uncond..., cond...] for the main pass, [uncond..., reference...] for the reference pass.
-        cond, uncond, reference = self._text(prompts, reference_prompts)
-        main_text = torch.cat([uncond, cond])
-        ref_text = torch.cat([uncond, reference])
+        # 2. Text: [uncond..., cond...] for the main pass; the reference rows' own (empty or reference prompt).
+        cond, uncond = self._text(prompts)
+        main_text = torch.cat([uncond.expand(batch, -1, -1), cond])
+        if self.use_rra:
+            noised = reference_noise == ReferenceNoise.NOISED
+            rows, index = reference_rows(reference_prompts, per_image=noised or not share_reference_rows)
+            ref_text = self._reference_text([prompt for _, prompt in rows], uncond)
+            row_images = [image for image, _ in rows]
+            shared = index != list(range(len(index)))
+            ref_index = torch.tensor(index, device=self.device) if shared else None
         # 3. Initial latents, one generator per image.
         latent_side = side // self.vae_scale_factor
         shape = (1, self.unet.config.in_channels, latent_side, latent_side)
@@ -210,10 +232,10 @@ class EqDiffPipeline(DiffusionPipeline):
         for t in self.progress_bar(self.scheduler.timesteps) if progress else self.scheduler.timesteps:
             model_input = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
             if self.use_rra:
-                ref = ref_clean.expand(batch, -1, -1, -1)
+                ref = ref_clean.expand(len(rows), -1, -1, -1)
                 if ref_noise is not None:
-                    ref = self.scheduler.add_noise(ref, ref_noise, t.expand(batch))
-                noise_pred = self._rra_step(torch.cat([ref, ref]), ref_text, model_input, main_text, t, fuse_reference)
+                    ref = self.scheduler.add_noise(ref, ref_noise[row_images], t.expand(len(rows)))
+                noise_pred = self._rra_step(ref, ref_text, model_input, main_text, t, fuse_reference, ref_index)
             else:
                 noise_pred = self.denoiser(model_input, t, main_text).sample
             noise_uncond, noise_cond = noise_pred.chunk(2)
@@ -227,6 +249,21 @@ class EqDiffPipeline(DiffusionPipeline):
             return EqDiffPipelineOutput(images=images.cpu())
         arrays = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
         return EqDiffPipelineOutput(images=[Image.fromarray(a) for a in arrays])
+
+
+def reference_rows(reference_prompts: list[str], per_image: bool) -> tuple[list[tuple[int, str | None]], list[int]]:
+    """The distinct reference rows of a batch, and the row each main row ([uncond ×B; cond ×B]) reads.
+
+    A reference row is (the image whose reference noise it uses, its prompt — None for the empty prompt of the
+    unconditional rows). With the clean reference (the default) no row depends on its image, so a batch needs
+    1 + (distinct reference prompts) rows instead of 2B: 2 for 8 samples of one prompt, not 16. ``per_image``
+    (noised reference, or sharing switched off) keeps one row per main row.
+    """
+    keys = [(i if per_image else 0, None) for i in range(len(reference_prompts))]
+    keys += [(i if per_image else 0, prompt) for i, prompt in enumerate(reference_prompts)]
+    rows = list(dict.fromkeys(keys))
+    position = {key: n for n, key in enumerate(rows)}
+    return rows, [position[key] for key in keys]
 
 
 def image_generator(

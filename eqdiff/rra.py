@@ -45,7 +45,7 @@ class BankMode(enum.Enum):
     READ = "read"
     FUSED = "fused"
     """One UNet call on [reference rows; main rows]: the first ``reference_rows`` rows run stock and feed F^r to
-    the rest, row for row (inference fast path: one launch-bound call instead of two)."""
+    the rest (inference fast path: one launch-bound call instead of two)."""
 
 
 @dataclass
@@ -57,6 +57,9 @@ class ReferenceBank:
     """Record L_ra / L_ca maps during READ/OFF passes (training only)."""
     reference_rows: int = 0
     """In FUSED mode: how many leading rows are reference rows."""
+    reference_index: torch.Tensor | None = None
+    """Main row i reads reference row ``reference_index[i]`` (a device tensor). None: row for row, as many
+    reference rows as main rows. Lets a batch whose images share a reference row compute it once (inference)."""
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     reference_maps: dict[str, torch.Tensor] = field(default_factory=dict)
     """layer -> (B, heads, N, N_ref) reference-attention probabilities."""
@@ -70,13 +73,23 @@ class ReferenceBank:
         if layer not in self.features:
             raise RuntimeError(f"reference features for {layer} were not written: run the reference pass first")
         features = self.features[layer]
-        if features.shape[0] != batch_size:
-            raise RuntimeError(f"{layer}: {features.shape[0]} reference rows for a batch of {batch_size}")
+        self.check_rows(layer, features.shape[0], batch_size)
         return features
+
+    def check_rows(self, layer: str, reference_rows: int, main_rows: int) -> None:
+        expected = main_rows if self.reference_index is None else len(self.reference_index)
+        if expected != main_rows:
+            raise RuntimeError(f"{layer}: a reference index for {expected} rows, but the batch has {main_rows}")
+        if self.reference_index is None and reference_rows != main_rows:
+            raise RuntimeError(f"{layer}: {reference_rows} reference rows for a batch of {main_rows}")
+
+    def gather(self, reference: torch.Tensor) -> torch.Tensor:
+        """Rows of a per-reference-row tensor (features, keys, values), one per main row."""
+        return reference if self.reference_index is None else reference.index_select(0, self.reference_index)
 
     def clear(self) -> None:
         """Drop features and maps and return to OFF (call after backward: checkpointing recomputes READ passes)."""
-        self.mode, self.record_maps = BankMode.OFF, False
+        self.mode, self.record_maps, self.reference_index = BankMode.OFF, False, None
         self.features.clear()
         self.reference_maps.clear()
         self.cross_maps.clear()
@@ -233,8 +246,7 @@ class RRAAttnProcessor(nn.Module):
             return self._residual(query, self_attention, stock_output, reference)
         if self.bank.mode == BankMode.FUSED:
             rows = self.bank.reference_rows
-            if hidden_states.shape[0] != 2 * rows:
-                raise RuntimeError(f"{self.name}: fused call needs as many reference rows as main rows")
+            self.bank.check_rows(self.name, rows, hidden_states.shape[0] - rows)
             main = self._residual(query[rows:], self_attention[rows:], stock_output[rows:], hidden_states[:rows])
             return torch.cat([stock_output[:rows], main])
         return stock_output
@@ -242,12 +254,13 @@ class RRAAttnProcessor(nn.Module):
     def _residual(
         self, query: torch.Tensor, self_attention: torch.Tensor, stock_output: torch.Tensor, reference: torch.Tensor
     ) -> torch.Tensor:
-        """Eq. 8-9 for rows whose reference features are ``reference`` (B, N_ref, d)."""
+        """Eq. 8-9 for rows whose reference features are ``reference`` (R, N_ref, d); the bank maps rows to
+        reference rows, so a shared reference row is projected once."""
         heads = query.shape[1]
         weight_dtype = self.to_k_res.weight.dtype
         reference = reference.to(weight_dtype)
-        ref_key = _split_heads(self.to_k_res(reference).to(query.dtype), heads)
-        ref_value = _split_heads(self.to_v_res(reference).to(query.dtype), heads)
+        ref_key = _split_heads(self.bank.gather(self.to_k_res(reference)).to(query.dtype), heads)
+        ref_value = _split_heads(self.bank.gather(self.to_v_res(reference)).to(query.dtype), heads)
         explicit = self.record and self.bank.record_maps
         reference_attention, probs = _attend(query, ref_key, ref_value, explicit)
         if probs is not None:

@@ -13,10 +13,10 @@ import yaml
 from conftest import fast_params
 
 from eqdiff.concept import FREQUENCY_KEY, ConceptError, load_concept, save_concept
-from eqdiff.config import ModelConfig
+from eqdiff.config import ModelConfig, ReferenceNoise
 from eqdiff.errors import DataError
 from eqdiff.models import load_components
-from eqdiff.pipeline import EqDiffPipeline, image_generator
+from eqdiff.pipeline import EqDiffPipeline, image_generator, reference_rows
 
 
 @pytest.fixture(scope="module")
@@ -192,26 +192,39 @@ def test_cli_user_error_is_one_line_without_traceback(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
-def test_fused_reference_call_matches_two_calls(tmp_path):
-    # Fast path (issue 6): [reference; main] rows in one UNet call = reference pass + main pass.
+def test_reference_rows_are_shared_by_the_images_of_a_batch():
+    rows, index = reference_rows(["a toy", "a toy in snow", "a toy"], per_image=False)
+    assert rows == [(0, None), (0, "a toy"), (0, "a toy in snow")]
+    assert index == [0, 0, 0, 1, 2, 1]  # [uncond ×3; cond ×3]
+    assert len(reference_rows(["a toy"] * 8, per_image=False)[0]) == 2  # not 16
+    rows, index = reference_rows(["a toy", "a toy"], per_image=True)  # noised reference: each image its own
+    assert rows == [(0, None), (1, None), (0, "a toy"), (1, "a toy")] and index == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("reference_noise", [ReferenceNoise.CLEAN, ReferenceNoise.NOISED])
+def test_fused_and_shared_reference_rows_match_the_plain_two_calls(tmp_path, reference_noise):
+    # Fast paths (issue 6): [reference; main] rows in one UNet call, and each distinct reference row computed once
+    # per batch, against a reference pass row for row and a separate main pass.
     path, _ = _perturbed_concept(tmp_path)
     pipe = EqDiffPipeline.from_pretrained(path)
-    prompts = ["a <new1> toy", "a watercolor painting of a <new1> toy"]
-    outputs = []
+    prompts = ["a <new1> toy", "a watercolor painting of a <new1> toy", "a <new1> toy"]
+    outputs = {}
     for fuse in (True, False):
-        generators = [torch.Generator().manual_seed(k) for k in range(2)]
-        outputs.append(
-            pipe(
+        for share in (True, False):
+            outputs[fuse, share] = pipe(
                 prompts,
-                generator=generators,
+                generator=[torch.Generator().manual_seed(k) for k in range(3)],
                 num_inference_steps=3,
                 output_type="pt",
                 progress=False,
+                reference_noise=reference_noise,
                 fuse_reference=fuse,
+                share_reference_rows=share,
             ).images
-        )
-    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
-    assert not torch.allclose(outputs[0], _image(pipe).expand(2, -1, -1, -1), atol=1e-3)
+    plain = outputs[False, False]
+    for key, images in outputs.items():
+        assert torch.allclose(images, plain, atol=1e-5), key
+    assert not torch.allclose(plain[0], plain[2], atol=1e-3)  # same prompt, own generator: a different image
 
 
 def test_compile_falls_back_to_eager_when_compilation_fails(tmp_path, caplog):
