@@ -19,12 +19,14 @@ rounds and report medians; ratios are taken within this process only.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -114,29 +116,36 @@ def vae_encode_batch(components, side: int, rows: int, device: torch.device, dty
         components.vae.encode(images.to(components.vae.dtype)).latent_dist.sample()
 
 
+def training_recipe(args, variant: str, device: torch.device) -> EqDiffRecipe:
+    """A set-up recipe of ``variant`` on the preset's random weights and synthetic cached posteriors."""
+    params = {
+        "model": {"preset": args.preset},
+        "train": {
+            "variant": variant,
+            "resolution": args.resolution,
+            "mixed_precision": args.precision,
+            "checkpointing_steps": 0,
+        },
+    }
+    config = MethodConfig.from_dict(params).resolved()
+    components = load_components(config.model).to(device)
+    latent = args.resolution // (2 ** (len(components.vae.config.block_out_channels) - 1))
+    data = synthetic_data(latent, args.resolution).to(device)
+    recipe = EqDiffRecipe(config, components, data, "toy", "toy", Path("/nonexistent"), progress=False)
+    recipe.setup()
+    if getattr(args, "channels_last", False):
+        components.unet.to(memory_format=torch.channels_last)
+    return recipe
+
+
 def time_training(args, device: torch.device) -> dict:
     """Median step time and peak memory of each training variant, alternating variants over rounds."""
     results: dict[str, dict] = {}
     times: dict[str, list[float]] = {name: [] for name in TRAIN_VARIANTS}
     for _round in range(args.rounds):
         for name, (variant, reference_no_grad, vae_in_loop) in TRAIN_VARIANTS.items():
-            params = {
-                "model": {"preset": args.preset},
-                "train": {
-                    "variant": variant,
-                    "resolution": args.resolution,
-                    "mixed_precision": args.precision,
-                    "checkpointing_steps": 0,
-                },
-            }
-            config = MethodConfig.from_dict(params).resolved()
-            components = load_components(config.model).to(device)
-            latent = args.resolution // (2 ** (len(components.vae.config.block_out_channels) - 1))
-            data = synthetic_data(latent, args.resolution).to(device)
-            recipe = EqDiffRecipe(config, components, data, "toy", "toy", Path("/nonexistent"), progress=False)
-            recipe.setup()
-            if args.channels_last:
-                components.unet.to(memory_format=torch.channels_last)
+            recipe = training_recipe(args, variant, device)
+            components = recipe.components
 
             def step(
                 recipe=recipe, components=components, reference_no_grad=reference_no_grad, vae_in_loop=vae_in_loop
@@ -155,7 +164,7 @@ def time_training(args, device: torch.device) -> dict:
             sync(device)
             times[name].append((time.perf_counter() - start) / args.train_steps)
             results.setdefault(name, {})["peak_gib"] = peak_gib(device)
-            del recipe, components, data, step
+            del recipe, components, step
     for name in TRAIN_VARIANTS:
         results[name]["step_s"] = statistics.median(times[name])
         results[name]["steps_per_s"] = 1.0 / results[name]["step_s"]
@@ -175,11 +184,25 @@ def _time_call(fn, device: torch.device, rounds: int) -> float:
     return statistics.median(values)
 
 
-def time_inference(args, device: torch.device, dtype: torch.dtype) -> dict:
-    """s/image of diffusers' SD pipeline and of EqDiff (fused and two-call) at each batch size, same weights."""
+@dataclass
+class InferencePipelines:
+    """diffusers' SD pipeline and an EqDiff pipeline with a trained-looking random concept, on the same weights.
+
+    They share one UNet: ``use("plain")`` installs its stock SDPA processors, ``use("eqdiff")`` the concept's.
+    """
+
+    plain: StableDiffusionPipeline
+    eqdiff: EqDiffPipeline
+    processors: dict[str, dict]
+
+    def use(self, which: str) -> None:
+        self.plain.unet.set_attn_processor(dict(self.processors[which]))
+
+
+def inference_pipelines(args, device: torch.device, dtype: torch.dtype) -> InferencePipelines:
     components = load_components(MethodConfig.from_dict({"model": {"preset": args.preset}}).model)
     components.to(device, dtype)
-    side, steps = args.resolution, args.inference_steps
+    side = args.resolution
     scheduler = DDIMScheduler.from_config(components.noise_scheduler.config)
     plain = StableDiffusionPipeline(
         components.vae,
@@ -192,28 +215,8 @@ def time_inference(args, device: torch.device, dtype: torch.dtype) -> dict:
         requires_safety_checker=False,
     )
     plain.set_progress_bar_config(disable=True)
+    stock = dict(components.unet.attn_processors)
     bank = rra.ReferenceBank()
-    results: dict = {}
-    eqdiff = None
-    for batch in args.batches:
-
-        def run_plain(batch=batch):
-            plain(
-                ["a toy"] * batch,
-                num_inference_steps=steps,
-                guidance_scale=12.5,
-                height=side,
-                width=side,
-                generator=[torch.Generator().manual_seed(k) for k in range(batch)],
-                output_type="pt",
-            )
-
-        run_plain()  # warm-up
-        reset_peak(device)
-        results[f"plain_b{batch}"] = {
-            "s_per_image": _time_call(run_plain, device, args.rounds) / batch,
-            "peak_gib": peak_gib(device),
-        }
     embeddings, placeholder_id = attach_concept_modules(
         components, "<new1>", "ktn", rra=True, decoupled=True, bank=bank, dtype=dtype
     )
@@ -223,25 +226,63 @@ def time_inference(args, device: torch.device, dtype: torch.dtype) -> dict:
                 param.normal_(0, 0.02)
     eqdiff = EqDiffPipeline.from_components(components, embeddings, placeholder_id, "<new1>", bank, True, side)
     eqdiff.reference_image = torch.zeros(3, side, side)
+    return InferencePipelines(plain, eqdiff, {"plain": stock, "eqdiff": dict(components.unet.attn_processors)})
+
+
+PLAIN_SD = {"guidance_scale": 12.5, "output_type": "pt"}
+EQDIFF_VARIANTS = {
+    # name: pipeline options; "unshared" runs only at batch > 1 (at batch 1 every reference row is distinct)
+    "fused": {"fuse_reference": True},
+    "twocall": {"fuse_reference": False},
+    "fused_unshared": {"fuse_reference": True, "share_reference_rows": False},
+}
+"""EqDiff as shipped (fused), and without each of the two inference fast paths."""
+
+
+def run_plain(plain: StableDiffusionPipeline, args, batch: int, steps: int) -> None:
+    side = args.resolution
+    generators = [torch.Generator().manual_seed(k) for k in range(batch)]
+    plain(["a toy"] * batch, num_inference_steps=steps, height=side, width=side, generator=generators, **PLAIN_SD)
+
+
+def run_eqdiff(eqdiff: EqDiffPipeline, batch: int, steps: int, **options) -> None:
+    generators = [torch.Generator().manual_seed(k) for k in range(batch)]
+    eqdiff(
+        ["a <new1> toy"] * batch,
+        num_inference_steps=steps,
+        guidance_scale=12.5,
+        output_type="pt",
+        generator=generators,
+        progress=False,
+        **options,
+    )
+
+
+def time_inference(args, device: torch.device, dtype: torch.dtype) -> dict:
+    """s/image of diffusers' SD pipeline and of EqDiff (as shipped, and without each fast path) at each batch
+    size, on the same weights."""
+    pipelines = inference_pipelines(args, device, dtype)
+    steps = args.inference_steps
+    results: dict = {}
+    pipelines.use("plain")
     for batch in args.batches:
-        for fuse in (True, False):
-
-            def run_eqdiff(batch=batch, fuse=fuse):
-                eqdiff(
-                    ["a <new1> toy"] * batch,
-                    num_inference_steps=steps,
-                    guidance_scale=12.5,
-                    output_type="pt",
-                    generator=[torch.Generator().manual_seed(k) for k in range(batch)],
-                    progress=False,
-                    fuse_reference=fuse,
-                )
-
-            run_eqdiff()
+        call = functools.partial(run_plain, pipelines.plain, args, batch, steps)
+        call()  # warm-up
+        reset_peak(device)
+        results[f"plain_b{batch}"] = {
+            "s_per_image": _time_call(call, device, args.rounds) / batch,
+            "peak_gib": peak_gib(device),
+        }
+    pipelines.use("eqdiff")
+    for batch in args.batches:
+        for name, options in EQDIFF_VARIANTS.items():
+            if name == "fused_unshared" and batch == 1:
+                continue
+            call = functools.partial(run_eqdiff, pipelines.eqdiff, batch, steps, **options)
+            call()
             reset_peak(device)
-            key = f"eqdiff_{'fused' if fuse else 'twocall'}_b{batch}"
-            results[key] = {
-                "s_per_image": _time_call(run_eqdiff, device, args.rounds) / batch,
+            results[f"eqdiff_{name}_b{batch}"] = {
+                "s_per_image": _time_call(call, device, args.rounds) / batch,
                 "peak_gib": peak_gib(device),
             }
         results[f"ratio_b{batch}"] = (
@@ -261,6 +302,13 @@ TRAIN_LABELS = {
     "F": "EqDiff full recipe (F), as shipped",
     "F_reference_with_grad": "F, reference pass with a graph",
     "F_vae_in_loop": "F, VAE-encoding targets + references every step",
+}
+
+INFER_LABELS = {
+    "plain": "diffusers `StableDiffusionPipeline`",
+    "eqdiff_fused": "EqDiff as shipped (fused call, shared reference rows)",
+    "eqdiff_twocall": "EqDiff, reference and main pass as two calls",
+    "eqdiff_fused_unshared": "EqDiff, one reference row per main row",
 }
 
 
@@ -292,7 +340,9 @@ def markdown(args, device: torch.device, train: dict | None, infer: dict | None)
         lines += [f"| inference ({args.inference_steps} DDIM steps, CFG 12.5) | s/image | peak GiB |", "|---|---|---|"]
         for key, value in infer.items():
             if isinstance(value, dict):
-                lines.append(f"| {key} | {fmt(value['s_per_image'])} | {fmt(value['peak_gib'])} |")
+                name, _, batch = key.rpartition("_b")
+                label = f"{INFER_LABELS[name]}, batch {batch}"
+                lines.append(f"| {label} | {fmt(value['s_per_image'])} | {fmt(value['peak_gib'])} |")
         ratios = ", ".join(f"batch {b}: **{infer[f'ratio_b{b}']:.2f}×**" for b in args.batches)
         lines += [
             "",
