@@ -269,7 +269,8 @@ class GenerateConfig(Section):
     """Images per prompt."""
     batch_size: int = 1
     """Images per UNet call. At 1 every image is bitwise reproducible alone; larger batches are faster on a GPU
-    but batched kernels may round differently, so an image regenerated alone can differ in the last bits."""
+    (the samples of one prompt share their reference rows: at 8, 2 reference rows instead of 16) but batched
+    kernels may round differently, so an image regenerated alone can differ in the last bits."""
     seed: int = 0
     """Base seed; each image's generator is derived from (seed, prompt index, sample index)."""
     resolution: int | None = None
