@@ -23,6 +23,19 @@ def test_cached_posterior_samples_equal_encoding_every_step(tiny_components):
     assert torch.allclose(mean + torch.exp(0.5 * logvar) * eps, direct, atol=1e-6)
 
 
+def test_sdpa_matches_the_explicit_attention_the_losses_record():
+    # SDPA everywhere; explicit probabilities only on the 1/32 layers whose maps L_ra / L_ca read.
+    from eqdiff.rra import _attend
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 8, 256, 40, generator=generator) for _ in range(3))
+    fast, no_maps = _attend(q, k, v, explicit=False)
+    explicit, probs = _attend(q, k, v, explicit=True)
+    assert no_maps is None and probs.shape == (2, 8, 256, 256)
+    assert torch.allclose(probs.sum(-1), torch.ones(2, 8, 256), atol=1e-5)
+    assert torch.allclose(fast, explicit, atol=1e-5)
+
+
 def test_channels_last_unet_matches_the_default_layout(tiny_components):
     unet = tiny_components.unet
     latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
