@@ -108,12 +108,16 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 def _attend(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, explicit: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Multi-head attention on (B, heads, N, d_h) tensors; explicit probabilities only when asked for."""
+    """Multi-head attention on (B, heads, N, d_h) tensors; explicit probabilities only when asked for.
+
+    The explicit path runs in fp32 even under autocast (which would otherwise cast its matmuls to half
+    precision): the losses read these probabilities."""
     if not explicit:
         return F.scaled_dot_product_attention(query, key, value), None
-    scores = query.float() @ key.float().transpose(-1, -2) / math.sqrt(query.shape[-1])
-    probs = scores.softmax(dim=-1)
-    return (probs @ value.float()).to(query.dtype), probs
+    with torch.autocast(query.device.type, enabled=False):
+        scores = query.float() @ key.float().transpose(-1, -2) / math.sqrt(query.shape[-1])
+        probs = scores.softmax(dim=-1)
+        return (probs @ value.float()).to(query.dtype), probs
 
 
 class _GateClamp(torch.autograd.Function):

@@ -54,15 +54,17 @@ LossCallback = Callable[[int, dict[str, float]], None]
 
 
 def autocast_dtype(config: MethodConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 (or fp16 where bf16 is unsupported) on CUDA under ``auto``; fp32 (None) on CPU."""
+    """The autocast dtype, None for fp32. ``auto``: bf16 on CUDA (fp16 where bf16 is unsupported), fp32 elsewhere.
+    An explicit ``bf16`` or ``fp16`` is honoured on any device (CPU autocast supports both; slower than fp32 there,
+    but it runs the same mixed-precision path the GPU runs)."""
     choice = config.train.mixed_precision
-    if device.type != "cuda" or choice == MixedPrecision.NO:
+    if choice == MixedPrecision.NO:
         return None
-    if choice == MixedPrecision.FP16:
-        return torch.float16
-    if choice == MixedPrecision.BF16 or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
+    if choice != MixedPrecision.AUTO:
+        return torch.float16 if choice == MixedPrecision.FP16 else torch.bfloat16
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 _SCHEDULING_FIELDS = (
@@ -135,7 +137,7 @@ class EqDiffRecipe:
             fused=self.device.type == "cuda",
         )
         self.amp_dtype = autocast_dtype(cfg, self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.denoiser = Denoiser(parts.unet, compile=cfg.train.compile)
         self._encode_fixed_prompts()
         self._stack_band_posteriors()

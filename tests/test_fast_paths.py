@@ -81,12 +81,28 @@ def test_training_step_has_no_host_device_sync(subject_dir, tmp_path):
         torch.cuda.set_sync_debug_mode("default")
 
 
-@pytest.mark.gpu
-def test_bf16_autocast_step_tracks_fp32(subject_dir, tmp_path):
+@pytest.mark.parametrize(
+    "device, precision",
+    [
+        ("cpu", "bf16"),
+        ("cpu", "fp16"),
+        pytest.param("cuda", "bf16", marks=pytest.mark.gpu),
+        pytest.param("cuda", "fp16", marks=pytest.mark.gpu),
+    ],
+)
+def test_mixed_precision_step_tracks_fp32(subject_dir, tmp_path, device, precision):
+    # The autocast path (half-precision UNet matmuls, fp32 trainable weights and losses; fp16 with a loss scaler).
     from test_train import make_recipe
 
-    losses = {}
-    for precision in ("no", "bf16"):
-        recipe = make_recipe(subject_dir, tmp_path / precision, device="cuda", mixed_precision=precision)
-        losses[precision] = recipe.optimization_step()["total"].item()
-    assert abs(losses["bf16"] - losses["no"]) < 0.05 * abs(losses["no"])
+    losses, updates = {}, {}
+    for choice in ("no", precision):
+        recipe = make_recipe(subject_dir, tmp_path / choice, prior=True, device=device, mixed_precision=choice)
+        before = {name: value.detach().clone() for name, value in recipe.parameters.items()}
+        losses[choice] = recipe.optimization_step()["total"].item()
+        updates[choice] = torch.cat([(recipe.parameters[n].detach() - before[n]).flatten() for n in before])
+    assert recipe.amp_dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    assert all(p.dtype == torch.float32 for p in recipe.parameters.values())
+    assert abs(losses[precision] - losses["no"]) < 0.05 * abs(losses["no"])
+    assert torch.isfinite(updates[precision]).all() and updates[precision].abs().max() > 0
+    cosine = torch.nn.functional.cosine_similarity(updates[precision], updates["no"], dim=0)
+    assert cosine > 0.9, f"the {precision} update points elsewhere than the fp32 one (cosine {cosine:.3f})"

@@ -223,7 +223,7 @@ class TrainConfig(Section):
     seed: int = 42
     """Seed of every random draw in training."""
     mixed_precision: MixedPrecision = MixedPrecision.AUTO
-    """``auto`` = bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU."""
+    """``auto`` = bf16 on CUDA (fp16 where bf16 is unsupported), fp32 on CPU; ``bf16``/``fp16`` on any device."""
     gradient_checkpointing: bool = False
     """Recompute UNet activations in backward to save memory."""
     compile: bool = False
