@@ -201,6 +201,8 @@ class EqDiffPipeline(DiffusionPipeline):
             reference_prompts = (
                 [reference_prompt] * len(prompts) if isinstance(reference_prompt, str) else list(reference_prompt)
             )
+            if len(reference_prompts) != len(prompts):
+                raise ValueError(f"{len(reference_prompts)} reference prompts for {len(prompts)} prompts")
         side = height or self.resolution
         batch = len(prompts)
         # 2. Text: [uncond..., cond...] for the main pass; the reference rows' own (empty or reference prompt).

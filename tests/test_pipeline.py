@@ -227,6 +227,19 @@ def test_fused_and_shared_reference_rows_match_the_plain_two_calls(tmp_path, ref
     assert not torch.allclose(plain[0], plain[2], atol=1e-3)  # same prompt, own generator: a different image
 
 
+def test_an_explicit_reference_prompt_is_used_and_checked(tmp_path):
+    path, _ = _perturbed_concept(tmp_path)
+    pipe = EqDiffPipeline.from_pretrained(path)
+    options = {"num_inference_steps": 2, "output_type": "pt", "progress": False}
+    derived = pipe("a <new1> toy", generator=[torch.Generator().manual_seed(0)], **options).images
+    same = pipe("a <new1> toy", generator=[torch.Generator().manual_seed(0)], reference_prompt="a toy", **options)
+    other = pipe("a <new1> toy", generator=[torch.Generator().manual_seed(0)], reference_prompt="a cat", **options)
+    assert torch.equal(same.images, derived)  # the default is the prompt without its placeholder
+    assert not torch.allclose(other.images, derived, atol=1e-4)
+    with pytest.raises(ValueError, match="2 reference prompts for 1 prompts"):
+        pipe("a <new1> toy", reference_prompt=["a toy", "a cat"], **options)
+
+
 def test_compile_falls_back_to_eager_when_compilation_fails(tmp_path, caplog):
     path, _ = _perturbed_concept(tmp_path)
     pipe = EqDiffPipeline.from_pretrained(path)
