@@ -375,18 +375,19 @@ def main(argv: list[str] | None = None) -> int:
     dtype = (torch.float16 if args.precision == "fp16" else torch.bfloat16) if use_half else torch.float32
     train = None if args.skip_train else time_training(args, device)
     infer = None if args.skip_inference else time_inference(args, device, dtype)
-    text = markdown(args, device, train, infer)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as fh:
-            fh.write("\n" + text)
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"train": train, "inference": infer, "device": describe_device(device), "argv": sys.argv}, indent=2
-            )
-        )
+    results = {"train": train, "inference": infer, "device": describe_device(device), "argv": sys.argv}
+    report(markdown(args, device, train, infer), results, args.markdown, args.json)
     return 0
+
+
+def report(text: str, results: dict, markdown_path: Path | None, json_path: Path | None) -> None:
+    """Print the section, append it to ``markdown_path`` (BENCHMARKS.md) and write the raw results as JSON."""
+    print(text)
+    if markdown_path:
+        with open(markdown_path, "a", encoding="utf-8") as fh:
+            fh.write("\n" + text)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import platform
 import sys
 from datetime import UTC, datetime
@@ -31,7 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import inference_pipelines, run_eqdiff, run_plain, training_recipe  # noqa: E402
+from bench import inference_pipelines, report, run_eqdiff, run_plain, training_recipe  # noqa: E402
 
 ATEN = torch.ops.aten
 for _op, _formula in (
@@ -154,13 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     train = count_training(args, device)
     infer = count_inference(args, device)
-    text = markdown(args, device, train, infer)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as fh:
-            fh.write("\n" + text)
-    if args.json:
-        args.json.write_text(json.dumps({"train": train, "inference": infer, "argv": sys.argv}, indent=2))
+    results = {"train": train, "inference": infer, "device": device.type, "argv": sys.argv}
+    report(markdown(args, device, train, infer), results, args.markdown, args.json)
     return 0
 
 
