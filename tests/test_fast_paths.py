@@ -36,6 +36,31 @@ def test_sdpa_matches_the_explicit_attention_the_losses_record():
     assert torch.allclose(fast, explicit, atol=1e-5)
 
 
+def test_fused_adamw_matches_the_per_tensor_update(subject_dir, tmp_path):
+    from test_train import make_recipe
+
+    weights = {}
+    for fused in (True, False):
+        recipe = make_recipe(subject_dir, tmp_path / str(fused), prior=True)
+        assert recipe.optimizer.defaults["fused"]  # the shipped optimizer is the fused one, on CPU too
+        initial = {name: value.detach().clone() for name, value in recipe.parameters.items()}
+        if not fused:
+            group = recipe.optimizer.param_groups[0]
+            recipe.optimizer = torch.optim.AdamW(
+                group["params"],
+                lr=group["lr"],
+                betas=group["betas"],
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+            )
+        for _ in range(3):
+            recipe.optimization_step()
+        weights[fused] = {name: value.detach().clone() for name, value in recipe.parameters.items()}
+    for name, value in weights[True].items():
+        assert torch.allclose(value, weights[False][name], atol=1e-6), name
+    assert all(not torch.equal(value, initial[name]) for name, value in weights[True].items())
+
+
 def test_channels_last_unet_matches_the_default_layout(tiny_components):
     unet = tiny_components.unet
     latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
