@@ -140,6 +140,12 @@ class EqDiffRecipe:
             fused=self.device.type in FUSED_ADAMW_DEVICES,
         )
         self.amp_dtype = autocast_dtype(cfg, self.device)
+        if self.amp_dtype is not None:
+            # diffusers' ``weight_dtype``: the frozen UNet is stored in the autocast dtype (half the memory, and no
+            # cast of every weight at each use); the trainable processor weights stay fp32.
+            for param in parts.unet.parameters():
+                if not param.requires_grad:
+                    param.data = param.data.to(self.amp_dtype)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.denoiser = Denoiser(parts.unet, compile=cfg.train.compile)
         self._encode_fixed_prompts()
@@ -370,7 +376,8 @@ class EqDiffRecipe:
         return True
 
     def validate(self) -> None:
-        validation_images(self, self.work_dir / "validation" / f"step-{self.step:06d}.png")
+        with self._autocast():  # the frozen UNet may be stored in the autocast dtype
+            validation_images(self, self.work_dir / "validation" / f"step-{self.step:06d}.png")
 
     def concept_manifest(self) -> dict:
         cfg = self.config

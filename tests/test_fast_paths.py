@@ -125,8 +125,13 @@ def test_mixed_precision_step_tracks_fp32(subject_dir, tmp_path, device, precisi
         before = {name: value.detach().clone() for name, value in recipe.parameters.items()}
         losses[choice] = recipe.optimization_step()["total"].item()
         updates[choice] = torch.cat([(recipe.parameters[n].detach() - before[n]).flatten() for n in before])
-    assert recipe.amp_dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    assert recipe.amp_dtype == amp_dtype
     assert all(p.dtype == torch.float32 for p in recipe.parameters.values())
+    frozen = [p for p in recipe.components.unet.parameters() if not p.requires_grad]
+    assert frozen and all(p.dtype == amp_dtype for p in frozen)  # stored in the autocast dtype, as diffusers does
+    recipe.validate()  # the validation images run the frozen UNet in that dtype too
+    assert any((recipe.work_dir / "validation").glob("*.png"))
     assert abs(losses[precision] - losses["no"]) < 0.05 * abs(losses["no"])
     assert torch.isfinite(updates[precision]).all() and updates[precision].abs().max() > 0
     cosine = torch.nn.functional.cosine_similarity(updates[precision], updates["no"], dim=0)
