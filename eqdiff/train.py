@@ -38,11 +38,12 @@ from eqdiff.concept import (
     save_concept,
     trainable_parameters,
 )
-from eqdiff.config import MethodConfig, MixedPrecision
+from eqdiff.config import MethodConfig
 from eqdiff.errors import DataError, TrainingError
 from eqdiff.fdte import encode_prompt
 from eqdiff.models import Components, Denoiser
 from eqdiff.pipeline import validation_images
+from eqdiff.precision import autocast_dtype, store_frozen_in
 from eqdiff.prompts import remove_placeholder, subject_prompt, tokenize
 from eqdiff.training_data import Batch, TrainingData, sample_batch
 
@@ -51,20 +52,6 @@ logger = logging.getLogger(__name__)
 LossCallback = Callable[[int, dict[str, float]], None]
 """Called with (step, {"loss/instance", "loss/prior", "loss/reference_attention", "loss/cross_attention",
 "loss/total"}) every ``train.log_every`` steps."""
-
-
-def autocast_dtype(config: MethodConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, None for fp32. ``auto``: bf16 on CUDA (fp16 where bf16 is unsupported), fp32 elsewhere.
-    An explicit ``bf16`` or ``fp16`` is honoured on any device (CPU autocast supports both; slower than fp32 there,
-    but it runs the same mixed-precision path the GPU runs)."""
-    choice = config.train.mixed_precision
-    if choice == MixedPrecision.NO:
-        return None
-    if choice != MixedPrecision.AUTO:
-        return torch.float16 if choice == MixedPrecision.FP16 else torch.bfloat16
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 FUSED_ADAMW_DEVICES = ("cuda", "cpu")
@@ -139,13 +126,9 @@ class EqDiffRecipe:
             eps=cfg.train.adam_epsilon,
             fused=self.device.type in FUSED_ADAMW_DEVICES,
         )
-        self.amp_dtype = autocast_dtype(cfg, self.device)
-        if self.amp_dtype is not None:
-            # diffusers' ``weight_dtype``: the frozen UNet is stored in the autocast dtype (half the memory, and no
-            # cast of every weight at each use); the trainable processor weights stay fp32.
-            for param in parts.unet.parameters():
-                if not param.requires_grad:
-                    param.data = param.data.to(self.amp_dtype)
+        self.amp_dtype = autocast_dtype(cfg.train.mixed_precision, self.device)
+        if self.amp_dtype is not None:  # trainable weights stay fp32
+            store_frozen_in(parts.unet, self.amp_dtype)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.denoiser = Denoiser(parts.unet, compile=cfg.train.compile)
         self._encode_fixed_prompts()

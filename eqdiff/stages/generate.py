@@ -20,16 +20,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from eqdiff.artifacts import ArtifactError, OutputLock, read_json, save_png, write_json, write_text
 from eqdiff.concept import MANIFEST_FILE, WEIGHTS_FILE
-from eqdiff.config import GenerateConfig, MixedPrecision
+from eqdiff.config import GenerateConfig
 from eqdiff.data import load_image
 from eqdiff.errors import DataError
 from eqdiff.pipeline import EqDiffPipeline, image_generator
+from eqdiff.precision import inference_dtype
 from eqdiff.prompts import builtin_prompt_file, read_prompt_file, subject_prompt, tokenize
 from eqdiff.stage_manifest import file_digest
 from eqdiff.stages.train import resolve_device
@@ -74,15 +74,6 @@ def _grid(paths: list[Path], columns: int = 8, thumb: int = 128) -> Image.Image:
     return grid
 
 
-def inference_dtype(config: GenerateConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 (or fp16 where unsupported) on CUDA unless ``generate.precision: no``; fp32 (None) on CPU."""
-    if device.type != "cuda" or config.precision == MixedPrecision.NO:
-        return None
-    if config.precision == MixedPrecision.FP16 or not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
-
-
 def generate_samples(
     concept: Path,
     out: Path,
@@ -97,7 +88,8 @@ def generate_samples(
     templates = {name: read_prompt_file(path) for name, path in prompt_sets.items()}
     reference_image = load_image(reference) if reference is not None else None
     torch_device = resolve_device(device)
-    pipe = EqDiffPipeline.from_pretrained(concept, device=torch_device, dtype=inference_dtype(config, torch_device))
+    dtype = inference_dtype(config.precision, torch_device)
+    pipe = EqDiffPipeline.from_pretrained(concept, device=torch_device, dtype=dtype)
     if config.compile:
         pipe.enable_compile()
     manifest = read_json(concept / MANIFEST_FILE)
