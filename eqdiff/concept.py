@@ -204,7 +204,7 @@ def attach_concept_modules(
     placeholder_id, initializer_id = add_placeholder_token(components, placeholder, initializer_token)
     initial = components.text_encoder.get_input_embeddings().weight[initializer_id]
     install_processors(components.unet, bank, rra, dtype=dtype)
-    embeddings = FrequencyEmbeddings(initial, decoupled=decoupled).to(components.unet.device)
+    embeddings = FrequencyEmbeddings(initial, decoupled=decoupled)  # on the text encoder's device
     return embeddings, placeholder_id
 
 

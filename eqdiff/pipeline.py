@@ -27,12 +27,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from eqdiff import rra
-from eqdiff.concept import apply_concept, load_concept
+from eqdiff.concept import Concept, apply_concept, load_concept
 from eqdiff.config import ModelConfig, ReferenceNoise
 from eqdiff.data import center_crop_resize, image_to_tensor
 from eqdiff.errors import DataError
 from eqdiff.fdte import FrequencyEmbeddings, encode_prompt
-from eqdiff.models import Denoiser, load_components
+from eqdiff.models import Components, Denoiser, load_components
 from eqdiff.prompts import remove_placeholder, tokenize
 
 
@@ -70,9 +70,22 @@ class EqDiffPipeline(DiffusionPipeline):
         """Load the base model (the concept's own model config unless ``model`` is given) and the concept."""
         concept = load_concept(concept_dir)
         model = model or ModelConfig.from_mapping(concept.manifest["config"]["model"])
-        components = load_components(model).to(device, dtype)
+        return cls.from_concept(concept, load_components(model), device, dtype, where=concept_dir)
+
+    @classmethod
+    def from_concept(
+        cls,
+        concept: Concept,
+        components: Components,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        where: str | Path = "concept",
+    ) -> EqDiffPipeline:
+        """Place the base components on ``device`` in ``dtype`` and attach a loaded concept to them (processor
+        weights in the UNet's dtype; ``where`` names the concept in errors)."""
+        components = components.to(device, dtype)
         bank = rra.ReferenceBank()
-        embeddings, placeholder_id = apply_concept(concept, components, bank, concept_dir)
+        embeddings, placeholder_id = apply_concept(concept, components, bank, where)
         pipe = cls.from_components(
             components,
             embeddings,
@@ -227,8 +240,9 @@ class EqDiffPipeline(DiffusionPipeline):
             ref_noise = torch.cat(
                 [randn_tensor(shape, generator=g, device=self.device, dtype=self.unet.dtype) for g in generators]
             )
-        # 4. Timesteps.
-        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        # 4. Timesteps, kept on the host: DDIM indexes its (host) alphas with them, which a device timestep would
+        # turn into a device-to-host read every step; the UNet moves its timestep itself.
+        self.scheduler.set_timesteps(num_inference_steps)
         latents = latents * self.scheduler.init_noise_sigma
         # 5. Denoising loop: reference pass, then the main pass with RRA, then CFG and a DDIM step.
         for t in self.progress_bar(self.scheduler.timesteps) if progress else self.scheduler.timesteps:

@@ -18,11 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
+from PIL import Image
 from tqdm import tqdm
 
 from eqdiff.artifacts import ArtifactError, OutputLock, save_png, staged_directory, write_json
@@ -107,6 +109,27 @@ def build_pipeline(components: Components) -> StableDiffusionPipeline:
     return pipeline
 
 
+def sample_class_images(
+    pipeline: StableDiffusionPipeline,
+    prompt: str,
+    indices: Sequence[int],
+    config: PriorConfig,
+    resolution: int,
+    output_type: str = "pil",
+) -> list[Image.Image] | torch.Tensor:
+    """Class images ``indices`` of ``prompt``, each from its own CPU generator (any image reproduces alone)."""
+    generators = [torch.Generator("cpu").manual_seed(image_seed(config.seed, i)) for i in indices]
+    return pipeline(
+        prompt=[prompt] * len(indices),
+        height=resolution,
+        width=resolution,
+        num_inference_steps=config.num_inference_steps,
+        guidance_scale=config.guidance_scale,
+        generator=generators,
+        output_type=output_type,
+    ).images
+
+
 def generate_class_images(
     components: Components,
     prompt: str,
@@ -142,15 +165,7 @@ def generate_class_images(
         if batches:
             pipeline = build_pipeline(components)
             for batch in tqdm(batches, desc="prior", unit="batch"):
-                generators = [torch.Generator("cpu").manual_seed(image_seed(config.seed, i)) for i in batch]
-                images = pipeline(
-                    prompt=[prompt] * len(batch),
-                    height=resolution,
-                    width=resolution,
-                    num_inference_steps=config.num_inference_steps,
-                    guidance_scale=config.guidance_scale,
-                    generator=generators,
-                ).images
+                images = sample_class_images(pipeline, prompt, batch, config, resolution)
                 for index, image in zip(batch, images, strict=True):
                     if index in missing:
                         save_png(paths[index], image)

@@ -154,13 +154,14 @@ def _check_sd_attention(attn: Attention, name: str) -> None:
 class CustomDiffusionAttnProcessor(nn.Module):
     """Cross-attention with trainable K/V (Custom Diffusion), stock K/V during the reference pass."""
 
-    def __init__(self, attn: Attention, name: str, bank: ReferenceBank):
+    def __init__(self, attn: Attention, name: str, bank: ReferenceBank, dtype: torch.dtype = torch.float32):
         super().__init__()
         _check_sd_attention(attn, name)
         self.name, self.bank = name, bank
         self.record = name.startswith(LOSS_BLOCKS_CA)
-        self.to_k_custom_diffusion = nn.Linear(attn.to_k.in_features, attn.to_k.out_features, bias=False)
-        self.to_v_custom_diffusion = nn.Linear(attn.to_v.in_features, attn.to_v.out_features, bias=False)
+        factory = {"device": attn.to_k.weight.device, "dtype": dtype}  # built where the UNet lives
+        self.to_k_custom_diffusion = nn.Linear(attn.to_k.in_features, attn.to_k.out_features, bias=False, **factory)
+        self.to_v_custom_diffusion = nn.Linear(attn.to_v.in_features, attn.to_v.out_features, bias=False, **factory)
         with torch.no_grad():
             self.to_k_custom_diffusion.weight.copy_(attn.to_k.weight)
             self.to_v_custom_diffusion.weight.copy_(attn.to_v.weight)
@@ -212,15 +213,16 @@ class CustomDiffusionAttnProcessor(nn.Module):
 class RRAAttnProcessor(nn.Module):
     """Residual reference attention on a mid/up self-attention layer (Eq. 8-9)."""
 
-    def __init__(self, attn: Attention, name: str, bank: ReferenceBank):
+    def __init__(self, attn: Attention, name: str, bank: ReferenceBank, dtype: torch.dtype = torch.float32):
         super().__init__()
         _check_sd_attention(attn, name)
         self.name, self.bank = name, bank
         self.record = name.startswith(LOSS_BLOCK_RA)
         dim = attn.to_q.out_features
-        self.to_k_res = nn.Linear(attn.to_k.in_features, dim, bias=False)
-        self.to_v_res = nn.Linear(attn.to_v.in_features, dim, bias=False)
-        self.to_out_res = nn.Linear(2 * dim, dim + 1)  # H_r
+        factory = {"device": attn.to_k.weight.device, "dtype": dtype}  # built where the UNet lives
+        self.to_k_res = nn.Linear(attn.to_k.in_features, dim, bias=False, **factory)
+        self.to_v_res = nn.Linear(attn.to_v.in_features, dim, bias=False, **factory)
+        self.to_out_res = nn.Linear(2 * dim, dim + 1, **factory)  # H_r
         with torch.no_grad():
             self.to_k_res.weight.copy_(attn.to_k.weight)
             self.to_v_res.weight.copy_(attn.to_v.weight)
@@ -290,16 +292,12 @@ def install_processors(
     for name in unet.attn_processors:
         attn = modules[name.removesuffix(".processor")]
         if name.endswith("attn2.processor"):
-            processors[name] = CustomDiffusionAttnProcessor(attn, name, bank)
+            processors[name] = CustomDiffusionAttnProcessor(attn, name, bank, dtype)
         elif rra and name.startswith(RRA_PREFIXES):
-            processors[name] = RRAAttnProcessor(attn, name, bank)
+            processors[name] = RRAAttnProcessor(attn, name, bank, dtype)
         else:
             processors[name] = AttnProcessor2_0()
     unet.set_attn_processor(processors)
-    device = unet.device  # trainable weights stay fp32 under autocast; inference may use the UNet's dtype
-    for processor in unet.attn_processors.values():
-        if isinstance(processor, nn.Module):
-            processor.to(device=device, dtype=dtype)
 
 
 def trainable_state_dict(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:

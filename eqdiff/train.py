@@ -146,7 +146,8 @@ class EqDiffRecipe:
             except DataError as exc:
                 raise DataError(f"{field}: {exc}") from None
         self.instance_ids = tokenize(parts.tokenizer, [instance], self.device)
-        self.placeholder_position = int((self.instance_ids[0] == self.placeholder_id).nonzero()[0])
+        # From the token list on the host: reading it back from the device would be a sync.
+        self.placeholder_position = parts.tokenizer(instance).input_ids.index(self.placeholder_id)
         with torch.no_grad():
             encode = parts.text_encoder
             self.prior_states = encode(tokenize(parts.tokenizer, [class_prompt], self.device))[0]
@@ -219,9 +220,9 @@ class EqDiffRecipe:
         cfg, unet, scheduler = self.config, self.denoiser, self.components.noise_scheduler
         num_prior = len(batch.classes)
         inst = slice(num_prior, None)
-        # 1-2. Latents, shared ε, timesteps.
-        latents = self._target_latents(batch)
+        # 1-2. Latents, shared ε, timesteps (the batch is drawn on the host: move it first).
         batch = batch.to(self.device)
+        latents = self._target_latents(batch)
         noise, timesteps = batch.noise, batch.timesteps
         noisy = scheduler.add_noise(latents, noise, timesteps)
         # 3. MGDP on the instance rows.
