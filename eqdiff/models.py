@@ -28,6 +28,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from eqdiff.config import ModelConfig
 from eqdiff.errors import EqDiffError
+from eqdiff.precision import LOAD_DTYPE
 
 logger = logging.getLogger(__name__)
 
@@ -284,11 +285,17 @@ def load_components(config: ModelConfig) -> Components:
         if missing:
             raise ModelError(f"{source}: not a Stable Diffusion v1.x directory (missing {', '.join(missing)}/)")
     kwargs = {"local_files_only": not config.allow_download}
+
+    def weights(component: str) -> dict:  # one load dtype for every network, whatever its files store
+        return {"variant": weights_variant(Path(source) / component) if local else None, **kwargs}
+
     try:
         tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
-        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs)
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kwargs)
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kwargs)
+        text_encoder = CLIPTextModel.from_pretrained(
+            source, subfolder="text_encoder", dtype=LOAD_DTYPE, **weights("text_encoder")
+        )
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=LOAD_DTYPE, **weights("unet"))
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=LOAD_DTYPE, **weights("vae"))
         scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **kwargs)
     except (OSError, ValueError, json.JSONDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -311,6 +318,15 @@ def load_components(config: ModelConfig) -> Components:
         weights_fingerprint(unet, text_encoder),
         native,
     )
+
+
+def weights_variant(folder: Path) -> str | None:
+    """``"fp16"`` when a component folder holds only diffusers' fp16 variant files (``*.fp16.safetensors``,
+    ``*.fp16.bin``); None when it has full-precision files (preferred: every network is loaded in fp32)."""
+    names = [p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")] if folder.is_dir() else []
+    if any(".fp16." not in name for name in names):
+        return None
+    return "fp16" if names else None
 
 
 def weights_fingerprint(unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> str:

@@ -29,10 +29,9 @@ from eqdiff.config import GenerateConfig
 from eqdiff.data import load_image
 from eqdiff.errors import DataError
 from eqdiff.pipeline import EqDiffPipeline, image_generator
-from eqdiff.precision import inference_dtype
+from eqdiff.precision import inference_dtype, resolve_device
 from eqdiff.prompts import builtin_prompt_file, read_prompt_file, subject_prompt, tokenize
 from eqdiff.stage_manifest import file_digest
-from eqdiff.stages.train import resolve_device
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from eqdiff import prior as prior_module
 from eqdiff.artifacts import OutputLock, write_text
 from eqdiff.bands_cache import load_band_cache
@@ -28,6 +26,7 @@ from eqdiff.config import AugmentConfig, MethodConfig, PriorConfig
 from eqdiff.data import discover_subject
 from eqdiff.errors import DataError
 from eqdiff.models import load_components
+from eqdiff.precision import resolve_device
 from eqdiff.train import EqDiffRecipe, LossCallback
 from eqdiff.training_data import prepare_training_data
 
@@ -44,14 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prior", type=Path, help="class images folder (default: generated into the work dir)")
     parser.add_argument("--work-dir", type=Path, help="checkpoints, validation images, losses (default: <out>-work)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def class_images_for(
