@@ -57,6 +57,7 @@ class EqDiffPipeline(DiffusionPipeline):
         self.reference_image: torch.Tensor | None = None
         self.resolution: int = 512
         self.use_rra: bool = False
+        self._unconditional_reference = UnconditionalReferenceCache()
 
     # ------------------------------------------------------------------------------------------------------
     @classmethod
@@ -159,11 +160,14 @@ class EqDiffPipeline(DiffusionPipeline):
         t: torch.Tensor,
         fuse: bool,
         reference_index: torch.Tensor | None = None,
+        prefix: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """ε̂ of the main rows with RRA: one fused UNet call on [reference; main] rows, or two calls. Main row i
-        reads reference row ``reference_index[i]`` (row for row when None)."""
+        reads reference row ``reference_index[i]`` (row for row when None) of [``prefix``; ``reference``], where
+        ``prefix`` holds reference features computed earlier (the cached unconditional row)."""
         self.bank.clear()
         self.bank.reference_index = reference_index
+        self.bank.prefix = prefix or {}
         if fuse:
             self.bank.mode, self.bank.reference_rows = rra.BankMode.FUSED, reference.shape[0]
             out = self.denoiser(torch.cat([reference, model_input]), t, torch.cat([reference_text, text])).sample
@@ -196,12 +200,16 @@ class EqDiffPipeline(DiffusionPipeline):
         progress: bool = True,
         fuse_reference: bool = True,
         share_reference_rows: bool = True,
+        cache_unconditional_reference: bool = True,
     ) -> EqDiffPipelineOutput:
         """Generate one image per prompt (repeat a prompt for several samples, each with its generator).
 
         ``fuse_reference`` runs the reference and main rows in one UNet call per step (the default; same result as
         two calls up to float rounding, faster where small batches are launch-bound). ``share_reference_rows``
         computes each distinct reference row once per batch (``reference_rows``; same result up to float rounding).
+        ``cache_unconditional_reference`` (clean, shared reference rows only) computes the unconditional rows'
+        reference features once per timestep for the pipeline's lifetime and reuses them in every later call
+        (``UnconditionalReferenceCache``): exact, and each image stays the same whether the cache was cold or warm.
         """
         # 1. Check inputs.
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -223,7 +231,11 @@ class EqDiffPipeline(DiffusionPipeline):
         main_text = torch.cat([uncond.expand(batch, -1, -1), cond])
         if self.use_rra:
             noised = reference_noise == ReferenceNoise.NOISED
-            rows, index = reference_rows(reference_prompts, per_image=noised or not share_reference_rows)
+            per_image = noised or not share_reference_rows
+            rows, index = reference_rows(reference_prompts, per_image=per_image)
+            cached = cache_unconditional_reference and not per_image
+            if cached:  # row 0 is the unconditional one: it comes from the cache, as a prefix
+                rows = rows[1:]
             ref_text = self._reference_text([prompt for _, prompt in rows], uncond)
             row_images = [image for image, _ in rows]
             shared = index != list(range(len(index)))
@@ -235,6 +247,8 @@ class EqDiffPipeline(DiffusionPipeline):
             [randn_tensor(shape, generator=g, device=self.device, dtype=self.unet.dtype) for g in generators]
         )
         ref_clean = self._reference_latents(reference_image, side).to(self.unet.dtype) if self.use_rra else None
+        if self.use_rra and cached:
+            self._unconditional_reference.use(ref_clean, uncond)
         ref_noise = None
         if self.use_rra and reference_noise == ReferenceNoise.NOISED:
             ref_noise = torch.cat(
@@ -251,7 +265,8 @@ class EqDiffPipeline(DiffusionPipeline):
                 ref = ref_clean.expand(len(rows), -1, -1, -1)
                 if ref_noise is not None:
                     ref = self.scheduler.add_noise(ref, ref_noise[row_images], t.expand(len(rows)))
-                noise_pred = self._rra_step(ref, ref_text, model_input, main_text, t, fuse_reference, ref_index)
+                prefix = self._unconditional_reference.features(self, t) if cached else None
+                noise_pred = self._rra_step(ref, ref_text, model_input, main_text, t, fuse_reference, ref_index, prefix)
             else:
                 noise_pred = self.denoiser(model_input, t, main_text).sample
             noise_uncond, noise_cond = noise_pred.chunk(2)
@@ -265,6 +280,51 @@ class EqDiffPipeline(DiffusionPipeline):
             return EqDiffPipelineOutput(images=images.cpu())
         arrays = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
         return EqDiffPipelineOutput(images=[Image.fromarray(a) for a in arrays])
+
+
+class UnconditionalReferenceCache:
+    """Reference features of the unconditional CFG row, per timestep, kept across calls of one pipeline.
+
+    With the clean reference, the unconditional row's reference pass (empty prompt, the reference latent, timestep
+    t, the frozen base UNet) is the same for every prompt, image and call of a run: it is computed once per
+    timestep, alone, and every call — the first one too — reads it from here, so an image never depends on
+    whether the cache was cold or warm. It is rebuilt when the reference latent or the empty-prompt states change.
+    Memory: one row of mid+up self-attention inputs per timestep (about 14 MB in bf16 at 512 px; 0.7 GB for 50).
+    """
+
+    def __init__(self):
+        self._key: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._features: dict[int, dict[str, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+    def use(self, reference_latents: torch.Tensor, uncond_text: torch.Tensor) -> None:
+        """Select the reference latent (1, 4, h, w) and empty-prompt states (1, L, d) of this call."""
+        key = self._key
+        same = (
+            key is not None
+            and all(
+                a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+                for a, b in zip(key, (reference_latents, uncond_text), strict=True)
+            )
+            and torch.equal(key[0], reference_latents)
+            and torch.equal(key[1], uncond_text)
+        )
+        if not same:
+            self._key, self._features = (reference_latents.clone(), uncond_text.clone()), {}
+
+    def features(self, pipe: EqDiffPipeline, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """layer -> (1, N, d) reference features at timestep ``t`` (a host tensor), computed on first use."""
+        step = int(t)
+        if step not in self._features:
+            reference_latents, uncond_text = self._key
+            pipe.bank.clear()
+            pipe.bank.mode = rra.BankMode.WRITE
+            pipe.denoiser(reference_latents, t, uncond_text)
+            self._features[step] = dict(pipe.bank.features)
+            pipe.bank.clear()
+        return self._features[step]
 
 
 def reference_rows(reference_prompts: list[str], per_image: bool) -> tuple[list[tuple[int, str | None]], list[int]]:

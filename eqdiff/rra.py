@@ -61,6 +61,9 @@ class ReferenceBank:
     """Main row i reads reference row ``reference_index[i]`` (a device tensor). None: row for row, as many
     reference rows as main rows. Lets a batch whose images share a reference row compute it once (inference)."""
     features: dict[str, torch.Tensor] = field(default_factory=dict)
+    prefix: dict[str, torch.Tensor] = field(default_factory=dict)
+    """layer -> (R0, N, d) reference rows computed earlier (the inference cache of the unconditional row), placed
+    before this call's own reference rows: ``reference_index`` counts them first."""
     reference_maps: dict[str, torch.Tensor] = field(default_factory=dict)
     """layer -> (B, heads, N, N_ref) reference-attention probabilities."""
     cross_maps: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -72,9 +75,14 @@ class ReferenceBank:
     def read(self, layer: str, batch_size: int) -> torch.Tensor:
         if layer not in self.features:
             raise RuntimeError(f"reference features for {layer} were not written: run the reference pass first")
-        features = self.features[layer]
+        features = self.with_prefix(layer, self.features[layer])
         self.check_rows(layer, features.shape[0], batch_size)
         return features
+
+    def with_prefix(self, layer: str, features: torch.Tensor) -> torch.Tensor:
+        """This call's reference rows of ``layer`` after the cached ``prefix`` rows, if any."""
+        cached = self.prefix.get(layer)
+        return features if cached is None else torch.cat([cached.to(features.dtype), features])
 
     def check_rows(self, layer: str, reference_rows: int, main_rows: int) -> None:
         expected = main_rows if self.reference_index is None else len(self.reference_index)
@@ -91,6 +99,7 @@ class ReferenceBank:
         """Drop features and maps and return to OFF (call after backward: checkpointing recomputes READ passes)."""
         self.mode, self.record_maps, self.reference_index = BankMode.OFF, False, None
         self.features.clear()
+        self.prefix = {}
         self.reference_maps.clear()
         self.cross_maps.clear()
 
@@ -252,8 +261,9 @@ class RRAAttnProcessor(nn.Module):
             return self._residual(query, self_attention, stock_output, reference)
         if self.bank.mode == BankMode.FUSED:
             rows = self.bank.reference_rows
-            self.bank.check_rows(self.name, rows, hidden_states.shape[0] - rows)
-            main = self._residual(query[rows:], self_attention[rows:], stock_output[rows:], hidden_states[:rows])
+            reference = self.bank.with_prefix(self.name, hidden_states[:rows])
+            self.bank.check_rows(self.name, reference.shape[0], hidden_states.shape[0] - rows)
+            main = self._residual(query[rows:], self_attention[rows:], stock_output[rows:], reference)
             return torch.cat([stock_output[:rows], main])
         return stock_output
 

@@ -56,7 +56,8 @@ class TrainingData:
     reference_logvar: torch.Tensor
     reference_masks: torch.Tensor | None
     reference_owner: torch.Tensor
-    """(V,) int64: the target index each view was made from."""
+    """(V,) int64 on the host: the target index each view was made from (``sample_batch`` reads it every step,
+    so ``to()`` leaves it on the host: reading it from a GPU would be a device-to-host sync per step)."""
     class_posteriors: dict[str, torch.Tensor]
     """The same keys as ``target_posteriors`` for the K class images (prior rows draw bands too)."""
     class_reference_mean: torch.Tensor
@@ -72,7 +73,7 @@ class TrainingData:
 
     def to(self, device: torch.device | str) -> TrainingData:
         for name, value in vars(self).items():
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor) and name != "reference_owner":
                 setattr(self, name, value.to(device))
         self.target_posteriors = {k: v.to(device) for k, v in self.target_posteriors.items()}
         self.class_posteriors = {k: v.to(device) for k, v in self.class_posteriors.items()}
@@ -271,7 +272,7 @@ def sample_batch(data: TrainingData, config: MethodConfig, step: int, num_train_
     else:
         targets = torch.randint(n, (batch,), generator=generator)
     references = []
-    owners = data.reference_owner.cpu()
+    owners = data.reference_owner
     for target in targets.tolist():
         candidates = torch.nonzero(owners != target).flatten()  # another photo, never the target itself
         references.append(candidates[torch.randint(len(candidates), (1,), generator=generator)].item())

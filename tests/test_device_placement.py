@@ -80,6 +80,8 @@ def test_training_step_forward_runs_on_cuda(variant, subject_dir, tmp_path):
         recipe = EqDiffRecipe(config, components, data, "toy", "toy", tmp_path / "work", progress=False)
         recipe.setup()
         losses = recipe.training_step(batch)
+        # The next step's batch is drawn from the moved data on the host: it reads nothing from the device.
+        recipe.training_step(sample_batch(data, config, 1, components.noise_scheduler.config.num_train_timesteps))
     assert recipe.amp_dtype == torch.bfloat16
     assert {p.device.type for p in recipe.parameters.values()} == {"cuda"}
     assert {p.dtype for p in recipe.parameters.values()} == {torch.float32}  # trainable weights stay fp32

@@ -227,6 +227,41 @@ def test_fused_and_shared_reference_rows_match_the_plain_two_calls(tmp_path, ref
     assert not torch.allclose(plain[0], plain[2], atol=1e-3)  # same prompt, own generator: a different image
 
 
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "two-call"])
+def test_the_cached_unconditional_reference_is_exact_and_reused_across_calls(tmp_path, fuse):
+    path, _ = _perturbed_concept(tmp_path)
+    pipe = EqDiffPipeline.from_pretrained(path)
+    rows = []  # rows of every UNet call
+    denoiser = pipe.denoiser
+    pipe.denoiser = lambda sample, t, text: (rows.append(sample.shape[0]), denoiser(sample, t, text))[1]
+
+    def image(**options):
+        rows.clear()
+        out = pipe(
+            "a watercolor painting of a <new1> toy",
+            generator=[torch.Generator().manual_seed(0)],
+            num_inference_steps=3,
+            output_type="pt",
+            progress=False,
+            fuse_reference=fuse,
+            **options,
+        )
+        return out.images, list(rows)
+
+    uncached, uncached_rows = image(cache_unconditional_reference=False)
+    cold, cold_rows = image()
+    warm, warm_rows = image()
+    # Per step at batch 1: 2 reference + 2 main rows uncached; the cache fills with one row per step, then is read.
+    per_step = [4] if fuse else [2, 2]
+    assert uncached_rows == per_step * 3
+    assert cold_rows == [1, *(n - 1 for n in per_step[:1]), *per_step[1:]] * 3
+    assert warm_rows == [n - (i == 0) for i, n in enumerate(per_step)] * 3
+    assert torch.equal(cold, warm)  # an image does not depend on the cache being cold or warm
+    assert torch.allclose(cold, uncached, atol=1e-5)
+    _, other_reference_rows = image(reference_image=torch.full((3, 32, 32), 0.5))
+    assert other_reference_rows == cold_rows  # another reference latent rebuilds the cache
+
+
 def test_an_explicit_reference_prompt_is_used_and_checked(tmp_path):
     path, _ = _perturbed_concept(tmp_path)
     pipe = EqDiffPipeline.from_pretrained(path)
