@@ -38,8 +38,10 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 from eqdiff import rra
 from eqdiff.concept import attach_concept_modules, trainable_parameters
 from eqdiff.config import MethodConfig
+from eqdiff.errors import DataError
 from eqdiff.models import load_components
 from eqdiff.pipeline import EqDiffPipeline
+from eqdiff.precision import resolve_device
 from eqdiff.train import EqDiffRecipe
 from eqdiff.training_data import TrainingData
 
@@ -372,7 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="append the result section to this file (BENCHMARKS.md)")
     parser.add_argument("--json", type=Path, help="write raw results here")
     args = parser.parse_args(argv)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    try:
+        device = resolve_device(args.device)
+    except DataError as exc:
+        parser.error(str(exc))
     args.resolution = args.resolution or (512 if args.preset == "sd-v1-random" else 64)
     use_half = device.type == "cuda" and args.precision != "no"
     dtype = (torch.float16 if args.precision == "fp16" else torch.bfloat16) if use_half else torch.float32
