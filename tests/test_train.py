@@ -194,3 +194,31 @@ def test_prior_rows_without_bands_only_encode_the_full_image(subject_dir, tmp_pa
     posteriors = recipe.data.class_posteriors
     assert torch.equal(posteriors["low_mean"], posteriors["full_mean"])
     assert recipe.optimization_step()["total"].isfinite()
+
+
+def test_lowering_steps_resumes_from_the_last_checkpoint_at_or_below_them(subject_dir, tmp_path, caplog):
+    """A 6-step run leaves checkpoints 2 and 4; asked for 3 steps, training resumes from 2, never from 4."""
+    import json
+    import logging
+
+    from eqdiff.stages.train import train_concept
+
+    def params(steps: int) -> dict:
+        return fast_params(train={"steps": steps, "checkpointing_steps": 2, "with_prior_preservation": False})
+
+    out = tmp_path / "concept"
+    train_concept(subject_dir, "toy", out, params(6))
+    assert sorted(p.name for p in (tmp_path / "concept-work" / "checkpoints").iterdir()) == [
+        "checkpoint-2",
+        "checkpoint-4",
+    ]
+    with caplog.at_level(logging.INFO, logger="eqdiff"):
+        train_concept(subject_dir, "toy", out, params(3))
+    assert "checkpoint-2 (step 2 of 3)" in caplog.text and "checkpoint-4" not in caplog.text
+    manifest = json.loads((out / "concept.json").read_text())
+    assert manifest["steps"] == manifest["config"]["train"]["steps"] == 3
+    records = [json.loads(line) for line in (tmp_path / "concept-work" / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    straight = load_concept(train_concept(subject_dir, "toy", tmp_path / "straight", params(3)))
+    for name, weight in load_concept(out).weights.items():
+        assert torch.equal(weight, straight.weights[name]), name
