@@ -117,8 +117,9 @@ def evaluate_task(samples: Path, subject: SubjectSpec, params: dict[str, Any]) -
 
 @task(name="report", **STAGE)
 def report_task(layout: RunLayout, out: Path, metrics: list[Path]) -> Path:
-    """``eqdiff report`` over every run under ``layout.runs`` (``metrics``: the evaluations to wait for)."""
-    return build_report(layout.runs, out)
+    """``eqdiff report`` of the runs whose ``<subject>/<variant>/metrics.json`` are ``metrics`` (this flow's
+    evaluations), not of every folder under ``layout.runs``."""
+    return build_report(layout.runs, out, [(path.parent.parent.name, path.parent.name) for path in metrics])
 
 
 @task(name="track", **RETRYING)
