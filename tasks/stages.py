@@ -28,8 +28,11 @@ from eqdiff.stages.generate import generate_samples
 from eqdiff.stages.masks import masks_stage
 from eqdiff.stages.prior import prior_stage
 from eqdiff.stages.train import train_concept
+from tasks.logs import forward_eqdiff_logs
 from tasks.spec import RunLayout, SubjectSpec
 from tasks.tracking import log_pipeline
+
+forward_eqdiff_logs()  # in every process that runs these tasks (the flow's, each Dask worker)
 
 
 def retry_unless_user_error(task, task_run, state) -> bool:
@@ -103,13 +106,13 @@ def train_task(
     )
 
 
-@task(name="generate", task_run_name="generate-{concept.parent.name}", **RETRYING)
+@task(name="generate", task_run_name="generate-{concept.parent.parent.name}-{concept.parent.name}", **RETRYING)
 def generate_task(concept: Path, prompt_sets: dict[str, Path], params: dict[str, Any]) -> Path:
     """``eqdiff generate``: samples beside the concept (keeps finished images)."""
     return generate_samples(concept, concept.parent / "samples", params, prompt_sets)
 
 
-@task(name="evaluate", task_run_name="evaluate-{samples.parent.name}", **STAGE)
+@task(name="evaluate", task_run_name="evaluate-{subject.name}-{samples.parent.name}", **STAGE)
 def evaluate_task(samples: Path, subject: SubjectSpec, params: dict[str, Any]) -> Path:
     """``eqdiff evaluate``: ``metrics.json`` beside the samples."""
     return evaluate_stage(samples, subject.dir, samples.parent / "metrics.json", params)
