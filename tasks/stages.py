@@ -50,7 +50,7 @@ STAGE = {"cache_policy": NONE, "persist_result": False}
 RETRYING = {**STAGE, "retries": 2, "retry_delay_seconds": 10, "retry_condition_fn": retry_unless_user_error}
 
 
-@task(name="sample", **STAGE)
+@task(name="sample", task_run_name="sample-{out.name}", **STAGE)
 def sample_task(out: Path, num_photos: int = 4, seed: int = 0) -> Path:
     """The demo's synthetic subject (``eqdiff sample``)."""
     return make_sample_subject(out, num_photos=num_photos, seed=seed)
