@@ -136,7 +136,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     total_limit: int,
 ) -> Path:
-    """Write ``root/checkpoint-<step>`` atomically and prune the oldest beyond ``total_limit``."""
+    """Write ``root/checkpoint-<step>`` atomically; keep it and the newest others up to ``total_limit``."""
     state = optimizer.state_dict()
     tensors = {f"weights.{k}": v for k, v in weights.items()}
     for index, param_state in state["state"].items():

@@ -222,3 +222,16 @@ def test_lowering_steps_resumes_from_the_last_checkpoint_at_or_below_them(subjec
     straight = load_concept(train_concept(subject_dir, "toy", tmp_path / "straight", params(3)))
     for name, weight in load_concept(out).weights.items():
         assert torch.equal(weight, straight.weights[name]), name
+
+
+def test_checkpoint_rotation_keeps_the_one_just_written(tmp_path):
+    """After lowering train.steps, the new low checkpoints must not be rotated out by an older run's later ones."""
+    from eqdiff.concept import latest_checkpoint, list_checkpoints, save_checkpoint
+
+    weight = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.AdamW([weight])
+    for step in (9, 10, 1, 2):
+        save_checkpoint(tmp_path, step, "key", {"w": weight}, optimizer, total_limit=2)
+    assert list_checkpoints(tmp_path) == [2, 10]
+    assert latest_checkpoint(tmp_path, "key", max_step=4) == tmp_path / "checkpoint-2"
+    assert latest_checkpoint(tmp_path, "key", max_step=10) == tmp_path / "checkpoint-10"
