@@ -136,7 +136,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     total_limit: int,
 ) -> Path:
-    """Write ``root/checkpoint-<step>`` atomically and prune the oldest beyond ``total_limit``."""
+    """Write ``root/checkpoint-<step>`` atomically; keep it and the newest others up to ``total_limit``."""
     state = optimizer.state_dict()
     tensors = {f"weights.{k}": v for k, v in weights.items()}
     for index, param_state in state["state"].items():
@@ -146,7 +146,9 @@ def save_checkpoint(
         save_tensors(staging / "state.safetensors", tensors)
         write_json(staging / "state.json", {"step": step, "run_key": run_key, "param_groups": state["param_groups"]})
     if total_limit > 0:
-        for old in sorted(list_checkpoints(root))[:-total_limit]:
+        # the one just written is always kept (an older run's later checkpoints must not push it out)
+        others = [s for s in list_checkpoints(root) if s != step]
+        for old in others[: len(others) - (total_limit - 1)]:
             shutil.rmtree(root / f"checkpoint-{old}", ignore_errors=True)
     return root / f"checkpoint-{step}"
 
@@ -158,9 +160,12 @@ def list_checkpoints(root: Path) -> list[int]:
     return sorted(steps)
 
 
-def latest_checkpoint(root: Path, run_key: str) -> Path | None:
-    """The newest complete checkpoint of this run (same ``run_key``), or None."""
-    for step in reversed(list_checkpoints(root)):
+def latest_checkpoint(root: Path, run_key: str, max_step: int) -> Path | None:
+    """The newest complete checkpoint of this run (same ``run_key``) at or below ``max_step``, or None.
+
+    A checkpoint past ``max_step`` (an earlier run with more ``train.steps``) is kept but never resumed from:
+    the concept must be the one ``max_step`` steps make."""
+    for step in reversed([s for s in list_checkpoints(root) if s <= max_step]):
         path = root / f"checkpoint-{step}"
         try:
             meta = json.loads((path / "state.json").read_text(encoding="utf-8"))

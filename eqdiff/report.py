@@ -74,13 +74,21 @@ def _check_metrics(path: Path, metrics: Any) -> None:
         raise DataError(f"{path}: field 'subject_dir' missing (re-run `eqdiff evaluate`)")
 
 
-def discover_runs(runs_dir: str | Path) -> list[Run]:
-    """Every ``RUNS/<subject>/<variant>/metrics.json``, sorted by subject then variant."""
+def discover_runs(runs_dir: str | Path, selection: list[tuple[str, str]] | None = None) -> list[Run]:
+    """The ``RUNS/<subject>/<variant>/metrics.json`` of ``selection`` ((subject, variant) pairs; each must
+    exist), or every one under ``RUNS`` when None; sorted by subject then variant."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise DataError(f"{runs_dir}: runs folder not found")
+    if selection is None:
+        paths = sorted(runs_dir.glob("*/*/metrics.json"))
+    else:
+        paths = sorted(runs_dir / subject / variant / "metrics.json" for subject, variant in set(selection))
+        for path in paths:
+            if not path.is_file():
+                raise DataError(f"{path}: missing; run evaluate for this subject and variant first")
     runs = []
-    for path in sorted(runs_dir.glob("*/*/metrics.json")):
+    for path in paths:
         try:
             metrics = read_json(path)
         except ArtifactError as exc:
@@ -214,10 +222,11 @@ def plot_tradeoff(points: list[dict[str, Any]], calibrated: bool, path: Path) ->
     plt.close(figure)
 
 
-def build_report(runs_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write the whole report into ``out_dir`` (replaced atomically); returns ``out_dir``."""
+def build_report(runs_dir: str | Path, out_dir: str | Path, selection: list[tuple[str, str]] | None = None) -> Path:
+    """Write the report of ``selection`` ((subject, variant) pairs; None: every run under ``runs_dir``) into
+    ``out_dir`` (replaced atomically); returns ``out_dir``."""
     out_dir = Path(out_dir)
-    runs = discover_runs(runs_dir)
+    runs = discover_runs(runs_dir, selection)
     summary = summarize(runs)
     if not summary["calibrated"]:
         logger.warning("report is %s: its numbers mean nothing", UNCALIBRATED)

@@ -347,8 +347,9 @@ class EqDiffRecipe:
         )
 
     def resume(self) -> bool:
-        """Continue from this run's newest checkpoint, if any (other runs' checkpoints are ignored)."""
-        path = latest_checkpoint(self.work_dir / "checkpoints", self.run_key)
+        """Continue from this run's newest checkpoint at or below ``train.steps``, if any (other runs'
+        checkpoints are ignored)."""
+        path = latest_checkpoint(self.work_dir / "checkpoints", self.run_key, self.config.train.steps)
         if path is None:
             return False
         step, weights = load_checkpoint(path, self.optimizer)

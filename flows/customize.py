@@ -41,7 +41,7 @@ def customize(
 ) -> dict[str, Any]:
     """Run ``subject`` (default: the first of ``subjects``) for every variant; returns the MLflow run ids.
 
-    Only the chosen subject is run and tracked; the report covers every run under ``runs_dir``.
+    Only the chosen subject is run, reported (its variants) and tracked.
     """
     plan = read_plan(params_file, overrides, runs_dir)
     chosen = next((s for s in plan.subjects if s.name == subject), None) if subject else plan.subjects[0]

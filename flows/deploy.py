@@ -22,7 +22,10 @@ def deployments(params_file: str = "params.yaml") -> list[RunnerDeployment]:
     """The deployments to serve; the benchmark's schedule is ``orchestration.cron`` of ``params_file``."""
     config = OrchestrationConfig.from_mapping(load_params(params_file).get("orchestration"))
     return [
-        benchmark.to_deployment(name="benchmark-nightly", cron=config.cron, parameters={"params_file": params_file}),
+        # one at a time: two benchmark runs would write the same runs/ and reports/ (a slow night overlapping)
+        benchmark.to_deployment(
+            name="benchmark-nightly", cron=config.cron, parameters={"params_file": params_file}, concurrency_limit=1
+        ),
         customize.to_deployment(name="customize", parameters={"params_file": params_file}),
         sweep.to_deployment(name="sweep"),
     ]

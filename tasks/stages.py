@@ -28,8 +28,11 @@ from eqdiff.stages.generate import generate_samples
 from eqdiff.stages.masks import masks_stage
 from eqdiff.stages.prior import prior_stage
 from eqdiff.stages.train import train_concept
+from tasks.logs import forward_eqdiff_logs
 from tasks.spec import RunLayout, SubjectSpec
 from tasks.tracking import log_pipeline
+
+forward_eqdiff_logs()  # in every process that runs these tasks (the flow's, each Dask worker)
 
 
 def retry_unless_user_error(task, task_run, state) -> bool:
@@ -47,7 +50,7 @@ STAGE = {"cache_policy": NONE, "persist_result": False}
 RETRYING = {**STAGE, "retries": 2, "retry_delay_seconds": 10, "retry_condition_fn": retry_unless_user_error}
 
 
-@task(name="sample", **STAGE)
+@task(name="sample", task_run_name="sample-{out.name}", **STAGE)
 def sample_task(out: Path, num_photos: int = 4, seed: int = 0) -> Path:
     """The demo's synthetic subject (``eqdiff sample``)."""
     return make_sample_subject(out, num_photos=num_photos, seed=seed)
@@ -103,13 +106,13 @@ def train_task(
     )
 
 
-@task(name="generate", task_run_name="generate-{concept.parent.name}", **RETRYING)
+@task(name="generate", task_run_name="generate-{concept.parent.parent.name}-{concept.parent.name}", **RETRYING)
 def generate_task(concept: Path, prompt_sets: dict[str, Path], params: dict[str, Any]) -> Path:
     """``eqdiff generate``: samples beside the concept (keeps finished images)."""
     return generate_samples(concept, concept.parent / "samples", params, prompt_sets)
 
 
-@task(name="evaluate", task_run_name="evaluate-{samples.parent.name}", **STAGE)
+@task(name="evaluate", task_run_name="evaluate-{subject.name}-{samples.parent.name}", **STAGE)
 def evaluate_task(samples: Path, subject: SubjectSpec, params: dict[str, Any]) -> Path:
     """``eqdiff evaluate``: ``metrics.json`` beside the samples."""
     return evaluate_stage(samples, subject.dir, samples.parent / "metrics.json", params)
@@ -117,8 +120,9 @@ def evaluate_task(samples: Path, subject: SubjectSpec, params: dict[str, Any]) -
 
 @task(name="report", **STAGE)
 def report_task(layout: RunLayout, out: Path, metrics: list[Path]) -> Path:
-    """``eqdiff report`` over every run under ``layout.runs`` (``metrics``: the evaluations to wait for)."""
-    return build_report(layout.runs, out)
+    """``eqdiff report`` of the runs whose ``<subject>/<variant>/metrics.json`` are ``metrics`` (this flow's
+    evaluations), not of every folder under ``layout.runs``."""
+    return build_report(layout.runs, out, [(path.parent.parent.name, path.parent.name) for path in metrics])
 
 
 @task(name="track", **RETRYING)

@@ -3,11 +3,15 @@
 One parent run per pipeline invocation and one nested run per (subject, variant), logged after the fact from
 the files the stages wrote, so the DVC ``track`` stage and the Prefect flows log exactly the same things:
 
-- params: every config section flattened (``fdte.p_l``, ``train.variant`` ...) with the variant applied;
-- metrics: per-step losses from ``concept-work/losses.jsonl`` (``loss/total`` ..., step-indexed) and the
-  final ``unstylized/clip_t``, ``stylized/dino_i`` ... from ``metrics.json``;
+- params: every config section flattened (``fdte.p_l``, ``train.variant`` ...) with the variant applied; the
+  parent carries those its nested runs share, plus ``pipeline.subjects`` and ``pipeline.variants``;
+- metrics: per-step losses from ``concept-work/losses.jsonl`` (``loss/total`` ..., at their training step and
+  wall time) and the final ``unstylized/clip_t``, ``stylized/dino_i`` ... from ``metrics.json``; the parent
+  carries them per variant averaged over subjects (``F/unstylized/clip_t`` ...);
 - artifacts: the masks overlay, band and augment sheets, the sample grid, the concept, ``metrics.json`` and,
-  on the parent run, the HTML report.
+  on the parent run, the HTML report;
+- names: ``pipeline-<source>-<YYYYmmdd-HHMMSS>-<id>`` for the parent, ``<subject>/<variant>-<same suffix>``
+  for its nested runs, so every name is unique and a nested run names its invocation.
 
 Entry point of the DVC stage: ``python -m tasks.tracking --params params.yaml --runs runs --reports reports
 --out tracking/mlflow_run.json``. The default tracking URI is ``sqlite:///mlflow.db`` in the project directory;
@@ -22,6 +26,7 @@ import logging
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +64,17 @@ def _param_value(value: Any) -> str:
     return json.dumps(list(value)) if isinstance(value, tuple) else str(value)
 
 
-def read_losses(path: Path) -> list[tuple[int, dict[str, float]]]:
-    """``(step, {"loss/total": ...})`` rows of a ``losses.jsonl`` (missing file: none)."""
+def read_losses(path: Path) -> list[tuple[int, float | None, dict[str, float]]]:
+    """``(step, wall time in s or None, {"loss/total": ...})`` rows of a ``losses.jsonl`` (missing file: none;
+    a log written before records carried ``time``: None)."""
     if not path.is_file():
         return []
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             record = json.loads(line)
-            step = int(record.pop("step"))
-            rows.append((step, {k: float(v) for k, v in record.items()}))
+            step, wall_time = int(record.pop("step")), record.pop("time", None)
+            rows.append((step, wall_time, {k: float(v) for k, v in record.items()}))
     return rows
 
 
@@ -114,14 +120,37 @@ def _metric_rows(run_dir: Path) -> list:
 
     now = int(time.time() * 1000)
     rows = [
-        Metric(key, value, now, step)
-        for step, values in read_losses(run_dir / "concept-work" / "losses.jsonl")
+        Metric(key, value, now if wall_time is None else int(wall_time * 1000), step)
+        for step, wall_time, values in read_losses(run_dir / "concept-work" / "losses.jsonl")
         for key, value in values.items()
     ]
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
-        rows += [Metric(key, value, now, 0) for key, value in final_metrics(read_json(metrics_file)).items()]
+        evaluated = int(metrics_file.stat().st_mtime * 1000)  # when evaluate wrote them, not when tracked
+        rows += [Metric(key, value, evaluated, 0) for key, value in final_metrics(read_json(metrics_file)).items()]
     return rows
+
+
+def common_params(per_run: list[dict[str, str]]) -> dict[str, str]:
+    """The params every nested run shares (what the parent run carries; variant-dependent ones differ)."""
+    first, *others = per_run
+    return {key: value for key, value in first.items() if all(other.get(key) == value for other in others)}
+
+
+def averaged_metrics(per_run: dict[tuple[str, str], dict[str, float]]) -> dict[str, float]:
+    """Per variant, each final metric averaged over subjects: ``{"F/unstylized/clip_t": ...}`` (the report's
+    macro average), as the parent run's metrics."""
+    sums: dict[str, list[float]] = {}
+    for (_, variant), metrics in per_run.items():
+        for key, value in metrics.items():
+            sums.setdefault(f"{variant}/{key}", []).append(value)
+    return {key: sum(values) / len(values) for key, values in sums.items()}
+
+
+def run_suffix() -> str:
+    """``20261201-205311-1a2b3c``: when the invocation started and a short random id, so run names are unique
+    (two invocations in one second included) and sort by time."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
 def _log_artifacts(client, run_id: str, runs_dir: Path, subject: str, variant: str) -> None:
@@ -148,6 +177,49 @@ def _git_commit() -> str | None:
     return result.stdout.strip()
 
 
+def _log_nested_run(
+    client, experiment_id: str, parent_id: str, runs_dir: Path, subject, variant: str, flat: dict[str, str], suffix: str
+) -> str:
+    """One (subject, variant) run under ``parent_id``: its params, losses, final metrics and artifacts."""
+    run_dir = runs_dir / subject.name / variant
+    calibrated = read_json(run_dir / "metrics.json").get("calibrated", False)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"{subject.name}/{variant}-{suffix}",
+        tags={
+            "mlflow.parentRunId": parent_id,
+            "eqdiff.subject": subject.name,
+            "eqdiff.class_noun": subject.class_noun,
+            "eqdiff.variant": variant,
+            "eqdiff.calibrated": str(calibrated).lower(),
+        },
+    )
+    run_id = run.info.run_id
+    _log_batches(client, run_id, flat, _metric_rows(run_dir))
+    _log_artifacts(client, run_id, runs_dir, subject.name, variant)
+    client.set_terminated(run_id)
+    return run_id
+
+
+def _log_parent_summary(
+    client,
+    parent_id: str,
+    params: dict[str, Any],
+    run_params: list[dict[str, str]],
+    run_metrics: dict[tuple[str, str], dict[str, float]],
+) -> None:
+    """The parent run's params (those its nested runs share, plus which subjects and variants ran) and
+    metrics (per variant, averaged over subjects)."""
+    from mlflow.entities import Metric
+
+    shared = common_params(run_params)
+    shared["pipeline.subjects"] = ",".join(s.name for s in read_subjects(params))
+    shared["pipeline.variants"] = ",".join(read_variants(params))
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, value, now, 0) for key, value in sorted(averaged_metrics(run_metrics).items())]
+    _log_batches(client, parent_id, shared, metrics)
+
+
 def log_pipeline(
     params: dict[str, Any],
     runs_dir: str | Path,
@@ -159,7 +231,8 @@ def log_pipeline(
     """Log one pipeline invocation; returns ``{"tracking_uri", "experiment", "parent_run_id", "runs"}``.
 
     ``runs`` maps ``"<subject>/<variant>"`` to its nested run id. Every (subject, variant) of ``params`` must
-    have its ``metrics.json`` under ``runs_dir``.
+    have its ``metrics.json`` under ``runs_dir``. ``run_name`` (default ``pipeline-<source>``) is the parent's
+    name before the unique suffix of ``run_suffix``.
     """
     from mlflow.entities import RunTag
 
@@ -175,30 +248,23 @@ def log_pipeline(
     tags = {"eqdiff.source": source, "eqdiff.subjects": ",".join(s.name for s in subjects)}
     if commit := _git_commit():
         tags["mlflow.source.git.commit"] = commit
-    parent = client.create_run(experiment_id, run_name=run_name or f"pipeline-{source}", tags=tags)
+    suffix = run_suffix()
+    parent = client.create_run(experiment_id, run_name=f"{run_name or f'pipeline-{source}'}-{suffix}", tags=tags)
     parent_id = parent.info.run_id
     nested: dict[str, str] = {}
+    run_params: list[dict[str, str]] = []
+    run_metrics: dict[tuple[str, str], dict[str, float]] = {}
     try:
         for subject in subjects:
             for variant in variants:
-                run_dir = runs_dir / subject.name / variant
-                calibrated = read_json(run_dir / "metrics.json").get("calibrated", False)
-                run = client.create_run(
-                    experiment_id,
-                    run_name=f"{subject.name}/{variant}",
-                    tags={
-                        "mlflow.parentRunId": parent_id,
-                        "eqdiff.subject": subject.name,
-                        "eqdiff.class_noun": subject.class_noun,
-                        "eqdiff.variant": variant,
-                        "eqdiff.calibrated": str(calibrated).lower(),
-                    },
-                )
-                run_id = run.info.run_id
-                _log_batches(client, run_id, flatten_params(params, variant), _metric_rows(run_dir))
-                _log_artifacts(client, run_id, runs_dir, subject.name, variant)
-                client.set_terminated(run_id)
+                flat = flatten_params(params, variant)
+                run_id = _log_nested_run(client, experiment_id, parent_id, runs_dir, subject, variant, flat, suffix)
                 nested[f"{subject.name}/{variant}"] = run_id
+                run_params.append(flat)
+                run_metrics[subject.name, variant] = final_metrics(
+                    read_json(runs_dir / subject.name / variant / "metrics.json")
+                )
+        _log_parent_summary(client, parent_id, params, run_params, run_metrics)
         if reports_dir is not None and Path(reports_dir).is_dir():
             client.log_artifacts(parent_id, str(reports_dir), "report")
             client.log_batch(parent_id, tags=[RunTag("eqdiff.report", str(Path(reports_dir) / "index.html"))])

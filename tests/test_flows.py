@@ -23,6 +23,30 @@ def prefect_api():
         yield
 
 
+def task_runs_and_logs(flow_run_id) -> tuple[list[str], list[str]]:
+    """Names of the task runs of a flow run and of its subflow runs (benchmark-runs), and their log lines."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterParentFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+        )
+        ids = [flow_run_id, *(child.id for child in children)]
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
+    names = [run.name for run in task_runs if not run.name.startswith("benchmark-runs")]
+    return names, [log.message for log in logs]
+
+
 def write_params(root: Path, subjects: list[dict], variants: list[str]) -> Path:
     """The repository's params.yaml at tiny settings, with these subjects and variants, MLflow under ``root``."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -47,7 +71,17 @@ def test_benchmark_fans_out_subjects_and_variants_with_nested_mlflow_runs(tmp_pa
         for seed, name in enumerate(("toy_a", "toy_b"))
     ]
     params_file = write_params(tmp_path, subjects, ["A", "F"])
-    result = benchmark(str(params_file), runs_dir=str(tmp_path / "runs"), reports_dir=str(tmp_path / "reports"))
+    state = benchmark(
+        str(params_file), runs_dir=str(tmp_path / "runs"), reports_dir=str(tmp_path / "reports"), return_state=True
+    )
+    result = state.result()
+    # Task runs are named by subject and variant: the UI's run list tells them apart.
+    names, messages = task_runs_and_logs(state.state_details.flow_run_id)
+    assert len(names) == len(set(names)), sorted(names)
+    for stage in ("train", "generate", "evaluate"):
+        assert {f"{stage}-{s}-{v}" for s in ("toy_a", "toy_b") for v in "AF"} <= set(names)
+    # eqdiff's lines, logged on the Dask workers, are in the runs' logs.
+    assert sum(m.startswith("concept written to ") for m in messages) == 4
 
     assert sorted(result["runs"]) == ["toy_a/A", "toy_a/F", "toy_b/A", "toy_b/F"]
     assert (tmp_path / "reports" / "index.html").is_file()

@@ -207,3 +207,28 @@ def test_gallery_renders_in_headless_chromium(runs_dir: Path, tmp_path: Path) ->
         assert found, f"{page.name}: no image count in the rendered DOM (chromium stderr: {result.stderr[-500:]})"
         loaded, total = int(found.group(1)), int(found.group(2))
         assert total == len(_parse(page).sources) > 0 and loaded == total, f"{page.name}: {loaded}/{total}"
+
+
+def test_report_covers_the_params_subjects_and_variants_only(runs_dir: Path, tmp_path: Path, capsys) -> None:
+    """Another experiment's subject (``can``) and variant (``A``) under runs/ stay out of summary.json."""
+    from stage_cli import run_cli
+
+    params = tmp_path / "params.yaml"
+    params.write_text("subjects: [{name: toy, dir: x, class_noun: toy}]\nvariants: [F]\n")
+    out = tmp_path / "report"
+    assert run_cli(["report", "--params", str(params), "--runs", str(runs_dir), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["subjects"]) == ["toy"] and list(summary["subjects"]["toy"]) == ["F"]
+    assert list(summary["variants"]) == ["F"] and summary["variants"]["F"]["unstylized"]["n_subjects"] == 1
+    toy_f = json.loads((runs_dir / "toy" / "F" / "metrics.json").read_text())
+    assert summary["variants"]["F"]["stylized"]["dino_i"] == pytest.approx(toy_f["stylized"]["dino_i"])
+    assert "can" not in (out / "table.md").read_text()
+
+    # A subject of the params without its evaluation: one line naming the missing file, the report unchanged.
+    params.write_text("subjects: [{name: toy, dir: x, class_noun: toy}, {name: cup, dir: y, class_noun: cup}]\n")
+    before = (out / "summary.json").read_bytes()
+    assert run_cli(["report", "--params", str(params), "--runs", str(runs_dir), "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    missing = runs_dir / "cup" / "F" / "metrics.json"
+    assert error.endswith(f"{missing}: missing; run evaluate for this subject and variant first")
+    assert "\n" not in error and (out / "summary.json").read_bytes() == before

@@ -194,3 +194,44 @@ def test_prior_rows_without_bands_only_encode_the_full_image(subject_dir, tmp_pa
     posteriors = recipe.data.class_posteriors
     assert torch.equal(posteriors["low_mean"], posteriors["full_mean"])
     assert recipe.optimization_step()["total"].isfinite()
+
+
+def test_lowering_steps_resumes_from_the_last_checkpoint_at_or_below_them(subject_dir, tmp_path, caplog):
+    """A 6-step run leaves checkpoints 2 and 4; asked for 3 steps, training resumes from 2, never from 4."""
+    import json
+    import logging
+
+    from eqdiff.stages.train import train_concept
+
+    def params(steps: int) -> dict:
+        return fast_params(train={"steps": steps, "checkpointing_steps": 2, "with_prior_preservation": False})
+
+    out = tmp_path / "concept"
+    train_concept(subject_dir, "toy", out, params(6))
+    assert sorted(p.name for p in (tmp_path / "concept-work" / "checkpoints").iterdir()) == [
+        "checkpoint-2",
+        "checkpoint-4",
+    ]
+    with caplog.at_level(logging.INFO, logger="eqdiff"):
+        train_concept(subject_dir, "toy", out, params(3))
+    assert "checkpoint-2 (step 2 of 3)" in caplog.text and "checkpoint-4" not in caplog.text
+    manifest = json.loads((out / "concept.json").read_text())
+    assert manifest["steps"] == manifest["config"]["train"]["steps"] == 3
+    records = [json.loads(line) for line in (tmp_path / "concept-work" / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    straight = load_concept(train_concept(subject_dir, "toy", tmp_path / "straight", params(3)))
+    for name, weight in load_concept(out).weights.items():
+        assert torch.equal(weight, straight.weights[name]), name
+
+
+def test_checkpoint_rotation_keeps_the_one_just_written(tmp_path):
+    """After lowering train.steps, the new low checkpoints must not be rotated out by an older run's later ones."""
+    from eqdiff.concept import latest_checkpoint, list_checkpoints, save_checkpoint
+
+    weight = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.AdamW([weight])
+    for step in (9, 10, 1, 2):
+        save_checkpoint(tmp_path, step, "key", {"w": weight}, optimizer, total_limit=2)
+    assert list_checkpoints(tmp_path) == [2, 10]
+    assert latest_checkpoint(tmp_path, "key", max_step=4) == tmp_path / "checkpoint-2"
+    assert latest_checkpoint(tmp_path, "key", max_step=10) == tmp_path / "checkpoint-10"

@@ -1,7 +1,9 @@
 """``eqdiff report``: tables, trade-off plot, HTML gallery over many runs (DESIGN §5) -> ``build_report``.
 
-Reads no params section. ``--runs`` holds ``<subject>/<variant>/metrics.json`` (+ ``samples/``) and
-``<subject>/masks/``; ``--out`` is replaced whole (see ``eqdiff.report``).
+Reads the top-level ``subjects`` (names) and ``variants`` of the params: the report covers exactly those
+(subject, variant) runs, each of which must have its ``--runs/<subject>/<variant>/metrics.json``; other
+folders under ``--runs`` (other experiments' subjects) are left out. Without ``subjects`` in the params (no
+params file) it covers every run under ``--runs``. ``--out`` is replaced whole (see ``eqdiff.report``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from eqdiff.config import ConfigError
 from eqdiff.report import build_report
 
 
@@ -18,5 +21,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="report folder to write (replaced)")
 
 
+def selected_runs(params: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """``subjects`` x ``variants`` (default ``[F]``) of ``params`` as (subject, variant) pairs; None without
+    ``subjects``."""
+    subjects = params.get("subjects")
+    if subjects is None:
+        return None
+    named = isinstance(subjects, list) and all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in subjects)
+    if not named:
+        raise ConfigError(f"subjects: expected a list of {{name, dir, class_noun}}, got {subjects!r}")
+    variants = params.get("variants", ["F"])
+    if not isinstance(variants, list) or not variants or not all(isinstance(v, str) for v in variants):
+        raise ConfigError(f"variants: expected a non-empty list of variant names, got {variants!r}")
+    return [(subject["name"], variant) for subject in subjects for variant in dict.fromkeys(variants)]
+
+
 def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    build_report(args.runs, args.out)
+    build_report(args.runs, args.out, selected_runs(params))

@@ -6,8 +6,9 @@ The work is ``train_concept``; the DVC stage, the Prefect task and the CLI all c
 images generated into ``<work-dir>/prior`` when no ``--prior`` dir is given).
 
 Outputs: the concept directory (``--out``: ``concept.safetensors`` + ``concept.json``) and a work directory
-(``--work-dir``, default ``<out>-work``) holding resumable checkpoints, validation images and ``losses.jsonl``.
-A re-run of the same configuration on the same data resumes from its newest checkpoint.
+(``--work-dir``, default ``<out>-work``) holding resumable checkpoints, validation images and ``losses.jsonl``
+(one ``{"step", "time", "loss/total", ...}`` record per logged step; ``time`` in s since the epoch). A re-run
+of the same configuration on the same data resumes from its newest checkpoint at or below ``train.steps``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +142,8 @@ def train_concept(
         def log_losses(step: int, values: dict[str, float]) -> None:
             losses_log.parent.mkdir(parents=True, exist_ok=True)
             with open(losses_log, "a", encoding="utf-8") as fh:  # an append-only log, not an artefact
-                fh.write(json.dumps({"step": step, **values}) + "\n")
+                # "time": the wall clock of the step (s since the epoch), so trackers plot losses in real time
+                fh.write(json.dumps({"step": step, "time": round(time.time(), 3), **values}) + "\n")
             if callback is not None:
                 callback(step, values)
 
