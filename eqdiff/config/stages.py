@@ -118,7 +118,8 @@ class MasksConfig(Section):
     files_dir: str | None = None
     """``files`` backend: folder of the user's masks, ``<photo stem>.png`` (or ``.jpg``) per photo."""
     grounding_dino_config: str | None = None
-    """``grounded-sam``: local GroundingDINO config file (e.g. ``GroundingDINO_SwinT_OGC.py``)."""
+    """``grounded-sam``: a config shipped with groundingdino-py by name (``GroundingDINO_SwinT_OGC``) or a local
+    config file of ``name = literal`` lines, read without running it."""
     grounding_dino_checkpoint: str | None = None
     """``grounded-sam``: local GroundingDINO checkpoint (``.pth``, loaded with ``weights_only=True``)."""
     sam_checkpoint: str | None = None
