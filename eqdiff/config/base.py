@@ -74,10 +74,19 @@ PIPELINE_KEYS = ("subjects", "classes", "variants", "prompts")
 """Top-level params keys that are not sections: the pipeline's lists, read by ``tasks/spec.py``."""
 
 
+MAX_SEED = 2**32 - 1
+"""Seeds are in [0, 2**32 - 1]: what every generator downstream (torch, NumPy) accepts as is."""
+
+NUM_TRAIN_TIMESTEPS = 1000
+"""The SD v1.x scheduler's ``num_train_timesteps``: DDIM cannot take more inference steps than this."""
+
+
 class Section:
-    """Mixin: type coercion of every field, then the section's own ``validate``."""
+    """Mixin: type coercion of every field, the section's ``LIMITS``, then the section's own ``validate``."""
 
     SECTION = ""
+    LIMITS: typing.ClassVar[dict[str, tuple[int | float, int | float, str]]] = {}
+    """field -> (lowest, highest, why): bounds that downstream code needs (memory, scheduler, file names)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -90,6 +99,10 @@ class Section:
             value = _coerce(self.SECTION, f, hints[f.name], getattr(self, f.name))
             object.__setattr__(self, f.name, value)
         self.validate()
+        for name, (lowest, highest, why) in self.LIMITS.items():
+            value = getattr(self, name)
+            if value is not None and not lowest <= value <= highest:
+                raise ConfigError(f"{self.SECTION}.{name}: expected {lowest} to {highest} ({why}), got {value!r}")
 
     def validate(self) -> None:
         """Cross-field checks; raise ConfigError."""
