@@ -19,6 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -60,16 +63,66 @@ def _param_value(value: Any) -> str:
 
 
 def read_losses(path: Path) -> list[tuple[int, dict[str, float]]]:
-    """``(step, {"loss/total": ...})`` rows of a ``losses.jsonl`` (missing file: none)."""
+    """``(step, {"loss/total": ...})`` rows of a ``losses.jsonl`` (missing file: none).
+
+    A line that is not ``{"step": int, name: number, ...}`` (a killed run's half-written last line) is an
+    ``EqDiffError`` naming ``path:line``; re-running ``eqdiff train`` resumes and trims it.
+    """
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
             record = json.loads(line)
-            step = int(record.pop("step"))
+            step = record.pop("step")
+            if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+                raise ValueError(step)
             rows.append((step, {k: float(v) for k, v in record.items()}))
+        except (ValueError, TypeError, AttributeError, KeyError):
+            raise EqDiffError(
+                f"{path}:{number}: not a loss record (half-written by a killed run? re-run `eqdiff train`)"
+            ) from None
     return rows
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM (whose default action exits at once), so runs end as KILLED."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
+def _owner_tags() -> dict[str, str]:
+    """Which process created a run: a later run on this host closes it when that process is gone."""
+    return {"eqdiff.host": socket.gethostname(), "eqdiff.pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def close_stale_runs(client, experiment_id: str) -> list[str]:
+    """End as KILLED every RUNNING run that a tracking process on this host started and that process is gone
+    (SIGKILL, power loss: nothing could end it then). Returns their ids."""
+    host, stale = socket.gethostname(), []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        pid = tags.get("eqdiff.pid", "")
+        if tags.get("eqdiff.host") == host and pid.isdigit() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            stale.append(run.info.run_id)
+    if stale:
+        logger.warning("MLflow: %d run(s) of a killed tracking process ended as KILLED", len(stale))
+    return stale
 
 
 def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -172,12 +225,14 @@ def log_pipeline(
                 raise EqDiffError(f"{runs_dir / subject.name / variant / 'metrics.json'}: missing; run evaluate first")
     client = _client(config.tracking_uri)
     experiment_id = _experiment_id(client, config.experiment, config.tracking_uri)
-    tags = {"eqdiff.source": source, "eqdiff.subjects": ",".join(s.name for s in subjects)}
+    close_stale_runs(client, experiment_id)
+    tags = {"eqdiff.source": source, "eqdiff.subjects": ",".join(s.name for s in subjects), **_owner_tags()}
     if commit := _git_commit():
         tags["mlflow.source.git.commit"] = commit
     parent = client.create_run(experiment_id, run_name=run_name or f"pipeline-{source}", tags=tags)
     parent_id = parent.info.run_id
     nested: dict[str, str] = {}
+    open_runs = [parent_id]  # ended, innermost first, when the logging dies
     try:
         for subject in subjects:
             for variant in variants:
@@ -192,18 +247,23 @@ def log_pipeline(
                         "eqdiff.class_noun": subject.class_noun,
                         "eqdiff.variant": variant,
                         "eqdiff.calibrated": str(calibrated).lower(),
+                        **_owner_tags(),
                     },
                 )
                 run_id = run.info.run_id
+                open_runs.insert(0, run_id)
                 _log_batches(client, run_id, flatten_params(params, variant), _metric_rows(run_dir))
                 _log_artifacts(client, run_id, runs_dir, subject.name, variant)
                 client.set_terminated(run_id)
+                open_runs.remove(run_id)
                 nested[f"{subject.name}/{variant}"] = run_id
         if reports_dir is not None and Path(reports_dir).is_dir():
             client.log_artifacts(parent_id, str(reports_dir), "report")
             client.log_batch(parent_id, tags=[RunTag("eqdiff.report", str(Path(reports_dir) / "index.html"))])
-    except BaseException:
-        client.set_terminated(parent_id, status="FAILED")
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt | Terminated) else "FAILED"
+        for run_id in open_runs:
+            client.set_terminated(run_id, status=status)
         raise
     client.set_terminated(parent_id)
     logger.info("MLflow: parent run %s with %d nested run(s) in %s", parent_id, len(nested), config.tracking_uri)
@@ -224,11 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write the run ids to")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         result = log_pipeline(load_params(args.params), args.runs, args.reports)
     except EqDiffError as exc:
         print(f"track: error: {exc}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Terminated):
+        print("track: interrupted; its MLflow runs were ended as KILLED", file=sys.stderr)
+        return 130
     write_json(args.out, result)
     return 0
 
