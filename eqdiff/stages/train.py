@@ -29,6 +29,7 @@ from eqdiff.data import discover_subject
 from eqdiff.errors import DataError
 from eqdiff.models import load_components
 from eqdiff.output_safety import OutputError, claim_output, model_input, optional_path
+from eqdiff.stage_manifest import check_cache_inputs
 from eqdiff.train import EqDiffRecipe, LossCallback
 from eqdiff.training_data import prepare_training_data
 
@@ -141,6 +142,9 @@ def train_concept(
     masks = masks if masks is not None else (subject.directory / "masks")
     work_dir = work_dir or out.with_name(out.name + "-work")
     claim_train_outputs(config, prior_config, subject.directory, out, work_dir, [masks, augment, bands, prior])
+    for cache, manifest_name, stage in ((bands, "bands.json", "bands"), (augment, "augment.json", "augment")):
+        if cache is not None:  # caches are valid by the photos' contents, not their names
+            check_cache_inputs(cache, manifest_name, subject, masks, stage)
     torch_device = resolve_device(device)
     # The work directory (checkpoints, losses) is an output too: a second run there must refuse as well.
     with OutputLock(out), OutputLock(work_dir):
