@@ -74,14 +74,20 @@ def check_parent(out: Path) -> None:
 
 def _check_inputs(out: Path, reads: Iterable[Path | None], folders: Iterable[Path | None]) -> None:
     target = out.resolve()
-    for path, whole in [*((p, True) for p in reads), *((p, False) for p in folders)]:
-        if path is None:
-            continue
-        source = Path(path).expanduser().resolve()
+    inputs = [
+        (p, Path(p).expanduser().resolve(), whole)
+        for p, whole in [*((p, True) for p in reads), *((p, False) for p in folders)]
+        if p is not None
+    ]
+    # The most direct relation is named first: an output that is an input is reported as such, not as a
+    # folder that contains that input's own files.
+    for path, source, _ in inputs:
         if source == target:
             raise OutputError(f"{out}: is an input of this stage ({path}); choose another output")
+    for path, source, _ in inputs:
         if source.is_relative_to(target):
             raise OutputError(f"{out}: contains an input of this stage ({path}); choose another output")
+    for path, source, whole in inputs:
         if whole and target.is_relative_to(source):
             raise OutputError(f"{out}: lies inside an input of this stage ({path}); choose another output")
 
