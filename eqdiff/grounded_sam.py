@@ -14,6 +14,7 @@ import contextlib
 import functools
 import io
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,15 +159,24 @@ def read_grounding_dino_config(path: Path) -> dict[str, Any]:
 
 def build_grounding_dino(config_file: Path, text_encoder_dir: Path) -> torch.nn.Module:
     """GroundingDINO from its config file (read as literals, never run), random weights, ``text_encoder_dir``'s BERT."""
-    from groundingdino.models import build_model
-    from groundingdino.util.slconfig import SLConfig
+    settings = read_grounding_dino_config(config_file)  # a bad config is refused before the heavy import
+    with warnings.catch_warnings():
+        # groundingdino imports timm.models.layers, deprecated in timm 1.x: a FutureWarning at every first use
+        warnings.filterwarnings("ignore", category=FutureWarning, module="timm")
+        from groundingdino.models import build_model
+        from groundingdino.util.slconfig import SLConfig
 
-    args = SLConfig(read_grounding_dino_config(config_file))
+    args = SLConfig(settings)
     args.text_encoder_type = str(text_encoder_dir)  # a local directory, never the config's hub id
     args.device = "cpu"
     chatter = io.StringIO()  # groundingdino prints its text encoder path; keep it out of stdout
-    with _bert_wrapper_for_transformers5(), contextlib.redirect_stdout(chatter):
-        model = build_model(args)
+    try:
+        with _bert_wrapper_for_transformers5(), contextlib.redirect_stdout(chatter):
+            model = build_model(args)
+    except (AttributeError, KeyError, TypeError, ValueError, AssertionError, OSError) as exc:
+        # What the builder reads comes from the config file: a missing or ill-typed setting is the file's fault.
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MaskModelError(f"{config_file}: not a usable GroundingDINO config ({detail})") from None
     logger.debug("groundingdino: %s", chatter.getvalue().strip())
     return model
 

@@ -87,6 +87,7 @@ def grounding_dino_config(text: str | None) -> Builder:
 CODE_CONFIG = 'import os\nos.makedirs("PWNED")\nmodelname = "groundingdino"\n'
 CALL_CONFIG = 'modelname = "groundingdino"\nhidden_dim = __import__("os").makedirs("PWNED")\n'
 BASE_CONFIG = '_base_ = ["other.py"]\nmodelname = "groundingdino"\n'
+PARTIAL_CONFIG = 'modelname = "groundingdino"\nbatch_size = 1\n'
 
 
 # --------------------------------------------------------------------------------------------- concepts
@@ -253,6 +254,13 @@ CASES: list[Case] = [
     ),
     Case("params: grounding_dino_config calls", G_PARAMS, "masks", grounding_dino_config(CALL_CONFIG), "gdino.py:2"),
     Case("params: grounding_dino_config _base_", G_PARAMS, "masks", grounding_dino_config(BASE_CONFIG), "_base_"),
+    Case(
+        "params: grounding_dino_config incomplete",
+        G_PARAMS,
+        "masks",
+        grounding_dino_config(PARTIAL_CONFIG),
+        "not a usable GroundingDINO config",
+    ),
     Case("params: shipped GroundingDINO config by name", G_PARAMS, "masks", grounding_dino_config(None), "missing.pth"),
     Case(
         "limits: DDIM steps above 1000",

@@ -115,3 +115,38 @@ def test_cache_of_a_photo_no_longer_there_is_refused(tmp_path):
     Path(subject_dir / "02.png").unlink()
     with pytest.raises(EqDiffError, match=r"a photo no longer in .* \(02\)"):
         check_cache_inputs(cache, "bands.json", discover_subject(subject_dir, "toy"), subject_dir / "masks", "bands")
+
+
+def test_an_unreadable_photo_is_one_line_naming_it(tmp_path, monkeypatch):
+    """Permission denied on a photo: ``chmod 000`` where that binds (not root); as root, whom modes do not stop,
+    ``open`` itself raises what the kernel would (the OS boundary is the only thing replaced)."""
+    import builtins
+    import contextlib
+    import io
+    import os
+
+    from eqdiff import cli
+    from robustness.harness import make_subject, masks_run
+
+    subject = make_subject(tmp_path)
+    photo = subject / "01.png"
+    if os.geteuid() != 0:
+        photo.chmod(0)
+    else:
+        real_open = builtins.open
+
+        def denying_open(file, *args, **kwargs):
+            if Path(file) == photo:
+                raise PermissionError(errno.EACCES, "Permission denied", str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", denying_open)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = cli.main(["masks", *masks_run(subject, tmp_path / "out")])
+    photo.chmod(0o644)
+    assert code == 2 and not (tmp_path / "out").exists()
+    assert (
+        stderr.getvalue()
+        == f"eqdiff masks: error: {photo}: permission denied; fix its permissions or choose another path\n"
+    )
