@@ -151,7 +151,7 @@ def staged_directory(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-_TEMPORARY = re.compile(r"^\..+\.(?:(?:staging|old)-[a-z0-9_]{8}|[a-z0-9_]{8}\.tmp(?:\.[^./]+)?)$")
+TEMPORARY_NAME = re.compile(r"^\..+\.(?:(?:staging|old)-[a-z0-9_]{8}|[a-z0-9_]{8}\.tmp(?:\.[^./]+)?)$")
 """Names of the temporaries ``atomic_path`` and ``staged_directory`` create (``.name.XXXXXXXX.tmp.png``,
 ``.name.staging-XXXXXXXX``): a run killed mid-write (SIGKILL, power loss) leaves them behind."""
 
@@ -163,11 +163,11 @@ def remove_temporaries(directory: str | Path) -> list[Path]:
     """
     removed: list[Path] = []
     for root, dirnames, filenames in os.walk(directory):
-        for name in [d for d in dirnames if _TEMPORARY.match(d)]:
+        for name in [d for d in dirnames if TEMPORARY_NAME.match(d)]:
             dirnames.remove(name)  # do not descend into what is being deleted
             shutil.rmtree(Path(root) / name, ignore_errors=True)
             removed.append(Path(root) / name)
-        for name in filter(_TEMPORARY.match, filenames):
+        for name in filter(TEMPORARY_NAME.match, filenames):
             (Path(root) / name).unlink(missing_ok=True)
             removed.append(Path(root) / name)
     return removed
@@ -202,7 +202,7 @@ class OutputLock:
         # directory and its own staging siblings (``.<name>.staging-*``) beside it.
         stale = remove_temporaries(self.directory) if self.directory.is_dir() else []
         for sibling in self.directory.parent.glob(f".{self.directory.name}.*"):
-            if _TEMPORARY.match(sibling.name) and sibling.is_dir():
+            if TEMPORARY_NAME.match(sibling.name) and sibling.is_dir():
                 shutil.rmtree(sibling, ignore_errors=True)
                 stale.append(sibling)
         if stale:

@@ -27,13 +27,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from eqdiff.artifacts import ArtifactError
+from eqdiff.artifacts import TEMPORARY_NAME, ArtifactError
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 """A name that becomes one path component (a prompt-set folder): letters, digits, ``_`` and ``-``, no dots."""
-
-_TEMPORARY = re.compile(r"^\..+\.(?:(?:staging|old)-[a-z0-9_]{8}|[a-z0-9_]{8}\.tmp(?:\.[^./]+)?)$")
-"""Temporaries a killed writer left inside an output (see ``artifacts``): they do not make a folder foreign."""
 
 
 class OutputError(ArtifactError):
@@ -105,7 +102,7 @@ def _check_existing_folder(out: Path, stage: str, manifest: str | tuple[str, ...
         return
     if not out.is_dir():
         raise OutputError(f"{out}: is a file, expected a folder for the output of `eqdiff {stage}`")
-    entries = [p for p in out.iterdir() if not _TEMPORARY.match(p.name)]
+    entries = [p for p in out.iterdir() if not TEMPORARY_NAME.match(p.name)]  # a killed run's leftovers
     if not entries:
         return
     markers = (manifest,) if isinstance(manifest, str) else manifest
