@@ -271,6 +271,7 @@ class GenerateConfig(Section):
     SECTION = "generate"
     LIMITS = {
         "num_inference_steps": (1, NUM_TRAIN_TIMESTEPS, "the scheduler's num_train_timesteps"),
+        "guidance_scale": (1, 100, "larger values saturate the images and far larger overflow to NaN"),
         "num_images_per_prompt": (1, 1000, "each image's seed is derived from its index below 1009"),
         "batch_size": (1, 256, "activation memory grows with it"),
         "resolution": (8, 2048, "activation memory grows with its square"),

@@ -55,6 +55,7 @@ class PriorConfig(Section):
     SECTION = "prior"
     LIMITS = {
         "num_inference_steps": (1, NUM_TRAIN_TIMESTEPS, "the scheduler's num_train_timesteps"),
+        "guidance_scale": (1, 100, "larger values saturate the images and far larger overflow to NaN"),
         "batch_size": (1, 256, "activation memory grows with it"),
         "seed": (0, MAX_SEED, "a seed torch and NumPy accept"),
     }
@@ -194,6 +195,7 @@ class OrchestrationConfig(Section):
     """Where runs are tracked and how flows fan out (DESIGN §3); read by ``tasks/`` and ``flows/`` only."""
 
     SECTION = "orchestration"
+    LIMITS = {"n_workers": (1, 1024, "local Dask workers, each a process")}
     tracking_uri: str = "sqlite:///mlflow.db"
     """MLflow tracking URI (default: a SQLite store in the project directory)."""
     experiment: str = "eqdiff"

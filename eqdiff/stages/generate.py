@@ -93,6 +93,9 @@ def generate_samples(
     reads = [concept, reference, *prompt_sets.values()]
     claim_output(out, "generate", manifest=".run_key", reads=reads)
     templates = {name: read_prompt_file(path) for name, path in prompt_sets.items()}
+    for name, lines in templates.items():  # each image's seed index is set * 100000 + prompt index
+        if len(lines) >= 100_000:
+            raise DataError(f"{prompt_sets[name]}: {len(lines)} prompts, expected fewer than 100000 per set")
     reference_image = load_image(reference) if reference is not None else None
     torch_device = resolve_device(device)
     dtype = inference_dtype(config.precision, torch_device)

@@ -47,6 +47,23 @@ def override(stage: str, *overrides: str) -> Builder:
     return build
 
 
+def with_args(stage: str, *args: str) -> Builder:
+    """``stage`` with extra command-line arguments that must be refused before anything is written."""
+
+    def build(env: Env, root: Path) -> Invocation:
+        argv = ["--out", str(root / "out"), *args] if stage == "sample" else [*stage_argv(stage, env, root), *args]
+        return Invocation(argv, absent=[root / "out"])
+
+    return build
+
+
+def many_prompts(env: Env, root: Path) -> Invocation:
+    """100000 prompts in one set: more than the per-set seed index can tell apart."""
+    path = root / "prompts.txt"
+    path.write_text("a {} here\n" * 100_000, encoding="utf-8")
+    return Invocation(generate_run(env.concept, root / "out", path), absent=[root / "out"])
+
+
 def params_bytes(data: bytes) -> Builder:
     def build(env: Env, root: Path) -> Invocation:
         (root / "params.yaml").write_bytes(data)
@@ -311,6 +328,20 @@ CASES: list[Case] = [
         override("evaluate", "evaluate.batch_size=1000000"),
         "batch",
     ),
+    Case("limits: --device foo", G_LIMITS, "train", with_args("train", "--device", "foo"), "--device foo"),
+    Case("limits: --device mps", G_LIMITS, "generate", with_args("generate", "--device", "mps"), "--device mps"),
+    Case("limits: sample --seed -1", G_LIMITS, "sample", with_args("sample", "--seed", "-1"), "--seed"),
+    Case(
+        "limits: sample 10^6 photos", G_LIMITS, "sample", with_args("sample", "--num-photos", "1000000"), "--num-photos"
+    ),
+    Case(
+        "limits: guidance scale 1000",
+        G_LIMITS,
+        "generate",
+        override("generate", "generate.guidance_scale=1000"),
+        "generate.guidance_scale",
+    ),
+    Case("limits: 100000 prompts in a set", G_LIMITS, "generate", many_prompts, "100000 prompts"),
     Case("limits: model seed 2^40", G_LIMITS, "prior", override("prior", "model.seed=1099511627776"), "model.seed"),
     Case(
         "artefact: concept.json without placeholder",
