@@ -261,7 +261,8 @@ def log_pipeline(
             client.log_artifacts(parent_id, str(reports_dir), "report")
             client.log_batch(parent_id, tags=[RunTag("eqdiff.report", str(Path(reports_dir) / "index.html"))])
     except BaseException as exc:
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt | Terminated) else "FAILED"
+        # An error is FAILED; an interruption (Ctrl-C, SIGTERM, a cancelled Prefect task, exit) is KILLED.
+        status = "FAILED" if isinstance(exc, Exception) else "KILLED"
         for run_id in open_runs:
             client.set_terminated(run_id, status=status)
         raise
