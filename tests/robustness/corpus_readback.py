@@ -1,4 +1,4 @@
-"""Corpus cases of params files, downstream limits and artefacts read back (concepts, checkpoints, logs,
+"""Corpus cases of params files and artefacts read back (concepts, checkpoints, logs,
 manifests, caches): each is user input as much as a photo is, and is refused with one line when it is wrong.
 """
 
@@ -17,53 +17,11 @@ from safetensors.torch import save_file
 from eqdiff import cli
 from eqdiff.artifacts import load_tensors
 from robustness.corpus_artifacts import Builder, params_file
+from robustness.corpus_limits import override, stage_argv
 from robustness.harness import Case, Env, Invocation, generate_run, make_subject, masks_run, train_run
 
 
 # ------------------------------------------------------------------------------------------------ params
-def stage_argv(stage: str, env: Env, root: Path) -> list[str]:
-    """Ordinary arguments of ``stage`` on the shared inputs, with its output under ``root``."""
-    subject, out = env.subject, root / "out"
-    if stage == "masks":
-        return masks_run(subject, out)
-    if stage in ("augment", "bands"):
-        return ["--subject-dir", str(subject), "--masks", str(subject / "masks"), "--out", str(out)]
-    if stage == "prior":
-        return ["--class-noun", "toy", "--out", str(out)]
-    if stage == "generate":
-        return generate_run(env.concept, out, env.prompts)
-    if stage == "evaluate":
-        return ["--samples", str(env.samples), "--subject-dir", str(subject), "--out", str(root / "out")]
-    return train_run(subject, out)
-
-
-def override(stage: str, *overrides: str) -> Builder:
-    """``stage`` with ``-S`` overrides that must be refused before anything is written."""
-
-    def build(env: Env, root: Path) -> Invocation:
-        extra = [a for o in overrides for a in ("-S", o)]
-        return Invocation([*stage_argv(stage, env, root), *extra], absent=[root / "out"])
-
-    return build
-
-
-def with_args(stage: str, *args: str) -> Builder:
-    """``stage`` with extra command-line arguments that must be refused before anything is written."""
-
-    def build(env: Env, root: Path) -> Invocation:
-        argv = ["--out", str(root / "out"), *args] if stage == "sample" else [*stage_argv(stage, env, root), *args]
-        return Invocation(argv, absent=[root / "out"])
-
-    return build
-
-
-def many_prompts(env: Env, root: Path) -> Invocation:
-    """100000 prompts in one set: more than the per-set seed index can tell apart."""
-    path = root / "prompts.txt"
-    path.write_text("a {} here\n" * 100_000, encoding="utf-8")
-    return Invocation(generate_run(env.concept, root / "out", path), absent=[root / "out"])
-
-
 def params_bytes(data: bytes) -> Builder:
     def build(env: Env, root: Path) -> Invocation:
         (root / "params.yaml").write_bytes(data)
@@ -250,9 +208,9 @@ def augment_view_escapes(env: Env, root: Path) -> Invocation:
     return Invocation(train_run(subject, root / "out", "--augment", str(cache)), absent=[root / "out"])
 
 
-G_PARAMS, G_LIMITS, G_ART = "params", "limits", "artefacts read back"
+G_PARAMS, G_ART = "params", "artefacts read back"
 
-CASES: list[Case] = [
+PARAMS_CASES: list[Case] = [
     Case(
         "params: misspelt section augmnt", G_PARAMS, "augment", params_file("augmnt:\n  seed: 1\n", "augment"), "augmnt"
     ),
@@ -279,70 +237,10 @@ CASES: list[Case] = [
         "not a usable GroundingDINO config",
     ),
     Case("params: shipped GroundingDINO config by name", G_PARAMS, "masks", grounding_dino_config(None), "missing.pth"),
-    Case(
-        "limits: DDIM steps above 1000",
-        G_LIMITS,
-        "generate",
-        override("generate", "generate.num_inference_steps=1001"),
-        "generate.num_inference_steps",
-    ),
-    Case(
-        "limits: prior DDIM steps above 1000",
-        G_LIMITS,
-        "prior",
-        override("prior", "prior.num_inference_steps=5000"),
-        "prior.num_inference_steps",
-    ),
-    Case("limits: dilation radius 10^6", G_LIMITS, "train", override("train", "mgdp.dilate_radius=1000000"), "mgdp"),
-    Case("limits: resolution 100000", G_LIMITS, "bands", override("bands", "train.resolution=100000"), "resolution"),
-    Case(
-        "limits: generate batch 10^5", G_LIMITS, "generate", override("generate", "generate.batch_size=100000"), "batch"
-    ),
-    Case(
-        "limits: 20000 class images", G_LIMITS, "prior", override("prior", "train.num_class_images=20000"), "num_class"
-    ),
-    Case(
-        "limits: 5000 images per prompt",
-        G_LIMITS,
-        "generate",
-        override("generate", "generate.num_images_per_prompt=5000"),
-        "num_images_per_prompt",
-    ),
-    Case("limits: negative seed", G_LIMITS, "train", override("train", "train.seed=-1"), "train.seed"),
-    Case("limits: seed above 2^32", G_LIMITS, "generate", override("generate", "generate.seed=1099511627776"), "seed"),
-    Case(
-        "limits: 10^5 views per photo",
-        G_LIMITS,
-        "augment",
-        override("augment", "augment.views_per_photo=100000"),
-        "views",
-    ),
-    Case("limits: RRA time gap 1000", G_LIMITS, "train", override("train", "rra.time_gap=1000"), "rra.time_gap"),
-    Case(
-        "limits: detection size 10^5", G_LIMITS, "masks", override("masks", "masks.detection_size=100000"), "detection"
-    ),
-    Case(
-        "limits: evaluate batch 10^6",
-        G_LIMITS,
-        "evaluate",
-        override("evaluate", "evaluate.batch_size=1000000"),
-        "batch",
-    ),
-    Case("limits: --device foo", G_LIMITS, "train", with_args("train", "--device", "foo"), "--device foo"),
-    Case("limits: --device mps", G_LIMITS, "generate", with_args("generate", "--device", "mps"), "--device mps"),
-    Case("limits: sample --seed -1", G_LIMITS, "sample", with_args("sample", "--seed", "-1"), "--seed"),
-    Case(
-        "limits: sample 10^6 photos", G_LIMITS, "sample", with_args("sample", "--num-photos", "1000000"), "--num-photos"
-    ),
-    Case(
-        "limits: guidance scale 1000",
-        G_LIMITS,
-        "generate",
-        override("generate", "generate.guidance_scale=1000"),
-        "generate.guidance_scale",
-    ),
-    Case("limits: 100000 prompts in a set", G_LIMITS, "generate", many_prompts, "100000 prompts"),
-    Case("limits: model seed 2^40", G_LIMITS, "prior", override("prior", "model.seed=1099511627776"), "model.seed"),
+]
+"""Params cases, in table order."""
+
+ARTEFACT_CASES: list[Case] = [
     Case(
         "artefact: concept.json without placeholder",
         G_ART,
@@ -407,4 +305,4 @@ CASES: list[Case] = [
     Case("artefact: mask edited after bands", G_ART, "train", stale_cache("bands", "mask"), "other contents"),
     Case("artefact: photo edited after augment", G_ART, "train", stale_cache("augment", "photo"), "other contents"),
 ]
-"""Params, limits and read-back artefact cases, in table order."""
+"""Read-back artefact cases, in table order."""
