@@ -69,6 +69,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         _publish_mode(tmp_path, directory=False)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write() names no file: name the artefact it was writing
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -96,7 +100,13 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     """Write a safetensors file atomically (contiguous CPU copies)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as exc:  # an I/O error inside the Rust writer (a full disk): an OSError
+            code = re.search(r"os error (\d+)", str(exc))
+            if code is None:
+                raise
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -141,7 +151,7 @@ def staged_directory(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-_TEMPORARY = re.compile(r"^\..+\.(?:(?:staging|old)-[a-z0-9_]{8}|[a-z0-9_]{8}\.tmp(?:\.[^./]+)?)$")
+TEMPORARY_NAME = re.compile(r"^\..+\.(?:(?:staging|old)-[a-z0-9_]{8}|[a-z0-9_]{8}\.tmp(?:\.[^./]+)?)$")
 """Names of the temporaries ``atomic_path`` and ``staged_directory`` create (``.name.XXXXXXXX.tmp.png``,
 ``.name.staging-XXXXXXXX``): a run killed mid-write (SIGKILL, power loss) leaves them behind."""
 
@@ -153,11 +163,11 @@ def remove_temporaries(directory: str | Path) -> list[Path]:
     """
     removed: list[Path] = []
     for root, dirnames, filenames in os.walk(directory):
-        for name in [d for d in dirnames if _TEMPORARY.match(d)]:
+        for name in [d for d in dirnames if TEMPORARY_NAME.match(d)]:
             dirnames.remove(name)  # do not descend into what is being deleted
             shutil.rmtree(Path(root) / name, ignore_errors=True)
             removed.append(Path(root) / name)
-        for name in filter(_TEMPORARY.match, filenames):
+        for name in filter(TEMPORARY_NAME.match, filenames):
             (Path(root) / name).unlink(missing_ok=True)
             removed.append(Path(root) / name)
     return removed
@@ -192,7 +202,7 @@ class OutputLock:
         # directory and its own staging siblings (``.<name>.staging-*``) beside it.
         stale = remove_temporaries(self.directory) if self.directory.is_dir() else []
         for sibling in self.directory.parent.glob(f".{self.directory.name}.*"):
-            if _TEMPORARY.match(sibling.name) and sibling.is_dir():
+            if TEMPORARY_NAME.match(sibling.name) and sibling.is_dir():
                 shutil.rmtree(sibling, ignore_errors=True)
                 stale.append(sibling)
         if stale:

@@ -3,7 +3,8 @@
 Every stage module exposes ``add_arguments(parser)`` and ``run(args, params)``; the DVC stage and the Prefect
 task call the same ``run`` (DESIGN §3). ``--params`` names the params file (default ``params.yaml`` when it
 exists) and ``-S section.key=value`` overrides a value as ``dvc exp run -S`` does. User errors
-(``EqDiffError``) print one line and exit with status 2, never a traceback (DESIGN §6).
+(``EqDiffError``) and operating-system errors (``OSError``: permission denied, no space left, ...) print
+one line naming the path and exit with status 2, never a traceback (DESIGN §6).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eqdiff.errors import EqDiffError
+from eqdiff.errors import EqDiffError, os_error_message
 
 STAGES: dict[str, str] = {
     "sample": "write the embedded demo's synthetic subject (photos + masks)",
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         importlib.import_module(f"eqdiff.stages.{args.stage}").run(args, params)
     except EqDiffError as exc:
         print(f"eqdiff {args.stage}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment (permissions, a full disk), reported like a user error
+        print(f"eqdiff {args.stage}: error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"eqdiff {args.stage}: interrupted", file=sys.stderr)

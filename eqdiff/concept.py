@@ -77,8 +77,56 @@ def save_concept(
     return Path(directory)
 
 
+_MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "base_model": str,
+    "base_model_fingerprint": str,
+    "placeholder": str,
+    "initializer_token": str,
+    "class_noun": str,
+    "variant": str,
+    "rra": bool,
+    "resolution": int,
+    "config": dict,
+}
+"""What inference reads from ``concept.json``, with its type."""
+
+
+def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Every field inference reads, of its type; the recorded model and RRA sections valid as in params."""
+    for key, kind in _MANIFEST_FIELDS.items():
+        value = manifest.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConceptError(f"{path}: field {key!r} missing or not a {kind.__name__} (got {value!r})")
+    if manifest["resolution"] <= 0 or manifest["resolution"] % 8:
+        raise ConceptError(f"{path}: resolution {manifest['resolution']} is not a positive multiple of 8")
+    from eqdiff.config import ConfigError, ModelConfig, RraConfig
+
+    for name, section in (("model", ModelConfig), ("rra", RraConfig)):
+        try:
+            section.from_mapping(manifest["config"].get(name))
+        except ConfigError as exc:
+            raise ConceptError(f"{path}: config.{exc}") from None
+
+
+def _check_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """fp32, finite, and the two tensors every concept holds of their shape: (1 or 2, d) and (3, H, W)."""
+    for name, tensor in tensors.items():
+        if tensor.dtype != torch.float32:
+            raise ConceptError(f"{path}: tensor {name!r} is {tensor.dtype}, expected torch.float32")
+        if not torch.isfinite(tensor).all():
+            raise ConceptError(f"{path}: tensor {name!r} holds NaN or inf values (the concept is corrupt)")
+    for key in (FREQUENCY_KEY, REFERENCE_KEY):
+        if key not in tensors:
+            raise ConceptError(f"{path}: missing tensor {key!r} (not an EqDiff concept)")
+    frequency, reference = tensors[FREQUENCY_KEY].shape, tensors[REFERENCE_KEY].shape
+    if len(frequency) != 2 or frequency[0] not in (1, 2):
+        raise ConceptError(f"{path}: tensor {FREQUENCY_KEY!r} has shape {tuple(frequency)}, expected (1 or 2, d)")
+    if len(reference) != 3 or reference[0] != 3:
+        raise ConceptError(f"{path}: tensor {REFERENCE_KEY!r} has shape {tuple(reference)}, expected (3, H, W)")
+
+
 def load_concept(directory: str | Path) -> Concept:
-    """Read and validate a concept directory."""
+    """Read and validate a concept directory: manifest fields and types, fp32 finite tensors of their shapes."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ConceptError(f"{directory}: concept directory not found")
@@ -88,10 +136,9 @@ def load_concept(directory: str | Path) -> Concept:
         raise ConceptError(str(exc)) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ConceptError(f"{directory / MANIFEST_FILE}: not an EqDiff concept manifest (format {FORMAT})")
+    _check_manifest(directory / MANIFEST_FILE, manifest)
     tensors = load_tensors(directory / WEIGHTS_FILE)
-    for key in (FREQUENCY_KEY, REFERENCE_KEY):
-        if key not in tensors:
-            raise ConceptError(f"{directory / WEIGHTS_FILE}: missing tensor {key!r} (not an EqDiff concept)")
+    _check_tensors(directory / WEIGHTS_FILE, tensors)
     reference = tensors.pop(REFERENCE_KEY)
     return Concept(tensors, reference, manifest)
 
@@ -169,9 +216,9 @@ def latest_checkpoint(root: Path, run_key: str, max_step: int) -> Path | None:
         path = root / f"checkpoint-{step}"
         try:
             meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             continue
-        if meta.get("run_key") == run_key:
+        if isinstance(meta, dict) and meta.get("run_key") == run_key:
             return path
     return None
 
@@ -179,15 +226,27 @@ def latest_checkpoint(root: Path, run_key: str, max_step: int) -> Path | None:
 def load_checkpoint(path: Path, optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, torch.Tensor]]:
     """Restore AdamW's state into ``optimizer``; return (step, trainable weights)."""
     meta = read_json(path / "state.json")
+    expected = int(_CHECKPOINT.match(path.name).group(1))
+    step = meta.get("step") if isinstance(meta, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or step != expected:
+        raise ConceptError(f"{path / 'state.json'}: step is {step!r}, expected {expected} (the folder's step)")
+    if not isinstance(meta.get("param_groups"), list) or not all(isinstance(g, dict) for g in meta["param_groups"]):
+        raise ConceptError(f"{path / 'state.json'}: param_groups missing or not a list of AdamW groups")
     tensors = load_tensors(path / "state.safetensors")
     weights = {k.removeprefix("weights."): v for k, v in tensors.items() if k.startswith("weights.")}
+    for name, tensor in tensors.items():  # a checkpoint is only ever written from finite fp32 weights
+        if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
+            raise ConceptError(f"{path / 'state.safetensors'}: tensor {name!r} is not finite floating point")
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
             _, index, name = key.split(".", 2)
             state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return int(meta["step"]), weights
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConceptError(f"{path}: optimizer state does not fit this run ({str(exc).splitlines()[0]})") from None
+    return step, weights
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -79,7 +79,11 @@ def _open_verified(path: Path) -> Image.Image:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DataError(f"{path}: not a readable image (or a decompression bomb)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno is not None:  # the file system (permission denied, ...), not the image's bytes
+            raise
+        raise DataError(f"{path}: corrupt or truncated image ({str(exc).splitlines()[0]})") from None
+    except (SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: corrupt or truncated image ({str(exc).splitlines()[0]})") from None
     return image
 

@@ -9,10 +9,12 @@ attention (no compiled ops needed); its BERT wrapper is adapted to transformers 
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import io
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,17 +115,68 @@ def _bert_wrapper_for_transformers5() -> Iterator[None]:
         gd_module.BertModelWarper = original
 
 
-def build_grounding_dino(config_file: Path, text_encoder_dir: Path) -> torch.nn.Module:
-    """GroundingDINO from its config file, with random weights and the BERT of ``text_encoder_dir``."""
-    from groundingdino.models import build_model
-    from groundingdino.util.slconfig import SLConfig
+def shipped_grounding_dino_config(value: str) -> Path | None:
+    """The config file groundingdino-py ships under ``value`` (``GroundingDINO_SwinT_OGC`` or with ``.py``)."""
+    if "/" in value or "\\" in value:
+        return None
+    import groundingdino.config
 
-    args = SLConfig.fromfile(str(config_file))
+    directory = Path(groundingdino.config.__file__).parent
+    shipped = sorted(p.stem for p in directory.glob("GroundingDINO_*.py"))
+    stem = value.removesuffix(".py")
+    return directory / f"{stem}.py" if stem in shipped else None
+
+
+def read_grounding_dino_config(path: Path) -> dict[str, Any]:
+    """The settings of a GroundingDINO config file, read without running it.
+
+    groundingdino's ``SLConfig.fromfile`` imports the file as a Python module, so a config path in params would
+    run arbitrary code. The shipped configs are flat ``NAME = literal`` assignments; exactly those are read
+    (``ast.literal_eval``), and anything else (an import, a call, ``_base_`` inheritance) is a one-line error.
+    """
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        raise MaskModelError(f"{path}: not a GroundingDINO config file (Python assignments)") from None
+    values: dict[str, Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # a docstring or a bare literal
+        single = isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+        try:
+            if not single:
+                raise ValueError
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            raise MaskModelError(
+                f"{path}:{node.lineno}: only `name = literal` lines are read from a GroundingDINO config "
+                "(no code is run); use a config shipped with groundingdino-py by name, e.g. GroundingDINO_SwinT_OGC"
+            ) from None
+    if "_base_" in values or "modelname" not in values:
+        raise MaskModelError(f"{path}: not a self-contained GroundingDINO config (needs modelname, no _base_)")
+    return values
+
+
+def build_grounding_dino(config_file: Path, text_encoder_dir: Path) -> torch.nn.Module:
+    """GroundingDINO from its config file (read as literals, never run), random weights, ``text_encoder_dir``'s BERT."""
+    settings = read_grounding_dino_config(config_file)  # a bad config is refused before the heavy import
+    with warnings.catch_warnings():
+        # groundingdino imports timm.models.layers, deprecated in timm 1.x: a FutureWarning at every first use
+        warnings.filterwarnings("ignore", category=FutureWarning, module="timm")
+        from groundingdino.models import build_model
+        from groundingdino.util.slconfig import SLConfig
+
+    args = SLConfig(settings)
     args.text_encoder_type = str(text_encoder_dir)  # a local directory, never the config's hub id
     args.device = "cpu"
     chatter = io.StringIO()  # groundingdino prints its text encoder path; keep it out of stdout
-    with _bert_wrapper_for_transformers5(), contextlib.redirect_stdout(chatter):
-        model = build_model(args)
+    try:
+        with _bert_wrapper_for_transformers5(), contextlib.redirect_stdout(chatter):
+            model = build_model(args)
+    except (AttributeError, KeyError, TypeError, ValueError, AssertionError, OSError) as exc:
+        # What the builder reads comes from the config file: a missing or ill-typed setting is the file's fault.
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MaskModelError(f"{config_file}: not a usable GroundingDINO config ({detail})") from None
     logger.debug("groundingdino: %s", chatter.getvalue().strip())
     return model
 
@@ -142,7 +195,9 @@ def load_grounded_sam(config: MasksConfig) -> GroundedSam:
     """Build both models from their local files (cached per process for the same config)."""
     from segment_anything import SamPredictor, sam_model_registry
 
-    dino_config = _require_file(config.grounding_dino_config, "GroundingDINO config file")
+    dino_config = shipped_grounding_dino_config(config.grounding_dino_config) or _require_file(
+        config.grounding_dino_config, "GroundingDINO config file"
+    )
     dino_checkpoint = _require_file(config.grounding_dino_checkpoint, "GroundingDINO checkpoint")
     sam_checkpoint = _require_file(config.sam_checkpoint, "SAM checkpoint")
     text_encoder_dir = _require_file(config.text_encoder_dir, "GroundingDINO text-encoder directory", True)

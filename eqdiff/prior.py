@@ -32,6 +32,7 @@ from eqdiff.config import ModelConfig, PriorConfig
 from eqdiff.data import IMAGE_SUFFIXES, load_image
 from eqdiff.errors import DataError
 from eqdiff.models import Components, load_components
+from eqdiff.output_safety import inside
 from eqdiff.stage_manifest import file_digest, is_up_to_date, normalised
 
 logger = logging.getLogger(__name__)
@@ -234,7 +235,8 @@ def load_class_images(directory: str | Path, num: int) -> list[Path]:
     manifest = _read_manifest(directory / MANIFEST_FILE)
     if manifest is None or not isinstance(manifest.get("images"), list):
         raise ArtifactError(f"{directory / MANIFEST_FILE}: missing or not a class-image manifest (run `eqdiff prior`)")
-    paths = [directory / name for name in manifest["images"]]
+    where = f"{directory / MANIFEST_FILE}: images"
+    paths = [inside(directory, name, where) for name in manifest["images"]]
     if len(paths) < num:
         raise ArtifactError(f"{directory}: holds {len(paths)} class image(s), expected at least {num}")
     for path in paths[:num]:

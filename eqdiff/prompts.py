@@ -43,6 +43,8 @@ def tokenize(tokenizer, prompts: list[str], device: torch.device | str = "cpu") 
 def read_prompt_file(path: str | Path) -> list[str]:
     """Templates of a prompt file; every line must contain the ``{}`` slot."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO or device would block or never end
+        raise DataError(f"{path}: not a regular file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:

@@ -36,6 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from eqdiff.artifacts import ArtifactError, OutputLock, read_json, staged_directory, write_json, write_text  # noqa: E402
 from eqdiff.errors import DataError  # noqa: E402
 from eqdiff.gallery import write_gallery  # noqa: E402
+from eqdiff.output_safety import claim_output  # noqa: E402
 from eqdiff.samples import PROMPT_SETS  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -227,6 +228,8 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, selection: list[tupl
     ``out_dir`` (replaced atomically); returns ``out_dir``."""
     out_dir = Path(out_dir)
     runs = discover_runs(runs_dir, selection)
+    subjects = {str(run.metrics["subject_dir"]) for run in runs}
+    claim_output(out_dir, "report", manifest="summary.json", reads=[Path(runs_dir)], folders=map(Path, subjects))
     summary = summarize(runs)
     if not summary["calibrated"]:
         logger.warning("report is %s: its numbers mean nothing", UNCALIBRATED)

@@ -7,12 +7,14 @@ mask. Photos are deliberately not square and not all the same size, so cropping 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from eqdiff.artifacts import save_png
+from eqdiff.artifacts import write_bytes
+from eqdiff.output_safety import OutputError, check_parent
 
 SAMPLE_CLASS_NOUN = "toy"
 
@@ -47,10 +49,25 @@ def _toy(scale: float) -> tuple[Image.Image, Image.Image]:
     return body, mask
 
 
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def make_sample_subject(directory: str | Path, num_photos: int = 4, seed: int = 0, with_masks: bool = True) -> Path:
-    """Write ``num_photos`` photos (``NN.png``) and, optionally, ``masks/NN.png`` into ``directory``."""
+    """Write ``num_photos`` photos (``NN.png``) and, optionally, ``masks/NN.png`` into ``directory``.
+
+    Everything is drawn before anything is written. A file already at one of those names is replaced only when
+    it holds the very bytes this call writes (an earlier run with the same arguments); any other file there is
+    somebody's photo, so that is an ``OutputError`` naming it and nothing is written.
+    """
     directory = Path(directory)
+    check_parent(directory)
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{directory}: is a file, expected a folder for the sample subject")
     rng = np.random.default_rng(seed)
+    files: dict[Path, bytes] = {}
     for index in range(num_photos):
         width, height = int(rng.integers(112, 160)), int(rng.integers(96, 136))
         photo = _background(rng, width, height)
@@ -63,7 +80,12 @@ def make_sample_subject(directory: str | Path, num_photos: int = 4, seed: int = 
         photo.paste(toy, (left, top), toy_mask)
         mask = Image.new("L", (width, height), 0)
         mask.paste(toy_mask, (left, top))
-        save_png(directory / f"{index:02d}.png", photo)
+        files[directory / f"{index:02d}.png"] = _png(photo)
         if with_masks:
-            save_png(directory / "masks" / f"{index:02d}.png", mask)
+            files[directory / "masks" / f"{index:02d}.png"] = _png(mask)
+    for path, data in files.items():
+        if path.is_dir() or (path.exists() and path.read_bytes() != data):
+            raise OutputError(f"{path}: already exists and is not this sample's file; choose a new or empty folder")
+    for path, data in files.items():
+        write_bytes(path, data)
     return directory

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from eqdiff.artifacts import ArtifactError, read_json
 from eqdiff.errors import DataError
+from eqdiff.output_safety import OutputError, inside
 
 PROMPT_SETS = ("unstylized", "stylized")
 """The prompt sets evaluated and reported separately (paper Table 1's two row groups)."""
@@ -69,9 +70,13 @@ def read_sample_index(samples_dir: str | Path) -> SampleIndex:
             raise DataError(
                 f"{path}: images[{i}].prompt_set is {entry['prompt_set']!r}, expected one of {' | '.join(PROMPT_SETS)}"
             )
+        try:  # a listed file must lie inside the samples folder (never ../../x.png or /etc/x.png)
+            image_path = inside(samples_dir, entry["file"], f"{path}: images[{i}].file")
+        except OutputError as exc:
+            raise DataError(str(exc)) from None
         images.append(
             SampleImage(
-                samples_dir / entry["file"],
+                image_path,
                 entry["prompt"],
                 entry["prompt_set"],
                 entry["prompt_index"],

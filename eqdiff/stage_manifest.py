@@ -63,3 +63,33 @@ def is_up_to_date(manifest: Path, key: dict[str, Any], outputs: list[Path]) -> b
         logger.warning("%s: unreadable manifest, recomputing", manifest)
         return False
     return isinstance(recorded, dict) and recorded.get("key") == normalised(key)
+
+
+def check_cache_inputs(cache_dir: Path, manifest_name: str, subject: Subject, masks_dir: Path, stage: str) -> None:
+    """Refuse a cache (``eqdiff bands``/``augment`` output) not made from these photos and masks, by content.
+
+    The manifest's ``key.inputs`` records each photo's and mask's SHA-256; a photo edited in place after the
+    cache was made keeps its name but not its digest, so comparing names alone would train on stale data.
+    """
+    path = Path(cache_dir) / manifest_name
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (run `eqdiff {stage}` first)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"{path}: not valid JSON") from None
+    key = recorded.get("key") if isinstance(recorded, dict) else None
+    inputs = key.get("inputs") if isinstance(key, dict) else None
+    if not isinstance(inputs, dict):
+        raise DataError(f"{path}: not an `eqdiff {stage}` manifest (no key.inputs); re-run `eqdiff {stage}`")
+    current = subject_inputs(subject, masks_dir)
+    for stem, entry in current.items():
+        if inputs.get(stem) != entry:
+            raise DataError(
+                f"{path}: made from other contents of {subject.directory / entry['photo']} or its mask "
+                f"(compared by SHA-256); re-run `eqdiff {stage}`"
+            )
+    if extra := sorted(set(inputs) - set(current)):
+        raise DataError(
+            f"{path}: made from a photo no longer in {subject.directory} ({extra[0]}); re-run `eqdiff {stage}`"
+        )

@@ -35,6 +35,7 @@ from eqdiff.data import (
 )
 from eqdiff.errors import DataError
 from eqdiff.fdte import FrequencyBand, band_posteriors, encode_posterior, sample_bands
+from eqdiff.output_safety import OutputError, inside
 
 logger = logging.getLogger(__name__)
 
@@ -147,12 +148,21 @@ def _reference_views(
     """Reference views (3, H, W) in [-1, 1], their masks, and the index of the photo each came from."""
     views, masks, owners = [], [], []
     manifest = read_json(augment_dir / "augment.json").get("views", {}) if augment_dir is not None else {}
+    if not isinstance(manifest, dict):
+        raise DataError(f"{augment_dir / 'augment.json'}: 'views' is not a mapping of photo stem -> view names")
     for index, (photo, mask_path) in enumerate(zip(subject.photos, mask_paths, strict=True)):
         if augment_dir is not None:
             names = manifest.get(photo.stem)
             if not names:
                 raise DataError(f"{augment_dir}: no reference views for {photo.name} (re-run `eqdiff augment`)")
-            pairs = [(load_image(augment_dir / "views" / n), augment_dir / "masks" / n) for n in names]
+            try:  # names listed in a manifest must stay inside the augment folder
+                where = f"{augment_dir / 'augment.json'}: views.{photo.stem}"
+                files = [
+                    (inside(augment_dir / "views", n, where), inside(augment_dir / "masks", n, where)) for n in names
+                ]
+            except (OutputError, TypeError) as exc:
+                raise DataError(str(exc)) from None
+            pairs = [(load_image(view), mask) for view, mask in files]
             pairs = [(img, Image.open(m).convert("L") if m.is_file() else None) for img, m in pairs]
         else:
             image = load_image(photo)

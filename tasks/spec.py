@@ -32,7 +32,7 @@ def read_subjects(params: dict[str, Any]) -> list[SubjectSpec]:
         keys = {"name", "dir", "class_noun"}
         if not isinstance(entry, dict) or set(entry) != keys or not all(isinstance(entry[k], str) for k in keys):
             raise ConfigError(f"subjects[{index}]: expected {{name, dir, class_noun}} strings, got {entry!r}")
-        if not entry["name"].strip() or "/" in entry["name"]:
+        if not entry["name"].strip() or "/" in entry["name"] or "\\" in entry["name"] or entry["name"] in (".", ".."):
             raise ConfigError(f"subjects[{index}].name: expected a folder name without '/', got {entry['name']!r}")
         subjects.append(SubjectSpec(entry["name"], Path(entry["dir"]), entry["class_noun"]))
     names = [s.name for s in subjects]

@@ -23,6 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -66,16 +69,68 @@ def _param_value(value: Any) -> str:
 
 def read_losses(path: Path) -> list[tuple[int, float | None, dict[str, float]]]:
     """``(step, wall time in s or None, {"loss/total": ...})`` rows of a ``losses.jsonl`` (missing file: none;
-    a log written before records carried ``time``: None)."""
+    a log written before records carried ``time``: None).
+
+    A line that is not ``{"step": int, name: number, ...}`` (a killed run's half-written last line) is an
+    ``EqDiffError`` naming ``path:line``; re-running ``eqdiff train`` resumes and trims it.
+    """
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
             record = json.loads(line)
-            step, wall_time = int(record.pop("step")), record.pop("time", None)
+            step, wall_time = record.pop("step"), record.pop("time", None)
+            if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+                raise ValueError(step)
+            if wall_time is not None and not isinstance(wall_time, int | float):
+                raise ValueError(wall_time)
             rows.append((step, wall_time, {k: float(v) for k, v in record.items()}))
+        except (ValueError, TypeError, AttributeError, KeyError):
+            raise EqDiffError(
+                f"{path}:{number}: not a loss record (half-written by a killed run? re-run `eqdiff train`)"
+            ) from None
     return rows
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM (whose default action exits at once), so runs end as KILLED."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
+def _owner_tags() -> dict[str, str]:
+    """Which process created a run: a later run on this host closes it when that process is gone."""
+    return {"eqdiff.host": socket.gethostname(), "eqdiff.pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def close_stale_runs(client, experiment_id: str) -> list[str]:
+    """End as KILLED every RUNNING run that a tracking process on this host started and that process is gone
+    (SIGKILL, power loss: nothing could end it then). Returns their ids."""
+    host, stale = socket.gethostname(), []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        pid = tags.get("eqdiff.pid", "")
+        if tags.get("eqdiff.host") == host and pid.isdigit() and not _alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            stale.append(run.info.run_id)
+    if stale:
+        logger.warning("MLflow: %d run(s) of a killed tracking process ended as KILLED", len(stale))
+    return stale
 
 
 def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -178,9 +233,18 @@ def _git_commit() -> str | None:
 
 
 def _log_nested_run(
-    client, experiment_id: str, parent_id: str, runs_dir: Path, subject, variant: str, flat: dict[str, str], suffix: str
+    client,
+    experiment_id: str,
+    parent_id: str,
+    runs_dir: Path,
+    subject,
+    variant: str,
+    flat: dict[str, str],
+    suffix: str,
+    open_runs: list[str],
 ) -> str:
-    """One (subject, variant) run under ``parent_id``: its params, losses, final metrics and artifacts."""
+    """One (subject, variant) run under ``parent_id``: its params, losses, final metrics and artifacts. While it
+    is being logged its id is first in ``open_runs`` (the runs to end if logging dies)."""
     run_dir = runs_dir / subject.name / variant
     calibrated = read_json(run_dir / "metrics.json").get("calibrated", False)
     run = client.create_run(
@@ -192,12 +256,15 @@ def _log_nested_run(
             "eqdiff.class_noun": subject.class_noun,
             "eqdiff.variant": variant,
             "eqdiff.calibrated": str(calibrated).lower(),
+            **_owner_tags(),
         },
     )
     run_id = run.info.run_id
+    open_runs.insert(0, run_id)
     _log_batches(client, run_id, flat, _metric_rows(run_dir))
     _log_artifacts(client, run_id, runs_dir, subject.name, variant)
     client.set_terminated(run_id)
+    open_runs.remove(run_id)
     return run_id
 
 
@@ -245,7 +312,8 @@ def log_pipeline(
                 raise EqDiffError(f"{runs_dir / subject.name / variant / 'metrics.json'}: missing; run evaluate first")
     client = _client(config.tracking_uri)
     experiment_id = _experiment_id(client, config.experiment, config.tracking_uri)
-    tags = {"eqdiff.source": source, "eqdiff.subjects": ",".join(s.name for s in subjects)}
+    close_stale_runs(client, experiment_id)
+    tags = {"eqdiff.source": source, "eqdiff.subjects": ",".join(s.name for s in subjects), **_owner_tags()}
     if commit := _git_commit():
         tags["mlflow.source.git.commit"] = commit
     suffix = run_suffix()
@@ -254,11 +322,14 @@ def log_pipeline(
     nested: dict[str, str] = {}
     run_params: list[dict[str, str]] = []
     run_metrics: dict[tuple[str, str], dict[str, float]] = {}
+    open_runs = [parent_id]  # ended, innermost first, when the logging dies
     try:
         for subject in subjects:
             for variant in variants:
                 flat = flatten_params(params, variant)
-                run_id = _log_nested_run(client, experiment_id, parent_id, runs_dir, subject, variant, flat, suffix)
+                run_id = _log_nested_run(
+                    client, experiment_id, parent_id, runs_dir, subject, variant, flat, suffix, open_runs
+                )
                 nested[f"{subject.name}/{variant}"] = run_id
                 run_params.append(flat)
                 run_metrics[subject.name, variant] = final_metrics(
@@ -268,8 +339,11 @@ def log_pipeline(
         if reports_dir is not None and Path(reports_dir).is_dir():
             client.log_artifacts(parent_id, str(reports_dir), "report")
             client.log_batch(parent_id, tags=[RunTag("eqdiff.report", str(Path(reports_dir) / "index.html"))])
-    except BaseException:
-        client.set_terminated(parent_id, status="FAILED")
+    except BaseException as exc:
+        # An error is FAILED; an interruption (Ctrl-C, SIGTERM, a cancelled Prefect task, exit) is KILLED.
+        status = "FAILED" if isinstance(exc, Exception) else "KILLED"
+        for run_id in open_runs:
+            client.set_terminated(run_id, status=status)
         raise
     client.set_terminated(parent_id)
     logger.info("MLflow: parent run %s with %d nested run(s) in %s", parent_id, len(nested), config.tracking_uri)
@@ -290,11 +364,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write the run ids to")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         result = log_pipeline(load_params(args.params), args.runs, args.reports)
     except EqDiffError as exc:
         print(f"track: error: {exc}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Terminated):
+        print("track: interrupted; its MLflow runs were ended as KILLED", file=sys.stderr)
+        return 130
     write_json(args.out, result)
     return 0
 

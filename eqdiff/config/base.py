@@ -67,10 +67,31 @@ def _coerce(section: str, f: dataclasses.Field, hint: Any, value: Any) -> Any:
     return value
 
 
+SECTIONS: set[str] = set()
+"""Every params section a ``Section`` dataclass reads (filled as the section classes are defined)."""
+
+PIPELINE_KEYS = ("subjects", "classes", "variants", "prompts")
+"""Top-level params keys that are not sections: the pipeline's lists, read by ``tasks/spec.py``."""
+
+
+MAX_SEED = 2**32 - 1
+"""Seeds are in [0, 2**32 - 1]: what every generator downstream (torch, NumPy) accepts as is."""
+
+NUM_TRAIN_TIMESTEPS = 1000
+"""The SD v1.x scheduler's ``num_train_timesteps``: DDIM cannot take more inference steps than this."""
+
+
 class Section:
-    """Mixin: type coercion of every field, then the section's own ``validate``."""
+    """Mixin: type coercion of every field, the section's ``LIMITS``, then the section's own ``validate``."""
 
     SECTION = ""
+    LIMITS: typing.ClassVar[dict[str, tuple[int | float, int | float, str]]] = {}
+    """field -> (lowest, highest, why): bounds that downstream code needs (memory, scheduler, file names)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.SECTION:
+            SECTIONS.add(cls.SECTION)
 
     def __post_init__(self) -> None:
         hints = _hints(type(self))
@@ -78,6 +99,10 @@ class Section:
             value = _coerce(self.SECTION, f, hints[f.name], getattr(self, f.name))
             object.__setattr__(self, f.name, value)
         self.validate()
+        for name, (lowest, highest, why) in self.LIMITS.items():
+            value = getattr(self, name)
+            if value is not None and not lowest <= value <= highest:
+                raise ConfigError(f"{self.SECTION}.{name}: expected {lowest} to {highest} ({why}), got {value!r}")
 
     def validate(self) -> None:
         """Cross-field checks; raise ConfigError."""
@@ -112,12 +137,48 @@ def section_to_dict(section: Section) -> dict[str, Any]:
     return out
 
 
+def check_section_name(name: Any, where: str) -> None:
+    """A top-level params key must be a known section or pipeline list; a misspelt one is never ignored."""
+    if name not in SECTIONS and name not in PIPELINE_KEYS:
+        known = ", ".join(sorted(SECTIONS | set(PIPELINE_KEYS)))
+        raise ConfigError(f"{where}: unknown params section {name!r} (known sections: {known})")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """Parse ``section.key=value`` (value in YAML syntax), as in ``dvc exp run -S``."""
+    """Parse ``section.key=value`` (value in YAML syntax), as in ``dvc exp run -S``; the section must exist."""
     dotted, sep, raw = text.partition("=")
-    if not sep or "." not in dotted:
+    section, _, key = dotted.strip().partition(".")
+    if not sep or not section or not key:
         raise ConfigError(f"{text}: expected an override of the form section.key=value")
-    return dotted.strip(), yaml.safe_load(raw)
+    check_section_name(section, dotted.strip())
+    try:
+        value = yaml.load(raw, Loader=_StrictLoader)
+    except yaml.YAMLError:
+        raise ConfigError(f"{dotted.strip()}: the value {raw!r} is not valid YAML") from None
+    return dotted.strip(), value
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int):
+        super().__init__(key, line)
+        self.key, self.line = key, line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: SafeLoader itself reports it
+                break
+            if duplicate:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
@@ -126,7 +187,11 @@ def load_params(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}:{exc.line}: duplicate key {exc.key!r} (each key may appear once)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -135,4 +200,6 @@ def load_params(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    for name in data:
+        check_section_name(name, str(path))
     return data

@@ -7,7 +7,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from eqdiff.config.base import ConfigError, Section, _check, section_to_dict
+from eqdiff.config.base import MAX_SEED, NUM_TRAIN_TIMESTEPS, ConfigError, Section, _check, section_to_dict
 
 
 class FilterShape(enum.StrEnum):
@@ -48,6 +48,7 @@ class ModelConfig(Section):
     """Which base model to build or load (DESIGN §2)."""
 
     SECTION = "model"
+    LIMITS = {"seed": (0, MAX_SEED, "a seed torch and NumPy accept")}
     preset: str = "tiny"
     """``tiny`` (seeded random weights, SD v1.x architecture, small widths), ``sd-v1-random`` (the same at full
     SD v1.x size, for benchmarks) or ``sd-v1`` (a diffusers directory of real weights)."""
@@ -130,6 +131,7 @@ class MgdpConfig(Section):
     """Mask-guided diffusion process (DESIGN §4.2)."""
 
     SECTION = "mgdp"
+    LIMITS = {"dilate_radius": (0, 512, "the latent side at 4096 px; the dilation pads the mask by it")}
     mode: MgdpMode = MgdpMode.MGDP
     """``off`` (plain loss), ``masked_loss`` (MDL ablation) or ``mgdp`` (composition + masked loss)."""
     dilate_radius: int = 10
@@ -144,6 +146,7 @@ class RraConfig(Section):
     """Residual reference attention (DESIGN §4.3, §4.6)."""
 
     SECTION = "rra"
+    LIMITS = {"time_gap": (0, NUM_TRAIN_TIMESTEPS - 1, "timesteps of the SD v1.x scheduler")}
     enabled: bool = True
     """Install RRA on the mid+up self-attention layers and run the reference pass."""
     time_gap: int = 2
@@ -196,6 +199,13 @@ class TrainConfig(Section):
     """The training recipe (DESIGN §4.4)."""
 
     SECTION = "train"
+    LIMITS = {
+        "steps": (1, 10_000_000, "optimisation steps"),
+        "resolution": (8, 2048, "activation memory grows with its square"),
+        "batch_size": (1, 256, "activation memory grows with it"),
+        "num_class_images": (1, 9999, "class images are named 0000.png to 9999.png"),
+        "seed": (0, MAX_SEED, "a seed torch and NumPy accept"),
+    }
     variant: str = "F"
     """Ablation preset A-F applied on top of the sections (see ``VARIANTS``)."""
     steps: int = 600
@@ -259,6 +269,14 @@ class GenerateConfig(Section):
     """Sampling (DESIGN §4.6)."""
 
     SECTION = "generate"
+    LIMITS = {
+        "num_inference_steps": (1, NUM_TRAIN_TIMESTEPS, "the scheduler's num_train_timesteps"),
+        "guidance_scale": (1, 100, "larger values saturate the images and far larger overflow to NaN"),
+        "num_images_per_prompt": (1, 1000, "each image's seed is derived from its index below 1009"),
+        "batch_size": (1, 256, "activation memory grows with it"),
+        "resolution": (8, 2048, "activation memory grows with its square"),
+        "seed": (0, MAX_SEED, "a seed torch and NumPy accept"),
+    }
     num_inference_steps: int = 50
     """DDIM steps."""
     guidance_scale: float = 12.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from eqdiff.config.base import Section, _check, _check_range
+from eqdiff.config.base import MAX_SEED, NUM_TRAIN_TIMESTEPS, Section, _check, _check_range
 
 
 @dataclass(frozen=True)
@@ -13,6 +13,10 @@ class AugmentConfig(Section):
     """Reference views of the instance photos (DESIGN §4.5; official Custom Diffusion zoom rule)."""
 
     SECTION = "augment"
+    LIMITS = {
+        "views_per_photo": (1, 1000, "views are materialised on disk"),
+        "seed": (0, MAX_SEED, "a seed torch and NumPy accept"),
+    }
     views_per_photo: int = 4
     """Fixed, seeded reference views materialised per photo."""
     seed: int = 0
@@ -49,6 +53,12 @@ class PriorConfig(Section):
     """Class images for prior preservation (DESIGN §4.4; official §1.1)."""
 
     SECTION = "prior"
+    LIMITS = {
+        "num_inference_steps": (1, NUM_TRAIN_TIMESTEPS, "the scheduler's num_train_timesteps"),
+        "guidance_scale": (1, 100, "larger values saturate the images and far larger overflow to NaN"),
+        "batch_size": (1, 256, "activation memory grows with it"),
+        "seed": (0, MAX_SEED, "a seed torch and NumPy accept"),
+    }
     class_prompt: str = "{}"
     """Prompt of the generated class images; ``{}`` is replaced by the class noun (official: the noun)."""
     num_inference_steps: int = 50
@@ -82,6 +92,10 @@ class EvaluateConfig(Section):
     """Evaluation models (DESIGN §5): CLIP ViT-B/32 and DINO ViT-S/16 from local directories."""
 
     SECTION = "evaluate"
+    LIMITS = {
+        "batch_size": (1, 4096, "activation memory grows with it"),
+        "seed": (0, MAX_SEED, "a seed torch and NumPy accept"),
+    }
     clip_model: str | None = None
     """Local transformers directory of CLIP ViT-B/32 (null = seeded random weights, uncalibrated)."""
     dino_model: str | None = None
@@ -109,6 +123,7 @@ class MasksConfig(Section):
     """Subject masks (DESIGN §2, §4.2): the backend, its thresholds and its local model files."""
 
     SECTION = "masks"
+    LIMITS = {"detection_size": (32, 2048, "GroundingDINO's memory grows with its square")}
     backend: MaskBackend = MaskBackend.U2NETP
     """``u2netp`` (offline default, shipped in a wheel), ``grounded-sam`` (text-prompted) or ``files``."""
     threshold: float = 0.5
@@ -118,7 +133,8 @@ class MasksConfig(Section):
     files_dir: str | None = None
     """``files`` backend: folder of the user's masks, ``<photo stem>.png`` (or ``.jpg``) per photo."""
     grounding_dino_config: str | None = None
-    """``grounded-sam``: local GroundingDINO config file (e.g. ``GroundingDINO_SwinT_OGC.py``)."""
+    """``grounded-sam``: a config shipped with groundingdino-py by name (``GroundingDINO_SwinT_OGC``) or a local
+    config file of ``name = literal`` lines, read without running it."""
     grounding_dino_checkpoint: str | None = None
     """``grounded-sam``: local GroundingDINO checkpoint (``.pth``, loaded with ``weights_only=True``)."""
     sam_checkpoint: str | None = None
@@ -179,6 +195,7 @@ class OrchestrationConfig(Section):
     """Where runs are tracked and how flows fan out (DESIGN §3); read by ``tasks/`` and ``flows/`` only."""
 
     SECTION = "orchestration"
+    LIMITS = {"n_workers": (1, 1024, "local Dask workers, each a process")}
     tracking_uri: str = "sqlite:///mlflow.db"
     """MLflow tracking URI (default: a SQLite store in the project directory)."""
     experiment: str = "eqdiff"

@@ -14,6 +14,7 @@ from typing import Any
 from eqdiff.augment import augment_subject
 from eqdiff.config import AugmentConfig, TrainConfig
 from eqdiff.data import discover_subject
+from eqdiff.output_safety import claim_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +29,7 @@ def augment_stage(subject_dir: Path, masks: Path, out: Path, params: dict[str, A
     train = TrainConfig.from_mapping(params.get("train"))
     # The class noun is not read by this stage; the folder name stands in for it.
     subject = discover_subject(subject_dir, Path(subject_dir).name)
+    claim_output(out, "augment", manifest="augment.json", reads=[masks], folders=[subject.directory])
     return augment_subject(subject, masks, out, train.resolution, config)
 
 

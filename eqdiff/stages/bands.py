@@ -14,6 +14,7 @@ from typing import Any
 from eqdiff.bands_cache import compute_band_cache
 from eqdiff.config import FdteConfig, ModelConfig, TrainConfig
 from eqdiff.data import discover_subject
+from eqdiff.output_safety import claim_output, model_input
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +30,8 @@ def bands_stage(subject_dir: Path, masks: Path, out: Path, params: dict[str, Any
     train = TrainConfig.from_mapping(params.get("train"))
     # The class noun is not read by this stage; the folder name stands in for it.
     subject = discover_subject(subject_dir, Path(subject_dir).name)
+    reads = [masks, model_input(model)]
+    claim_output(out, "bands", manifest="bands.json", reads=reads, folders=[subject.directory])
     return compute_band_cache(subject, masks, out, train.resolution, model, fdte)
 
 

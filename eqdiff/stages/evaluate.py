@@ -13,6 +13,7 @@ from typing import Any
 from eqdiff.artifacts import write_json
 from eqdiff.config import EvaluateConfig
 from eqdiff.metrics import evaluate
+from eqdiff.output_safety import claim_output, optional_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def evaluate_stage(samples: Path, subject_dir: Path, out: Path, params: dict[str, Any]) -> Path:
     """The stage (every door calls this): CLIP-T, CLIP-I, DINO-I of ``samples`` written to ``out`` (JSON)."""
     config = EvaluateConfig.from_mapping(params.get("evaluate"))
+    reads = [samples, optional_path(config.clip_model), optional_path(config.dino_model)]
+    claim_output(out, "evaluate", reads=reads, folders=[subject_dir], file_check=lambda data: "calibrated" in data)
     write_json(out, evaluate(samples, subject_dir, config))
     return Path(out)
 

@@ -28,6 +28,7 @@ from eqdiff.concept import MANIFEST_FILE, WEIGHTS_FILE
 from eqdiff.config import GenerateConfig
 from eqdiff.data import load_image
 from eqdiff.errors import DataError
+from eqdiff.output_safety import check_name, claim_output, inside
 from eqdiff.pipeline import EqDiffPipeline, image_generator
 from eqdiff.precision import inference_dtype, resolve_device
 from eqdiff.prompts import builtin_prompt_file, read_prompt_file, subject_prompt, tokenize
@@ -60,7 +61,9 @@ def parse_prompt_sets(specs: list[str]) -> dict[str, Path]:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise DataError(f"--prompts {spec!r}: expected SET=FILE, e.g. stylized=prompts/style.txt")
-        sets[name] = Path(path)
+        if name in sets:
+            raise DataError(f"--prompts {spec!r}: prompt set {name!r} is given twice")
+        sets[check_name(name, "--prompts set")] = Path(path)
     return sets
 
 
@@ -84,7 +87,14 @@ def generate_samples(
     """Generate ``num_images_per_prompt`` images for every template of every prompt set into ``out``."""
     config = GenerateConfig.from_mapping(params.get("generate"))
     prompt_sets = prompt_sets or parse_prompt_sets([])
+    for name in prompt_sets:  # each name becomes a folder of ``out``; the params ``prompts:`` keys come here too
+        check_name(name, "prompt set")
+    reads = [concept, reference, *prompt_sets.values()]
+    claim_output(out, "generate", manifest=".run_key", reads=reads)
     templates = {name: read_prompt_file(path) for name, path in prompt_sets.items()}
+    for name, lines in templates.items():  # each image's seed index is set * 100000 + prompt index
+        if len(lines) >= 100_000:
+            raise DataError(f"{prompt_sets[name]}: {len(lines)} prompts, expected fewer than 100000 per set")
     reference_image = load_image(reference) if reference is not None else None
     torch_device = resolve_device(device)
     dtype = inference_dtype(config.precision, torch_device)
@@ -154,7 +164,7 @@ def generate_samples(
             ).images
             for job, image in zip(chunk, images, strict=True):
                 if job in missing:
-                    save_png(out / job["file"], image)
+                    save_png(inside(out, job["file"], "generate"), image)
                     bar.update(1)
         bar.close()
         save_png(out / "grid.png", _grid([out / j["file"] for j in jobs]))

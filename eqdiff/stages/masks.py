@@ -12,6 +12,7 @@ from typing import Any
 from eqdiff.config import MasksConfig
 from eqdiff.data import discover_subject
 from eqdiff.masks import compute_masks
+from eqdiff.output_safety import claim_output, optional_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def masks_stage(subject_dir: Path, class_noun: str, out: Path, params: dict[str, Any]) -> Path:
     """The stage (every door calls this): masks of ``subject_dir``'s photos into ``out``."""
     config = MasksConfig.from_mapping(params.get("masks"))
-    return compute_masks(discover_subject(subject_dir, class_noun), out, config)
+    subject = discover_subject(subject_dir, class_noun)
+    model_files = (
+        "files_dir",
+        "grounding_dino_config",
+        "grounding_dino_checkpoint",
+        "sam_checkpoint",
+        "text_encoder_dir",
+    )
+    reads = [optional_path(getattr(config, name)) for name in model_files]
+    claim_output(out, "masks", manifest="masks.json", reads=reads, folders=[subject.directory])
+    return compute_masks(subject, out, config)
 
 
 def run(args: argparse.Namespace, params: dict[str, Any]) -> None:

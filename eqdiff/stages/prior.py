@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from eqdiff.config import ModelConfig, PriorConfig, TrainConfig
-from eqdiff.prior import prepare_class_images
+from eqdiff.output_safety import claim_output, model_input, optional_path
+from eqdiff.prior import MANIFEST_FILE, prepare_class_images
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +26,9 @@ def prior_stage(class_noun: str, out: Path, params: dict[str, Any]) -> Path:
     model = ModelConfig.from_mapping(params.get("model"))
     prior = PriorConfig.from_mapping(params.get("prior"))
     train = TrainConfig.from_mapping(params.get("train"))
+    real = optional_path(prior.real_images_dir)
+    reads = [model_input(model)] if real is None else []
+    claim_output(out, "prior", manifest=MANIFEST_FILE, reads=reads, folders=[real])
     prepare_class_images(class_noun, out, train.num_class_images, prior, model, train.resolution)
     return Path(out)
 

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from eqdiff.config.base import MAX_SEED
 from eqdiff.errors import DataError
 from eqdiff.sample_subject import make_sample_subject
 
@@ -22,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    if args.num_photos < 2:
-        raise DataError(f"--num-photos: expected at least 2 photos (RRA needs a second photo), got {args.num_photos}")
+    if not 2 <= args.num_photos <= 1000:
+        raise DataError(f"--num-photos: expected 2 to 1000 photos (RRA needs a second photo), got {args.num_photos}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise DataError(f"--seed: expected 0 to {MAX_SEED}, got {args.seed}")
     make_sample_subject(args.out, num_photos=args.num_photos, seed=args.seed)

@@ -28,7 +28,9 @@ from eqdiff.config import AugmentConfig, MethodConfig, PriorConfig
 from eqdiff.data import discover_subject
 from eqdiff.errors import DataError
 from eqdiff.models import load_components
+from eqdiff.output_safety import OutputError, claim_output, model_input, optional_path
 from eqdiff.precision import resolve_device
+from eqdiff.stage_manifest import check_cache_inputs
 from eqdiff.train import EqDiffRecipe, LossCallback
 from eqdiff.training_data import prepare_training_data
 
@@ -66,6 +68,23 @@ def class_images_for(
     return prior_module.generate_class_images(
         components, class_prompt, default_dir, num, prior_config, config.train.resolution
     )
+
+
+WORK_ENTRIES = ("checkpoints", "losses.jsonl", "prior", "validation")
+"""What ``train`` writes in its work directory: a non-empty work directory holding none of them is not its own."""
+
+
+def claim_train_outputs(
+    config: MethodConfig, prior_config: PriorConfig, subject_dir: Path, out: Path, work_dir: Path, inputs: list
+) -> None:
+    """Refuse a concept or work directory that is, holds or lies inside an input, or is not train's own."""
+    out_r, work_r = out.resolve(), work_dir.resolve()
+    if out_r == work_r or out_r.is_relative_to(work_r) or work_r.is_relative_to(out_r):
+        raise OutputError(f"{work_dir}: the work directory overlaps the concept directory {out}; choose another")
+    reads = [*inputs, model_input(config.model)]
+    folders = [subject_dir, optional_path(prior_config.real_images_dir)]
+    claim_output(out, "train", manifest=MANIFEST_FILE, reads=reads, folders=folders)
+    claim_output(work_dir, "train", manifest=WORK_ENTRIES, reads=reads, folders=folders)
 
 
 def truncate_loss_log(path: Path, step: int) -> None:
@@ -115,6 +134,10 @@ def train_concept(
     subject = discover_subject(subject_dir, class_noun)
     masks = masks if masks is not None else (subject.directory / "masks")
     work_dir = work_dir or out.with_name(out.name + "-work")
+    claim_train_outputs(config, prior_config, subject.directory, out, work_dir, [masks, augment, bands, prior])
+    for cache, manifest_name, stage in ((bands, "bands.json", "bands"), (augment, "augment.json", "augment")):
+        if cache is not None:  # caches are valid by the photos' contents, not their names
+            check_cache_inputs(cache, manifest_name, subject, masks, stage)
     torch_device = resolve_device(device)
     # The work directory (checkpoints, losses) is an output too: a second run there must refuse as well.
     with OutputLock(out), OutputLock(work_dir):

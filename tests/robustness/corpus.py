@@ -19,6 +19,7 @@ from eqdiff.artifacts import load_tensors
 from eqdiff.data import load_image
 from eqdiff.sample_subject import make_sample_subject
 from robustness import corpus_artifacts as art
+from robustness import corpus_limits, corpus_outputs, corpus_readback
 from robustness.harness import Case, Env, Invocation, make_subject, masks_run, train_run
 from robustness.images import (
     BAD_PHOTOS,
@@ -390,5 +391,9 @@ CASES: list[Case] = [
         art.real_class_images("few"),
         "found 1 class image",
     ),
+    *corpus_outputs.CASES,
+    *corpus_readback.PARAMS_CASES,
+    *corpus_limits.CASES,
+    *corpus_readback.ARTEFACT_CASES,
 ]
 """Every case of the corpus, in table order."""

@@ -53,6 +53,8 @@ class Invocation:
     """Existing files or folders whose contents a refused run must leave byte-identical."""
     check: Callable[[], None] | None = None
     """For a valid odd input: asserts that the stage handled it correctly."""
+    cleanup: Callable[[], None] | None = None
+    """Undoes what the case set up outside plain files (a mount, an immutable flag, a resource limit)."""
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,12 @@ def run_case(case: Case, env: Env, workdir: Path) -> tuple[Invocation, Observed]
     before = {p: snapshot(p) for p in invocation.untouched}
     stderr = io.StringIO()
     # Run in the case's folder: the CLI reads ./params.yaml by default, and the project's own must not leak in.
-    with contextlib.chdir(workdir), contextlib.redirect_stderr(stderr):
-        code = cli.main([case.stage, *invocation.argv])
+    try:
+        with contextlib.chdir(workdir), contextlib.redirect_stderr(stderr):
+            code = cli.main([case.stage, *invocation.argv])
+    finally:
+        if invocation.cleanup is not None:
+            invocation.cleanup()
     return invocation, Observed(code, stderr.getvalue(), before)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,28 @@ from robustness.table import table_rows
 DOC = Path(__file__).resolve().parents[2] / "docs" / "robustness.md"
 
 
+CLASSES = {
+    "images",
+    "subject folders",
+    "masks",
+    "params",
+    "prompts",
+    "models and concepts",
+    "outputs",
+    "operating system",
+    "limits",
+    "artefacts read back",
+}
+"""Every class of bad input the corpus covers; each with several cases."""
+
+
 def test_corpus_is_large_and_unique():
     kinds = [case.kind for case in CASES]
-    assert len(kinds) == len(set(kinds)) and len(kinds) >= 25
-    assert {case.stage for case in CASES} >= {"masks", "augment", "bands", "train", "generate", "evaluate", "prior"}
+    assert len(kinds) == len(set(kinds)) and len(kinds) >= 120
+    stages = {"masks", "augment", "bands", "train", "generate", "evaluate", "prior", "report", "sample"}
+    assert {case.stage for case in CASES} >= stages
+    groups = Counter(case.group for case in CASES)
+    assert set(groups) == CLASSES and min(groups.values()) >= 5, groups
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.kind for case in CASES])
