@@ -1,7 +1,7 @@
 """``eqdiff bands``: band images and their VAE posterior parameters, cached (DESIGN §4.1).
 
 The work is ``eqdiff.bands_cache.compute_band_cache``. Reads params sections ``model``, ``fdte`` (band options
-only: ``shape``, ``colour``, ``output``, ``cutoff_low``, ``cutoff_high``) and ``train`` (``resolution``).
+only: ``shape``, ``colour``, ``output``, ``cutoff_low``, ``cutoff_high``) and ``train`` (``resolution``, ``resize``).
 Runs on CUDA when it is available.
 """
 
@@ -29,7 +29,7 @@ def bands_stage(subject_dir: Path, masks: Path, out: Path, params: dict[str, Any
     train = TrainConfig.from_mapping(params.get("train"))
     # The class noun is not read by this stage; the folder name stands in for it.
     subject = discover_subject(subject_dir, Path(subject_dir).name)
-    return compute_band_cache(subject, masks, out, train.resolution, model, fdte)
+    return compute_band_cache(subject, masks, out, train.resolution, model, fdte, train.resize)
 
 
 def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
