@@ -128,23 +128,28 @@ def run_step(recipe, step: int):
     return batch, calls, losses
 
 
-def step_with_a_band_image_in_a_prior_row(recipe) -> int:
-    for step in range(200):
+def step_with_band_images_in_prior_and_instance_rows(recipe) -> int:
+    for step in range(500):
         batch = sample_batch(recipe.data, recipe.config, step, 1000)
-        if (batch.bands[: len(batch.classes)] != FrequencyBand.FULL).any():
+        is_band = batch.bands != FrequencyBand.FULL
+        if is_band[: len(batch.classes)].any() and is_band[len(batch.classes) :].any():
             return step
-    raise AssertionError("no prior row drew a band in 200 steps")
+    raise AssertionError("no step in 500 drew a band image in both a prior and an instance row")
 
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
-    """Variant F with prior preservation and non-default loss weights; a step whose prior rows draw a band."""
+    """Variant F with prior preservation and non-default loss weights, S_LF ≠ S_HF (both start as the initializer
+    row), and a step in which a prior row and an instance row draw a band image."""
     from eqdiff.sample_subject import make_sample_subject
 
     root = tmp_path_factory.mktemp("decisions")
     subject = make_sample_subject(root / "toy", num_photos=3)
     recipe = make_recipe(subject, root, losses=WEIGHTS)
-    step = step_with_a_band_image_in_a_prior_row(recipe)
+    with torch.no_grad():
+        vectors = recipe.embeddings.frequency_embeddings
+        vectors.add_(0.5 * torch.randn(vectors.shape, generator=torch.Generator().manual_seed(0)))
+    step = step_with_band_images_in_prior_and_instance_rows(recipe)
     batch, calls, losses = run_step(recipe, step)
     yield recipe, batch, calls, losses
     recipe.bank.clear()
