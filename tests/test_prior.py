@@ -104,3 +104,11 @@ def test_class_images_are_sampled_with_the_base_models_default_pndm(tiny_compone
     generator = torch.Generator().manual_seed(image_seed(FAST.seed, 0))
     image = stock("toy", height=32, width=32, num_inference_steps=2, guidance_scale=7.5, generator=generator).images[0]
     assert np.array_equal(np.asarray(Image.open(paths[0])), np.asarray(image))
+
+
+def test_the_class_prompt_is_the_class_noun_alone_by_default():
+    # Official §0: --class_prompt is the class noun itself; a template with {} is the option.
+    from eqdiff.prior import class_prompt
+
+    assert class_prompt(PriorConfig(), " dog ") == "dog"
+    assert class_prompt(PriorConfig(class_prompt="a photo of a {}"), "dog") == "a photo of a dog"
