@@ -8,7 +8,7 @@ the VAE encoder in the loop). Layout of ``<dir>``:
   {0, 1}; ``low``, ``high`` (N, 3, R, R) float32 (``abs`` output >= 0, ``real`` signed);
   ``{full,low,high}_{mean,logvar}`` (N, 4, R/f, R/f) float32, unscaled (multiply a sample by
   ``vae.config.scaling_factor``).
-* ``bands.json`` — ``stems`` (row order), ``resolution``, ``band_options`` (shape, colour, output, cutoffs),
+* ``bands.json`` — ``stems`` (row order), ``resolution``, ``resize``, ``band_options`` (shape, colour, output, cutoffs),
   ``fingerprint`` (base model) and ``key`` (what a re-run compares to skip: inputs' SHA-256 + the above).
 * ``sheet.png`` — per photo: target | LOW | HIGH | mask.
 """
@@ -34,7 +34,7 @@ from eqdiff.artifacts import (
     write_json,
 )
 from eqdiff.augment import contact_sheet
-from eqdiff.config import FdteConfig, ModelConfig, section_to_dict
+from eqdiff.config import FdteConfig, ModelConfig, ResizeMode, section_to_dict
 from eqdiff.data import Subject, preprocess_target, tensor_to_image
 from eqdiff.fdte import band_images, band_posteriors
 from eqdiff.models import load_components
@@ -54,11 +54,13 @@ def band_options(config: FdteConfig) -> dict[str, Any]:
     return {name: values[name] for name in BAND_OPTIONS}
 
 
-def _load_targets(subject: Subject, masks_dir: Path, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_targets(
+    subject: Subject, masks_dir: Path, side: int, resize: ResizeMode
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate and preprocess every photo and mask: (N, 3, side, side) [-1, 1], (N, 1, side, side) {0, 1}."""
     targets, masks = [], []
     for photo in subject.photos:
-        target, mask = preprocess_target(photo, subject.mask_path(masks_dir, photo), side)
+        target, mask = preprocess_target(photo, subject.mask_path(masks_dir, photo), side, resize)
         targets.append(target)
         masks.append(mask)
     return torch.stack(targets), torch.stack(masks)
@@ -94,7 +96,13 @@ def band_tensors(targets: torch.Tensor, masks: torch.Tensor, vae, config: FdteCo
 
 
 def compute_band_cache(
-    subject: Subject, masks_dir: Path, out_dir: Path, side: int, model: ModelConfig, config: FdteConfig
+    subject: Subject,
+    masks_dir: Path,
+    out_dir: Path,
+    side: int,
+    model: ModelConfig,
+    config: FdteConfig,
+    resize: ResizeMode = ResizeMode.CROP,
 ) -> Path:
     """Write the band cache of ``subject`` at ``side`` px into ``out_dir`` (layout in the module docstring).
 
@@ -104,13 +112,14 @@ def compute_band_cache(
     """
     out_dir = Path(out_dir)
     inputs = subject_inputs(subject, masks_dir)
-    targets, masks = _load_targets(subject, masks_dir, side)
+    targets, masks = _load_targets(subject, masks_dir, side, resize)
     components = load_components(model)
     components.vae.to("cuda" if torch.cuda.is_available() else "cpu")
     key = {
         "inputs": inputs,
         "band_options": band_options(config),
         "resolution": side,
+        "resize": resize.value,
         "fingerprint": components.fingerprint,
     }
     if is_up_to_date(out_dir / MANIFEST_FILE, key, [out_dir / TENSORS_FILE, out_dir / SHEET_FILE]):
@@ -121,6 +130,7 @@ def compute_band_cache(
         "key": key,
         "stems": [p.stem for p in subject.photos],
         "resolution": side,
+        "resize": resize.value,
         "band_options": band_options(config),
         "fingerprint": components.fingerprint,
     }
@@ -153,7 +163,11 @@ def _check_shapes(path: Path, tensors: dict[str, torch.Tensor], num: int, resolu
 
 
 def load_band_cache(
-    directory: str | Path, expected_fingerprint: str, resolution: int, fdte: FdteConfig | None = None
+    directory: str | Path,
+    expected_fingerprint: str,
+    resolution: int,
+    fdte: FdteConfig | None = None,
+    resize: ResizeMode = ResizeMode.CROP,
 ) -> dict[str, Any]:
     """Read and validate a band cache written by ``compute_band_cache``.
 
@@ -173,6 +187,11 @@ def load_band_cache(
         )
     if manifest.get("resolution") != resolution:
         raise ArtifactError(f"{manifest_path}: bands are at {manifest.get('resolution')} px, expected {resolution} px")
+    if manifest.get("resize", ResizeMode.CROP.value) != resize.value:
+        raise ArtifactError(
+            f"{manifest_path}: targets were resized with {manifest.get('resize')!r}, expected train.resize "
+            f"{resize.value!r} (re-run `eqdiff bands`)"
+        )
     if fdte is not None and manifest.get("band_options") != normalised(band_options(fdte)):
         raise ArtifactError(
             f"{manifest_path}: band options {manifest.get('band_options')} differ from the "

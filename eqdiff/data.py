@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from eqdiff.config import ResizeMode
 from eqdiff.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -166,17 +167,26 @@ def tensor_to_image(tensor: torch.Tensor) -> Image.Image:
     return Image.fromarray(array.permute(1, 2, 0).numpy(), mode="RGB")
 
 
-def preprocess_target(photo: Path, mask_path: Path | None, side: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def preprocess_target(
+    photo: Path, mask_path: Path | None, side: int, resize: ResizeMode = ResizeMode.CROP
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A training target: (3, side, side) in [-1, 1] and its (1, side, side) {0,1} mask (or None).
 
-    The photo's short side is resized to ``side`` and centre-cropped (the official code squashes non-square
-    photos; we keep the aspect ratio). The mask goes through the same crop with nearest resampling.
+    ``crop`` (default): the short side is resized to ``side`` (bicubic) and centre-cropped, keeping the aspect
+    ratio. ``squash``: the official PIL bilinear resize to side × side (non-square photos are distorted). The
+    mask goes through the same geometry with nearest resampling.
     """
     image = load_image(photo)
-    target = image_to_tensor(center_crop_resize(image, side))
+    if resize == ResizeMode.SQUASH:
+        target = image_to_tensor(image.resize((side, side), Image.Resampling.BILINEAR))
+    else:
+        target = image_to_tensor(center_crop_resize(image, side))
     if mask_path is None:
         return target, None
     mask = load_mask(mask_path, image.size)
     mask_image = Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
-    cropped = center_crop_resize(mask_image, side, resample=Image.Resampling.NEAREST)
-    return target, mask_to_tensor(cropped)
+    if resize == ResizeMode.SQUASH:
+        resized = mask_image.resize((side, side), Image.Resampling.NEAREST)
+    else:
+        resized = center_crop_resize(mask_image, side, resample=Image.Resampling.NEAREST)
+    return target, mask_to_tensor(resized)

@@ -26,6 +26,18 @@ def latent_mask(mask: torch.Tensor, latent_size: tuple[int, int]) -> torch.Tenso
     return F.interpolate(binary, size=latent_size, mode="nearest")
 
 
+REFERENCE_LATENT_SIDE = 64
+"""Latent side at which ``mgdp.dilate_radius`` is given (a 512 px image in SD v1.x; the official recipe)."""
+
+
+def scaled_radius(radius: int, latent_side: int) -> int:
+    """A dilation radius given on the 64-latent grid, scaled to ``latent_side`` and rounded (at least 1 when
+    ``radius`` > 0), so the dilated mask covers the same fraction of the image at any resolution."""
+    if radius == 0:
+        return 0
+    return max(1, round(radius * latent_side / REFERENCE_LATENT_SIDE))
+
+
 def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     """Max filter of Chebyshev radius ``radius`` (a (2r+1)² window), clipped at the borders.
 

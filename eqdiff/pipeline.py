@@ -33,7 +33,7 @@ from eqdiff.data import center_crop_resize, image_to_tensor
 from eqdiff.errors import DataError
 from eqdiff.fdte import FrequencyEmbeddings, encode_prompt
 from eqdiff.models import Components, Denoiser, load_components
-from eqdiff.prompts import remove_placeholder, tokenize
+from eqdiff.prompts import remove_placeholder, tokenize, training_reference_prompt
 
 
 @dataclass
@@ -58,6 +58,9 @@ class EqDiffPipeline(DiffusionPipeline):
         self.resolution: int = 512
         self.use_rra: bool = False
         self._unconditional_reference = UnconditionalReferenceCache()
+        # The reference rows' text when none is given: the training reference prompt (instance prompt without
+        # the placeholder), so inference conditions the reference exactly as every training step did.
+        self.default_reference_prompt: str | None = None
 
     # ------------------------------------------------------------------------------------------------------
     @classmethod
@@ -97,6 +100,10 @@ class EqDiffPipeline(DiffusionPipeline):
             resolution=int(concept.manifest["resolution"]),
         )
         pipe.reference_image = concept.reference_image
+        if concept.manifest.get("instance_prompt"):
+            pipe.default_reference_prompt = training_reference_prompt(
+                concept.manifest["instance_prompt"], concept.placeholder, concept.manifest["class_noun"]
+            )
         return pipe
 
     @classmethod
@@ -204,6 +211,10 @@ class EqDiffPipeline(DiffusionPipeline):
     ) -> EqDiffPipelineOutput:
         """Generate one image per prompt (repeat a prompt for several samples, each with its generator).
 
+        ``reference_prompt``: the reference rows' text (one, or one per prompt); None = the concept's training
+        reference prompt (instance prompt without the placeholder, "photo of a toy"), or, where the pipeline
+        does not know it, each prompt without the placeholder.
+
         ``fuse_reference`` runs the reference and main rows in one UNet call per step (the default; same result as
         two calls up to float rounding, faster where small batches are launch-bound). ``share_reference_rows``
         computes each distinct reference row once per batch (``reference_rows``; same result up to float rounding).
@@ -216,7 +227,9 @@ class EqDiffPipeline(DiffusionPipeline):
         generators = generator if isinstance(generator, list) else [generator] * len(prompts)
         if len(generators) != len(prompts):
             raise ValueError(f"{len(generators)} generators for {len(prompts)} prompts")
-        if reference_prompt is None:
+        if reference_prompt is None and self.default_reference_prompt is not None:
+            reference_prompts = [self.default_reference_prompt] * len(prompts)
+        elif reference_prompt is None:
             reference_prompts = [remove_placeholder(p, self.placeholder) for p in prompts]
         else:
             reference_prompts = (
@@ -366,6 +379,9 @@ def validation_images(recipe, path: Path) -> Path:
         cfg.train.resolution,
     )
     pipe.reference_image = recipe.data.reference_image
+    pipe.default_reference_prompt = training_reference_prompt(
+        cfg.train.instance_prompt, cfg.concept.placeholder, recipe.class_noun
+    )
     prompt = subject_prompt(cfg.train.validation_prompt, cfg.concept.placeholder, recipe.class_noun)
     generators = [image_generator(cfg.train.seed, 0, i) for i in range(2)]
     images = pipe(

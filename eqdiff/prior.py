@@ -2,7 +2,8 @@
 
 Two sources, one output layout (``<dir>/NNNN.png`` + ``<dir>/prior.json``):
 
-* **generated** — the base model samples the class prompt (official: the class noun alone) with DDIM,
+* **generated** — the base model samples the class prompt (official: the class noun alone) with its default
+  scheduler (PNDM, as official; ``prior.scheduler: ddim`` is the alternative),
   classifier-free guidance 7.5, in batches. Image i has its own CPU generator seeded from (seed, i), and
   batches are aligned to multiples of ``batch_size``, so a resumed run computes every missing image in exactly
   the batch an uninterrupted run would have used (CPU kernels may round differently at another batch size):
@@ -23,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDIMScheduler, StableDiffusionPipeline
+from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionPipeline
 from PIL import Image
 from tqdm import tqdm
 
 from eqdiff.artifacts import ArtifactError, OutputLock, save_png, staged_directory, write_json
-from eqdiff.config import ModelConfig, PriorConfig
+from eqdiff.config import ClassScheduler, ModelConfig, PriorConfig
 from eqdiff.data import IMAGE_SUFFIXES, load_image
 from eqdiff.errors import DataError
 from eqdiff.models import Components, load_components
@@ -94,14 +95,20 @@ def _claim_directory(out_dir: Path, key: dict[str, Any]) -> None:
     write_json(out_dir / MANIFEST_FILE, {"key": key, "images": []})
 
 
-def build_pipeline(components: Components) -> StableDiffusionPipeline:
-    """A stock SD pipeline over the base components with a DDIM scheduler and no safety checker."""
+SCHEDULERS = {ClassScheduler.PNDM: PNDMScheduler, ClassScheduler.DDIM: DDIMScheduler}
+"""Class-image samplers. PNDM is SD v1.x's default scheduler, which the official recipe's pipeline used."""
+SCHEDULER_OPTIONS = {ClassScheduler.PNDM: {"skip_prk_steps": True}, ClassScheduler.DDIM: {}}
+"""SD v1.x's own ``scheduler_config.json`` sets ``skip_prk_steps`` (PLMS only); our configs are read as DDPM's."""
+
+
+def build_pipeline(components: Components, scheduler: ClassScheduler = ClassScheduler.PNDM) -> StableDiffusionPipeline:
+    """A stock SD pipeline over the base components with the chosen scheduler and no safety checker."""
     pipeline = StableDiffusionPipeline(
         vae=components.vae,
         text_encoder=components.text_encoder,
         tokenizer=components.tokenizer,
         unet=components.unet,
-        scheduler=DDIMScheduler.from_config(components.noise_scheduler.config),
+        scheduler=SCHEDULERS[scheduler].from_config(components.noise_scheduler.config, **SCHEDULER_OPTIONS[scheduler]),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -151,7 +158,7 @@ def generate_class_images(
         "prompt": prompt,
         "fingerprint": components.fingerprint,
         "resolution": resolution,
-        "scheduler": "ddim",
+        "scheduler": config.scheduler.value,
         "num_inference_steps": config.num_inference_steps,
         "guidance_scale": config.guidance_scale,
         "seed": config.seed,
@@ -164,7 +171,7 @@ def generate_class_images(
         batches = [range(s, min(s + config.batch_size, num_images)) for s in range(0, num_images, config.batch_size)]
         batches = [b for b in batches if missing.intersection(b)]
         if batches:
-            pipeline = build_pipeline(components)
+            pipeline = build_pipeline(components, config.scheduler)
             for batch in tqdm(batches, desc="prior", unit="batch"):
                 images = sample_class_images(pipeline, prompt, batch, config, resolution)
                 for index, image in zip(batch, images, strict=True):

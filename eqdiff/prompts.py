@@ -29,6 +29,12 @@ def remove_placeholder(prompt: str, placeholder: str) -> str:
     return re.sub(r"\s+", " ", prompt.replace(placeholder, " ")).strip()
 
 
+def training_reference_prompt(instance_template: str, placeholder: str, class_noun: str) -> str:
+    """The reference rows' text in training, and by default at inference: the instance prompt without the
+    placeholder (``"photo of a {}"`` → ``"photo of a toy"``)."""
+    return remove_placeholder(subject_prompt(instance_template, placeholder, class_noun), placeholder)
+
+
 def tokenize(tokenizer, prompts: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
     """(B, 77) token ids padded to the model length; a prompt longer than that is an error, not a truncation."""
     limit = tokenizer.model_max_length

@@ -68,6 +68,11 @@ class ReferenceBank:
     """layer -> (B, heads, N, N_ref) reference-attention probabilities."""
     cross_maps: dict[str, torch.Tensor] = field(default_factory=dict)
     """layer -> (B, heads, N, L) cross-attention probabilities."""
+    record_gates: bool = False
+    """Record, per RRA layer, whether its gate is open (training: the logged ``rra/gates_open`` count)."""
+    gate_open: dict[str, torch.Tensor] = field(default_factory=dict)
+    """layer -> () bool: some query token has a gate pre-activation >= 0. A closed layer has M^f = 0 everywhere,
+    ignores the reference and passes no gradient to its gate row (the clamp is flat below 0)."""
 
     def write(self, layer: str, hidden_states: torch.Tensor) -> None:
         self.features[layer] = hidden_states
@@ -98,6 +103,8 @@ class ReferenceBank:
     def clear(self) -> None:
         """Drop features and maps and return to OFF (call after backward: checkpointing recomputes READ passes)."""
         self.mode, self.record_maps, self.reference_index = BankMode.OFF, False, None
+        self.record_gates = False
+        self.gate_open.clear()
         self.features.clear()
         self.prefix = {}
         self.reference_maps.clear()
@@ -286,6 +293,8 @@ class RRAAttnProcessor(nn.Module):
         ).to(stock_output.dtype)
         dim = stock_output.shape[-1]
         f_ra, gate = fused[..., :dim], gate_clamp(fused[..., dim:])  # F_RA and M^f
+        if self.bank.record_gates:
+            self.bank.gate_open[self.name] = (fused[..., dim:] >= 0).any().detach()
         return stock_output * (1.0 - gate) + f_ra * gate
 
 

@@ -44,14 +44,15 @@ from eqdiff.fdte import encode_prompt
 from eqdiff.models import Components, Denoiser
 from eqdiff.pipeline import validation_images
 from eqdiff.precision import autocast_dtype, store_frozen_in
-from eqdiff.prompts import remove_placeholder, subject_prompt, tokenize
+from eqdiff.prompts import subject_prompt, tokenize, training_reference_prompt
 from eqdiff.training_data import Batch, TrainingData, sample_batch
 
 logger = logging.getLogger(__name__)
 
 LossCallback = Callable[[int, dict[str, float]], None]
 """Called with (step, {"loss/instance", "loss/prior", "loss/reference_attention", "loss/cross_attention",
-"loss/total"}) every ``train.log_every`` steps."""
+"loss/total"}, plus "rra/gates_open" — RRA layers whose gate is open — when RRA is on) every ``train.log_every``
+steps."""
 
 
 FUSED_ADAMW_DEVICES = ("cuda", "cpu")
@@ -153,7 +154,10 @@ class EqDiffRecipe:
             self.prior_states = encode(tokenize(parts.tokenizer, [class_prompt], self.device))[0]
             reference_ids = tokenize(
                 parts.tokenizer,
-                [remove_placeholder(instance, cfg.concept.placeholder), class_prompt],
+                [
+                    training_reference_prompt(cfg.train.instance_prompt, cfg.concept.placeholder, self.class_noun),
+                    class_prompt,
+                ],
                 self.device,
             )
             self.reference_states = encode(reference_ids)[0]  # rows: [instance reference, prior reference]
@@ -229,7 +233,8 @@ class EqDiffRecipe:
         loss_mask = None
         if self.data.target_masks is not None:
             masks = self.data.target_masks[batch.targets]
-            dilated = mgdp.dilate(mgdp.latent_mask(masks, latents.shape[-2:]), cfg.mgdp.dilate_radius)
+            radius = mgdp.scaled_radius(cfg.mgdp.dilate_radius, latents.shape[-1])
+            dilated = mgdp.dilate(mgdp.latent_mask(masks, latents.shape[-2:]), radius)
             composed, loss_mask = mgdp.instance_inputs(cfg.mgdp.mode, noisy[inst], latents[inst], dilated)
             noisy = torch.cat([noisy[:num_prior], composed])
         if loss_mask is None:
@@ -256,6 +261,7 @@ class EqDiffRecipe:
             # 6. Main pass.
             self.bank.mode = rra.BankMode.READ if cfg.rra.enabled else rra.BankMode.OFF
             self.bank.record_maps = cfg.losses.reference_attention > 0 or cfg.losses.cross_attention > 0
+            self.bank.record_gates = cfg.rra.enabled
             pred = unet(noisy, timesteps, text).sample
         # 7. Losses.
         losses = {"instance": mgdp.masked_loss(pred[inst], noise[inst], loss_mask)}
@@ -301,6 +307,8 @@ class EqDiffRecipe:
             torch.nn.utils.clip_grad_norm_(list(self.parameters.values()), cfg.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        gates = list(self.bank.gate_open.values())
+        self.gates_open = torch.stack(gates).sum() if gates else None  # a device tensor: no sync here
         self.bank.clear()
         self.step += 1
         return losses
@@ -317,6 +325,8 @@ class EqDiffRecipe:
             bar.update(1)
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 values = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
+                if self.gates_open is not None:
+                    values["rra/gates_open"] = float(self.gates_open)
                 self._check_finite(values["loss/total"])
                 bar.set_postfix(loss=f"{values['loss/total']:.4f}")
                 if self.callback is not None:

@@ -218,7 +218,8 @@ def prepare_training_data(
     side = config.train.resolution
     mask_paths = _mask_paths(subject, masks_dir, required=needs_masks(config))
     if band_cache is None:
-        pairs = [preprocess_target(p, m, side) for p, m in zip(subject.photos, mask_paths, strict=True)]
+        resize = config.train.resize
+        pairs = [preprocess_target(p, m, side, resize) for p, m in zip(subject.photos, mask_paths, strict=True)]
         targets = torch.stack([t for t, _ in pairs])
         masks = torch.stack([m for _, m in pairs]) if all(m is not None for _, m in pairs) else None
         posteriors = band_posteriors(vae, targets, config.fdte)

@@ -138,3 +138,22 @@ def test_load_band_cache_refuses_mismatches_and_corruption(subject_dir, tiny_com
     (out / "bands.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="bands.json: not valid JSON"):
         load_band_cache(out, tiny_components.fingerprint, 64)
+
+
+def test_targets_are_centre_cropped_by_default_and_squashed_as_an_option(tmp_path):
+    # Official §1.2: PIL bilinear to side × side (aspect ratio lost); ours by default: bicubic short side + crop.
+    from PIL import Image
+
+    from eqdiff.config import ResizeMode, TrainConfig
+    from eqdiff.data import center_crop_resize, image_to_tensor
+
+    generator = np.random.default_rng(0)
+    photo = tmp_path / "wide.png"
+    Image.fromarray(generator.integers(0, 256, (40, 64, 3), dtype=np.uint8)).save(photo)
+    image = Image.open(photo).convert("RGB")
+    assert TrainConfig().resize == ResizeMode.CROP
+    crop, _ = preprocess_target(photo, None, 32)
+    squash, _ = preprocess_target(photo, None, 32, ResizeMode.SQUASH)
+    assert torch.equal(crop, image_to_tensor(center_crop_resize(image, 32)))
+    assert torch.equal(squash, image_to_tensor(image.resize((32, 32), Image.Resampling.BILINEAR)))
+    assert not torch.equal(crop, squash)

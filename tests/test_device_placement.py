@@ -13,7 +13,6 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import fast_params
-from diffusers import DDIMScheduler
 from emulated_cuda import DtypeMismatchError, emulated_cuda
 from test_metrics import small_clip_config, small_dino_config
 from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError
@@ -123,14 +122,16 @@ def test_pipeline_call_runs_on_cuda(fuse, host_concept):
 
 
 def test_class_image_generation_runs_on_cuda(tiny_components, monkeypatch):
-    # diffusers' pipeline puts DDIM's timesteps on the device and indexes the host alphas with them: a read of a
-    # device value that a real GPU does (with a sync each step) and fake tensors cannot. Keep them on the host.
-    set_timesteps = DDIMScheduler.set_timesteps
-    monkeypatch.setattr(DDIMScheduler, "set_timesteps", lambda self, steps, device=None: set_timesteps(self, steps))
     config = PriorConfig(num_inference_steps=2)
+    pipeline = prior.build_pipeline(tiny_components, config.scheduler)
+    # diffusers' pipeline puts the scheduler's timesteps on the device and indexes the host alphas with them: a
+    # read of a device value that a real GPU does (with a sync each step) and fake tensors cannot. Keep them on
+    # the host here.
+    scheduler = type(pipeline.scheduler)
+    set_timesteps = scheduler.set_timesteps
+    monkeypatch.setattr(scheduler, "set_timesteps", lambda self, steps, device=None: set_timesteps(self, steps))
     with emulated_cuda():
         tiny_components.to(CUDA)  # as the prior stage does where CUDA is available
-        pipeline = prior.build_pipeline(tiny_components)
         images = prior.sample_class_images(pipeline, "a photo of a toy", [0, 1], config, 32, output_type="pt")
     assert images.shape == (2, 3, 32, 32)
 

@@ -12,7 +12,7 @@ from PIL import Image
 from eqdiff.artifacts import ArtifactError
 from eqdiff.config import PriorConfig
 from eqdiff.errors import DataError
-from eqdiff.prior import copy_real_class_images, generate_class_images, load_class_images
+from eqdiff.prior import copy_real_class_images, generate_class_images, image_seed, load_class_images
 
 FAST = PriorConfig(num_inference_steps=2, batch_size=2, seed=5)
 
@@ -79,3 +79,36 @@ def test_load_class_images_errors(tmp_path):
         load_class_images(tmp_path, 2)
     with pytest.raises(ArtifactError, match="0000.png"):
         load_class_images(tmp_path, 1)
+
+
+def test_class_images_are_sampled_with_the_base_models_default_pndm(tiny_components, tmp_path):
+    # Official §1.1: the stock SD pipeline's own scheduler, PNDM (PLMS steps, as SD v1.x's scheduler_config.json).
+    import torch
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    assert PriorConfig().scheduler == "pndm"
+    paths = generate_class_images(tiny_components, "toy", tmp_path / "prior", 1, FAST, 32)
+    assert json.loads((tmp_path / "prior" / "prior.json").read_text())["key"]["scheduler"] == "pndm"
+    parts = tiny_components
+    stock = StableDiffusionPipeline(
+        vae=parts.vae,
+        text_encoder=parts.text_encoder,
+        tokenizer=parts.tokenizer,
+        unet=parts.unet,
+        scheduler=PNDMScheduler.from_config(parts.noise_scheduler.config, skip_prk_steps=True),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    stock.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(image_seed(FAST.seed, 0))
+    image = stock("toy", height=32, width=32, num_inference_steps=2, guidance_scale=7.5, generator=generator).images[0]
+    assert np.array_equal(np.asarray(Image.open(paths[0])), np.asarray(image))
+
+
+def test_the_class_prompt_is_the_class_noun_alone_by_default():
+    # Official §0: --class_prompt is the class noun itself; a template with {} is the option.
+    from eqdiff.prior import class_prompt
+
+    assert class_prompt(PriorConfig(), " dog ") == "dog"
+    assert class_prompt(PriorConfig(class_prompt="a photo of a {}"), "dog") == "a photo of a dog"

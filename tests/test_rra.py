@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMScheduler
+from diffusers.models.attention_processor import AttnProcessor2_0
 
 from eqdiff import rra
 
@@ -130,3 +134,81 @@ def test_gate_clamp_passes_gradient_at_the_boundary():
     y.sum().backward()
     assert torch.equal(y, x.detach().clamp(0, 1))
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def _rra_layer(tiny_components, name="mid_block.attentions.0.transformer_blocks.0.attn1"):
+    bank = rra.ReferenceBank()
+    rra.install_processors(tiny_components.unet, bank, rra=True)
+    attn = dict(tiny_components.unet.named_modules())[name]
+    return attn, attn.processor, bank, f"{name}.processor"
+
+
+def _eq_8_9(attn, processor, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Eq. 8-9 in float64, written out (official §4.4): SA and RA share q; H_r([RA ; SA]); M^f = clamp(·, 0, 1)."""
+
+    def linear(layer, value):
+        bias = None if layer.bias is None else layer.bias.double()
+        return F.linear(value, layer.weight.double(), bias)
+
+    def attention(q, k, v):
+        split = [t.view(t.shape[0], t.shape[1], attn.heads, -1).transpose(1, 2) for t in (q, k, v)]
+        probs = (split[0] @ split[1].transpose(-1, -2) / math.sqrt(split[0].shape[-1])).softmax(-1)
+        return (probs @ split[2]).transpose(1, 2).reshape(q.shape)
+
+    x, reference = x.double(), reference.double()
+    q = linear(attn.to_q, x)
+    sa = attention(q, linear(attn.to_k, x), linear(attn.to_v, x))
+    ra = attention(q, linear(processor.to_k_res, reference), linear(processor.to_v_res, reference))
+    fused = linear(processor.to_out_res, torch.cat([ra, sa], dim=-1))
+    dim = x.shape[-1]
+    gate = fused[..., dim:].clamp(0, 1)
+    return linear(attn.to_out[0], sa) * (1 - gate) + fused[..., :dim] * gate
+
+
+def test_rra_layer_computes_eq_8_9_on_full_precision_reference_features(tiny_components):
+    # Official §4.3 casts F^r to fp16 before W_k^res/W_v^res; we keep the compute dtype (fp32 here).
+    attn, processor, bank, name = _rra_layer(tiny_components)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        processor.to_out_res.weight.normal_(0, 0.05, generator=generator)
+        processor.to_out_res.bias[-1] = 0.5  # gates strictly inside (0, 1) for most tokens
+    dim = attn.to_q.in_features
+    x = torch.randn(2, 16, dim, generator=generator)
+    reference = torch.randn(2, 16, dim, generator=generator) * 3
+    bank.mode, bank.features[name] = rra.BankMode.READ, reference
+    out = processor(attn, x)
+    expected = _eq_8_9(attn, processor, x, reference)
+    gate = F.linear(torch.zeros(1, 2 * dim), processor.to_out_res.weight, processor.to_out_res.bias)[0, -1]
+    assert 0 < gate < 1
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=2e-6)
+
+
+def test_rra_self_attention_passes_the_stock_gradient_no_token_0_detach(tiny_components):
+    # The official RRA path detaches spatial token 0's K/V (a Custom Diffusion leftover, gradient only); ours
+    # does not: at init the gradient into the layer's input equals stock attention's.
+    attn, processor, bank, name = _rra_layer(tiny_components)
+    generator = torch.Generator().manual_seed(1)
+    dim = attn.to_q.in_features
+    x = torch.randn(2, 16, dim, generator=generator)
+    weights = torch.randn(2, 16, dim, generator=generator)
+    bank.mode, bank.features[name] = rra.BankMode.READ, torch.randn(2, 16, dim, generator=generator)
+    grads = []
+    for run in (processor, AttnProcessor2_0()):
+        leaf = x.clone().requires_grad_(True)
+        (run(attn, leaf) * weights).sum().backward()
+        grads.append(leaf.grad)
+    assert grads[0][:, 0].abs().max() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+def test_cross_attention_detaches_the_bos_key_and_value_only(tiny_components):
+    # Custom Diffusion (kept): no gradient through text token 0's key/value; the other tokens get gradient.
+    bank = rra.ReferenceBank()
+    rra.install_processors(tiny_components.unet, bank, rra=True)
+    attn = dict(tiny_components.unet.named_modules())["mid_block.attentions.0.transformer_blocks.0.attn2"]
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 16, attn.to_q.in_features, generator=generator)
+    text = torch.randn(1, 77, attn.to_k.in_features, generator=generator).requires_grad_(True)
+    attn.processor(attn, x, encoder_hidden_states=text).pow(2).sum().backward()
+    assert text.grad[:, 0].abs().max() == 0
+    assert text.grad[:, 1:].abs().amax(dim=-1).min() > 0

@@ -178,6 +178,7 @@ def test_validation_images_and_loss_callback(subject_dir, tmp_path):
     recipe.callback = lambda step, values: seen.append((step, sorted(values)))
     recipe.train()
     keys = ["loss/cross_attention", "loss/instance", "loss/prior", "loss/reference_attention", "loss/total"]
+    keys.append("rra/gates_open")
     assert seen == [(1, keys), (2, keys)]
     assert (tmp_path / "work" / "validation" / "step-000002.png").is_file()
 

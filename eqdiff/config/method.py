@@ -36,6 +36,16 @@ class ReferenceNoise(enum.StrEnum):
     NOISED = "noised"
 
 
+class ResizeMode(enum.StrEnum):
+    CROP = "crop"
+    SQUASH = "squash"
+
+
+class ReferenceText(enum.StrEnum):
+    INSTANCE = "instance"
+    PROMPT = "prompt"
+
+
 class MixedPrecision(enum.StrEnum):
     AUTO = "auto"
     NO = "no"
@@ -135,7 +145,8 @@ class MgdpConfig(Section):
     mode: MgdpMode = MgdpMode.MGDP
     """``off`` (plain loss), ``masked_loss`` (MDL ablation) or ``mgdp`` (composition + masked loss)."""
     dilate_radius: int = 10
-    """Chebyshev radius of the mask dilation in latent pixels (official: 5 × 5×5 max-pool = 10)."""
+    """Chebyshev radius of the mask dilation in latent pixels of a 512 px image (64 latents; official: 5 × 5×5
+    max-pool = 10), scaled with the latent side and rounded (``mgdp.scaled_radius``): 5 on a 32-latent grid."""
 
     def validate(self) -> None:
         _check(self.dilate_radius >= 0, "mgdp", "dilate_radius", "an integer >= 0", self.dilate_radius)
@@ -212,6 +223,8 @@ class TrainConfig(Section):
     """Optimisation steps."""
     resolution: int = 512
     """Training image side in pixels (the tiny preset uses 64)."""
+    resize: ResizeMode = ResizeMode.CROP
+    """Targets to ``resolution``: ``crop`` (bicubic short side + centre crop) or ``squash`` (official bilinear)."""
     batch_size: int = 2
     """Instance rows per step (plus as many prior rows when prior preservation is on)."""
     with_prior_preservation: bool = True
@@ -297,6 +310,9 @@ class GenerateConfig(Section):
     """Run the UNet through ``torch.compile`` (falls back to eager, with a warning, where compiling fails)."""
     precision: MixedPrecision = MixedPrecision.AUTO
     """Weights' dtype on CUDA: ``auto`` = bf16 (fp16 where bf16 is unsupported); always fp32 on CPU."""
+    reference_text: ReferenceText = ReferenceText.INSTANCE
+    """Reference rows' text: ``instance`` = the instance prompt without the placeholder (as in training) or
+    ``prompt`` = each generation prompt without the placeholder."""
 
     def validate(self) -> None:
         for name in ("num_inference_steps", "num_images_per_prompt", "batch_size"):

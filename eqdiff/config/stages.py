@@ -48,6 +48,11 @@ class AugmentConfig(Section):
         )
 
 
+class ClassScheduler(enum.StrEnum):
+    PNDM = "pndm"
+    DDIM = "ddim"
+
+
 @dataclass(frozen=True)
 class PriorConfig(Section):
     """Class images for prior preservation (DESIGN §4.4; official §1.1)."""
@@ -61,8 +66,10 @@ class PriorConfig(Section):
     }
     class_prompt: str = "{}"
     """Prompt of the generated class images; ``{}`` is replaced by the class noun (official: the noun)."""
+    scheduler: ClassScheduler = ClassScheduler.PNDM
+    """Sampler of the class images: ``pndm`` (the base model's default, as official) or ``ddim``."""
     num_inference_steps: int = 50
-    """DDIM steps per class image."""
+    """Sampler steps per class image."""
     guidance_scale: float = 7.5
     """Classifier-free guidance weight (official: the pipeline default 7.5)."""
     batch_size: int = 4

@@ -1,7 +1,7 @@
 """``eqdiff bands``: band images and their VAE posterior parameters, cached (DESIGN §4.1).
 
 The work is ``eqdiff.bands_cache.compute_band_cache``. Reads params sections ``model``, ``fdte`` (band options
-only: ``shape``, ``colour``, ``output``, ``cutoff_low``, ``cutoff_high``) and ``train`` (``resolution``).
+only: ``shape``, ``colour``, ``output``, ``cutoff_low``, ``cutoff_high``) and ``train`` (``resolution``, ``resize``).
 Runs on CUDA when it is available.
 """
 
@@ -32,7 +32,7 @@ def bands_stage(subject_dir: Path, masks: Path, out: Path, params: dict[str, Any
     subject = discover_subject(subject_dir, Path(subject_dir).name)
     reads = [masks, model_input(model)]
     claim_output(out, "bands", manifest="bands.json", reads=reads, folders=[subject.directory])
-    return compute_band_cache(subject, masks, out, train.resolution, model, fdte)
+    return compute_band_cache(subject, masks, out, train.resolution, model, fdte, train.resize)
 
 
 def run(args: argparse.Namespace, params: dict[str, Any]) -> None:

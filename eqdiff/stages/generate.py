@@ -25,13 +25,13 @@ from tqdm.auto import tqdm
 
 from eqdiff.artifacts import ArtifactError, OutputLock, read_json, save_png, write_json, write_text
 from eqdiff.concept import MANIFEST_FILE, WEIGHTS_FILE
-from eqdiff.config import GenerateConfig
+from eqdiff.config import GenerateConfig, ReferenceText
 from eqdiff.data import load_image
 from eqdiff.errors import DataError
 from eqdiff.output_safety import check_name, claim_output, inside
 from eqdiff.pipeline import EqDiffPipeline, image_generator
 from eqdiff.precision import inference_dtype, resolve_device
-from eqdiff.prompts import builtin_prompt_file, read_prompt_file, subject_prompt, tokenize
+from eqdiff.prompts import builtin_prompt_file, read_prompt_file, remove_placeholder, subject_prompt, tokenize
 from eqdiff.stage_manifest import file_digest
 
 logger = logging.getLogger(__name__)
@@ -151,10 +151,14 @@ def generate_samples(
         bar = tqdm(total=len(missing), desc="generate", unit="image")
         for chunk in chunks:
             generators = [image_generator(config.seed, j["seed_index"], j["sample_index"]) for j in chunk]
+            reference_prompt = None  # the concept's training reference prompt
+            if config.reference_text == ReferenceText.PROMPT:
+                reference_prompt = [remove_placeholder(j["prompt"], pipe.placeholder) for j in chunk]
             images = pipe(
                 [j["prompt"] for j in chunk],
                 generator=generators,
                 reference_image=reference_image,
+                reference_prompt=reference_prompt,
                 num_inference_steps=config.num_inference_steps,
                 guidance_scale=config.guidance_scale,
                 eta=config.eta,

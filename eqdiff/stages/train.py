@@ -147,7 +147,7 @@ def train_concept(
         class_paths = class_images_for(config, prior_config, components, class_prompt, prior, work_dir / "prior")
         band_cache = None
         if bands is not None:
-            band_cache = load_band_cache(bands, components.fingerprint, side, config.fdte)
+            band_cache = load_band_cache(bands, components.fingerprint, side, config.fdte, config.train.resize)
             if band_cache.pop("stems") != [p.stem for p in subject.photos]:
                 raise DataError(f"{bands}: band cache was made from other photos than {subject.directory}")
         data = prepare_training_data(

@@ -1,0 +1,110 @@
+"""Inference decisions of docs/method.md inside the real pipeline: the reference rows' text (the training reference
+prompt by default, each prompt without the placeholder as the option), the unconditional row's reference from
+the empty prompt, the clean posterior-mean reference at every step, and one UNet call per step whose reference
+rows are shared (no style branch). ``record_calls`` wraps the pipeline's real denoiser; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import fast_params
+from PIL import Image
+from test_pipeline import _perturbed_concept
+
+from eqdiff.pipeline import EqDiffPipeline, image_generator
+from eqdiff.prompts import tokenize
+from eqdiff.stages.generate import generate_samples
+
+
+@pytest.fixture
+def concept(tmp_path):
+    """A concept with random trained tensors whose manifest records its instance prompt, as training writes."""
+    path, _ = _perturbed_concept(tmp_path)
+    manifest_path = path / "concept.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["instance_prompt"] = "photo of a {}"
+    manifest["config"]["rra"] = {"reference_noise": "clean"}
+    manifest_path.write_text(json.dumps(manifest))
+    return path
+
+
+def record_calls(pipe) -> list[dict]:
+    calls, real = [], pipe.denoiser
+
+    def spy(sample, timestep, text, *args, **kwargs):
+        calls.append({"sample": sample.clone(), "text": text.clone(), "rows": pipe.bank.reference_rows})
+        return real(sample, timestep, text, *args, **kwargs)
+
+    pipe.denoiser = spy
+    return calls
+
+
+def clip(pipe, prompt: str) -> torch.Tensor:
+    return pipe.text_encoder(tokenize(pipe.tokenizer, [prompt]))[0][0]
+
+
+OPTIONS = {"num_inference_steps": 3, "output_type": "pt", "progress": False}
+
+
+@torch.no_grad()
+def test_reference_rows_default_to_the_training_reference_prompt_and_the_empty_prompt(concept):
+    pipe = EqDiffPipeline.from_pretrained(concept)
+    assert pipe.default_reference_prompt == "photo of a toy"
+    calls = record_calls(pipe)
+    prompts = ["a watercolor painting of a <new1> toy"] * 2
+    generators = [torch.Generator().manual_seed(k) for k in range(2)]
+    pipe(prompts, generator=generators, **OPTIONS)
+    # One UNet call per step: 2 reference rows (shared by both samples) + 2 × 2 CFG rows; nothing else runs.
+    assert len(calls) == 3 and all(c["rows"] == 2 and c["sample"].shape[0] == 6 for c in calls)
+    text = calls[0]["text"]
+    torch.testing.assert_close(text[0], clip(pipe, ""), rtol=0, atol=1e-6)  # the uncond rows' reference
+    torch.testing.assert_close(text[1], clip(pipe, "photo of a toy"), rtol=0, atol=1e-6)
+    # The reference latent: the clean posterior mean × scaling factor, the same at every step.
+    image = pipe.reference_image[None]
+    expected = pipe.vae.encode(image).latent_dist.mean * pipe.vae.config.scaling_factor
+    for call in calls:
+        torch.testing.assert_close(call["sample"][:2], expected.expand(2, -1, -1, -1), rtol=0, atol=1e-6)
+
+
+@torch.no_grad()
+def test_the_generation_prompt_without_placeholder_is_the_option(concept, tmp_path):
+    prompt_file = tmp_path / "prompts.txt"
+    prompt_file.write_text("a watercolor painting of a {}\n")
+    params = fast_params(generate={"num_inference_steps": 2, "batch_size": 1})
+    images = {}
+    for choice in ("instance", "prompt"):
+        params["generate"]["reference_text"] = choice
+        out = generate_samples(concept, tmp_path / choice, params, {"set": prompt_file}, device="cpu")
+        images[choice] = list(Image.open(out / "set" / "000_00.png").convert("RGB").getdata())
+    assert images["instance"] != images["prompt"]
+    pipe = EqDiffPipeline.from_pretrained(concept)
+    calls = record_calls(pipe)
+    explicit = pipe(
+        "a watercolor painting of a <new1> toy",
+        generator=[image_generator(0, 0, 0)],
+        reference_prompt="a watercolor painting of a toy",
+        num_inference_steps=2,
+        progress=False,
+    ).images[0]
+    torch.testing.assert_close(calls[0]["text"][1], clip(pipe, "a watercolor painting of a toy"), rtol=0, atol=1e-6)
+    assert images["prompt"] == list(explicit.getdata())
+
+
+def test_every_image_of_a_batch_has_its_own_generator(concept, tmp_path):
+    # One generator per image from (seed, set, prompt, sample), not one shared by a batch (official §5.3): the
+    # second image of a batch of two equals that image generated alone (up to batched-kernel rounding).
+    prompt_file = tmp_path / "prompts.txt"
+    prompt_file.write_text("a {}\na {} in the snow\n")
+    params = fast_params(generate={"num_inference_steps": 2, "batch_size": 2})
+    out = generate_samples(concept, tmp_path / "out", params, {"set": prompt_file}, device="cpu")
+    batched = np.asarray(Image.open(out / "set" / "001_00.png").convert("RGB"), dtype=np.int16)
+    pipe = EqDiffPipeline.from_pretrained(concept)
+    with torch.no_grad():
+        alone = pipe(
+            "a <new1> toy in the snow", generator=[image_generator(0, 1, 0)], num_inference_steps=2, progress=False
+        ).images[0]
+    assert np.abs(batched - np.asarray(alone, dtype=np.int16)).max() <= 1
