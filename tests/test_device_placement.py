@@ -19,7 +19,15 @@ from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError
 
 from eqdiff import bands_cache, prior
 from eqdiff.concept import load_concept
-from eqdiff.config import AugmentConfig, EvaluateConfig, FdteConfig, MethodConfig, MixedPrecision, PriorConfig
+from eqdiff.config import (
+    AugmentConfig,
+    EvaluateConfig,
+    FdteConfig,
+    MethodConfig,
+    MixedPrecision,
+    PriorConfig,
+    TrainConfig,
+)
 from eqdiff.data import discover_subject
 from eqdiff.metrics import embed_images, embed_texts, load_metric_models
 from eqdiff.models import load_components
@@ -138,7 +146,7 @@ def test_class_image_generation_runs_on_cuda(tiny_components, monkeypatch):
 
 def test_band_encoding_runs_on_cuda(subject_dir, tiny_components):
     subject = discover_subject(subject_dir, "toy")
-    targets, masks = bands_cache._load_targets(subject, subject_dir / "masks", 32)
+    targets, masks = bands_cache._load_targets(subject, subject_dir / "masks", 32, TrainConfig().resize)
     with emulated_cuda():
         tiny_components.vae.to(CUDA)  # as the bands stage does where CUDA is available
         tensors = bands_cache.band_tensors(targets, masks, tiny_components.vae, FdteConfig())

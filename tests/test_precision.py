@@ -63,7 +63,10 @@ def test_an_fp16_stored_base_model_trains_and_generates_on_cpu(tmp_path, subject
 
 @pytest.mark.parametrize("device", ["gpu", "mps", "cuda:7", "npu"])
 @pytest.mark.parametrize("stage", ["train", "generate"])
-def test_a_device_this_machine_lacks_is_one_line_naming_the_flag(stage, device, tmp_path, subject_dir, capsys):
+def test_a_device_this_machine_lacks_is_one_line_naming_the_flag(
+    stage, device, tmp_path, subject_dir, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # away from the project's params.yaml: the defaults
     if device.startswith("cuda") and torch.cuda.device_count() > 7:
         pytest.skip("this machine has a cuda:7")
     out = tmp_path / "out"
