@@ -4,7 +4,7 @@ One parent run per pipeline invocation and one nested run per (subject, variant)
 the files the stages wrote, so the DVC ``track`` stage and the Prefect flows log exactly the same things:
 
 - params: every config section flattened (``fdte.p_l``, ``train.variant`` ...) with the variant applied;
-- metrics: per-step losses from ``concept-work/losses.jsonl`` (``loss/total`` ..., step-indexed) and the
+- metrics: per-step losses from ``losses.jsonl`` (train's copy of its log) (``loss/total`` ..., step-indexed) and the
   final ``unstylized/clip_t``, ``stylized/dino_i`` ... from ``metrics.json``;
 - artifacts: the masks overlay, band and augment sheets, the sample grid, the concept, ``metrics.json`` and,
   on the parent run, the HTML report.
@@ -12,6 +12,11 @@ the files the stages wrote, so the DVC ``track`` stage and the Prefect flows log
 Entry point of the DVC stage: ``python -m tasks.tracking --params params.yaml --runs runs --reports reports
 --out tracking/mlflow_run.json``. The default tracking URI is ``sqlite:///mlflow.db`` in the project directory;
 its artifacts go to ``mlartifacts/`` beside the database.
+
+A relative SQLite path resolves against the repository root, not the current directory: DVC runs queued and
+``--temp`` experiments in throw-away copies under ``.dvc/tmp/exps/`` and sets ``DVC_ROOT`` to the repository
+there, so every experiment lands in the one store. Runs are tagged with the DVC experiment (``DVC_EXP_NAME``,
+``dvc.exp.baseline_rev``) and the git revision they ran from (``mlflow.source.git.commit``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -38,6 +44,7 @@ from eqdiff.config import (
 )
 from eqdiff.errors import EqDiffError
 from eqdiff.samples import PROMPT_SETS
+from eqdiff.stages.evaluate import INFO_FILE
 from tasks.spec import read_subjects, read_variants
 
 logger = logging.getLogger(__name__)
@@ -82,6 +89,30 @@ def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def resolve_tracking_uri(uri: str) -> str:
+    """``sqlite:///x.db`` -> ``sqlite:////<repository root>/x.db``; other URIs unchanged.
+
+    The root is ``$DVC_ROOT`` (set by DVC for every stage command; the parent repository inside experiment
+    workspaces), else the current directory.
+    """
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:////"):
+        return uri
+    root = Path(os.environ.get("DVC_ROOT") or Path.cwd())
+    return f"sqlite:///{(root / uri.removeprefix('sqlite:///')).resolve()}"
+
+
+def run_tags() -> dict[str, str]:
+    """Where this run comes from: the git revision and, inside a DVC experiment, its name and baseline."""
+    tags = {}
+    if commit := _git_commit():
+        tags["mlflow.source.git.commit"] = commit
+    if name := os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp.name"] = name
+    if baseline := os.environ.get("DVC_EXP_BASELINE_REV"):
+        tags["dvc.exp.baseline_rev"] = baseline
+    return tags
+
+
 def _client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
@@ -94,9 +125,17 @@ def _experiment_id(client, name: str, tracking_uri: str) -> str:
         return existing.experiment_id
     location = None
     if tracking_uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the caller's cwd
-        database = Path(tracking_uri.removeprefix("sqlite:///"))  # "/abs.db" stays absolute, "x.db" is relative
-        location = (database.resolve().parent / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=location)
+        database = Path(tracking_uri.removeprefix("sqlite:///"))  # resolved: absolute
+        location = (database.parent / "mlartifacts").as_uri()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by a parallel experiment (`dvc queue start -j 2`)
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return existing.experiment_id
 
 
 def _log_batches(client, run_id: str, params: dict[str, str], metrics: list) -> None:
@@ -115,7 +154,7 @@ def _metric_rows(run_dir: Path) -> list:
     now = int(time.time() * 1000)
     rows = [
         Metric(key, value, now, step)
-        for step, values in read_losses(run_dir / "concept-work" / "losses.jsonl")
+        for step, values in read_losses(run_dir / "losses.jsonl")
         for key, value in values.items()
     ]
     metrics_file = run_dir / "metrics.json"
@@ -170,11 +209,11 @@ def log_pipeline(
         for variant in variants:
             if not (runs_dir / subject.name / variant / "metrics.json").is_file():
                 raise EqDiffError(f"{runs_dir / subject.name / variant / 'metrics.json'}: missing; run evaluate first")
-    client = _client(config.tracking_uri)
-    experiment_id = _experiment_id(client, config.experiment, config.tracking_uri)
-    tags = {"eqdiff.source": source, "eqdiff.subjects": ",".join(s.name for s in subjects)}
-    if commit := _git_commit():
-        tags["mlflow.source.git.commit"] = commit
+    tracking_uri = resolve_tracking_uri(config.tracking_uri)
+    client = _client(tracking_uri)
+    experiment_id = _experiment_id(client, config.experiment, tracking_uri)
+    origin = run_tags()
+    tags = {"eqdiff.source": source, "eqdiff.subjects": ",".join(s.name for s in subjects), **origin}
     parent = client.create_run(experiment_id, run_name=run_name or f"pipeline-{source}", tags=tags)
     parent_id = parent.info.run_id
     nested: dict[str, str] = {}
@@ -182,7 +221,8 @@ def log_pipeline(
         for subject in subjects:
             for variant in variants:
                 run_dir = runs_dir / subject.name / variant
-                calibrated = read_json(run_dir / "metrics.json").get("calibrated", False)
+                info = run_dir / INFO_FILE
+                calibrated = info.is_file() and read_json(info).get("calibrated", False)
                 run = client.create_run(
                     experiment_id,
                     run_name=f"{subject.name}/{variant}",
@@ -192,6 +232,7 @@ def log_pipeline(
                         "eqdiff.class_noun": subject.class_noun,
                         "eqdiff.variant": variant,
                         "eqdiff.calibrated": str(calibrated).lower(),
+                        **origin,
                     },
                 )
                 run_id = run.info.run_id
@@ -206,9 +247,9 @@ def log_pipeline(
         client.set_terminated(parent_id, status="FAILED")
         raise
     client.set_terminated(parent_id)
-    logger.info("MLflow: parent run %s with %d nested run(s) in %s", parent_id, len(nested), config.tracking_uri)
+    logger.info("MLflow: parent run %s with %d nested run(s) in %s", parent_id, len(nested), tracking_uri)
     return {
-        "tracking_uri": config.tracking_uri,
+        "tracking_uri": tracking_uri,
         "experiment": config.experiment,
         "parent_run_id": parent_id,
         "runs": nested,

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from pipeline_copy import REPO, TINY
 
+from eqdiff.classes import class_slug
 from eqdiff.prompts import builtin_prompt_file
 from eqdiff.sample_subject import make_sample_subject
 
@@ -24,11 +25,14 @@ def prefect_api():
 
 
 def write_params(root: Path, subjects: list[dict], variants: list[str]) -> Path:
-    """The repository's params.yaml at tiny settings, with these subjects and variants, MLflow under ``root``."""
+    """The repository's params.yaml at tiny settings, with these subjects (``{name, dir, class_noun}``) and
+    variants, MLflow under ``root``."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for section, values in TINY.items():
         params[section].update(values)
-    params.update(subjects=subjects, classes=sorted({s["class_noun"] for s in subjects}), variants=variants)
+    classes = {class_slug(s["class_noun"]): s["class_noun"] for s in subjects}
+    subjects = [{"name": s["name"], "dir": s["dir"], "class": class_slug(s["class_noun"])} for s in subjects]
+    params.update(subjects=subjects, classes=classes, variants=variants)
     params["prompts"] = {name: str(builtin_prompt_file(f"demo_{name}")) for name in ("unstylized", "stylized")}
     params["orchestration"].update(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", n_workers=2)
     path = root / "params.yaml"

@@ -54,7 +54,7 @@ def test_every_params_key_is_read_and_every_listed_param_exists():
     for name in listed:
         section, _, key = name.partition(".")
         assert section in params, f"dvc.yaml lists {name!r}, which params.yaml lacks"
-        if key:
+        if key and section not in TEMPLATE_KEYS:
             assert key in {f.name for f in dataclasses.fields(SECTIONS[section])}, f"dvc.yaml lists unknown {name!r}"
 
 

@@ -11,12 +11,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from eqdiff.classes import add_class_arguments, class_noun_argument
 from eqdiff.config import ModelConfig, PriorConfig, TrainConfig
 from eqdiff.prior import prepare_class_images
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--class-noun", required=True, help="the subject's class noun, e.g. dog or toy")
+    add_class_arguments(parser, "the class prompt's noun")
     parser.add_argument("--out", type=Path, required=True, help="output folder of NNNN.png class images")
 
 
@@ -30,4 +31,4 @@ def prior_stage(class_noun: str, out: Path, params: dict[str, Any]) -> Path:
 
 
 def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    prior_stage(args.class_noun, args.out, params)
+    prior_stage(class_noun_argument(args, params), args.out, params)
