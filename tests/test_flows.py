@@ -133,13 +133,3 @@ def test_local_cluster_gives_each_gpu_its_own_worker():
     assert gpu.cluster_class is one_gpu_per_worker_cluster and gpu.cluster_kwargs == {"gpus": [0, 1]}
     remote = dask_task_runner(OrchestrationConfig(dask_address="tcp://scheduler:8786"), gpus=4)
     assert remote.address == "tcp://scheduler:8786"
-
-
-def test_sweep_grid_is_the_cartesian_product():
-    from flows.sweep import grid_points, parse_grid
-    from tasks.experiments import override_text
-
-    grid = parse_grid(["fdte.p_l=0.1,0.2", "fdte.p_o=0.8,0.7"])
-    assert grid == {"fdte.p_l": [0.1, 0.2], "fdte.p_o": [0.8, 0.7]}
-    assert len(grid_points(grid)) == 4 and grid_points(grid)[1] == {"fdte.p_l": 0.1, "fdte.p_o": 0.7}
-    assert override_text("fdte.p_l", 0.2) == "fdte.p_l=0.2" and override_text("mgdp.mode", "off") == "mgdp.mode=off"
