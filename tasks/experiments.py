@@ -130,7 +130,9 @@ def queue_run_task(names: list[str], repo: Path, jobs: int = 1, poll_seconds: fl
     _run(dvc_command("queue", "start", "-j", str(jobs)), repo)
     while True:
         statuses = queue_statuses(repo)
-        if all(statuses.get(name) in FINISHED for name in names):
+        if missing := [name for name in names if name not in statuses]:
+            raise ExperimentError(f"dvc queue status: {', '.join(missing)} no longer in the queue (removed?)")
+        if all(statuses[name] in FINISHED for name in names):
             return {name: statuses[name] for name in names}
         time.sleep(poll_seconds)
 
