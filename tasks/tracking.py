@@ -4,7 +4,7 @@ One parent run per pipeline invocation and one nested run per (subject, variant)
 the files the stages wrote, so the DVC ``track`` stage and the Prefect flows log exactly the same things:
 
 - params: every config section flattened (``fdte.p_l``, ``train.variant`` ...) with the variant applied;
-- metrics: per-step losses from ``losses.jsonl`` (train's copy of its log) (``loss/total`` ..., step-indexed) and the
+- metrics: per-step losses from train's ``losses.jsonl`` (``loss/total`` ..., step-indexed) and the
   final ``unstylized/clip_t``, ``stylized/dino_i`` ... from ``metrics.json``;
 - artifacts: the masks overlay, band and augment sheets, the sample grid, the concept, ``metrics.json`` and,
   on the parent run, the HTML report.

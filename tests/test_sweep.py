@@ -55,6 +55,24 @@ def test_every_point_is_checked_and_the_first_bad_one_named(tmp_path: Path):
         check_points([{"nosuch.key": 3}], params_file)
 
 
+def test_a_relative_store_resolves_against_the_repository_not_the_experiment_workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from tasks.tracking import resolve_tracking_uri, run_tags
+
+    workspace = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmp123"
+    workspace.mkdir(parents=True)
+    monkeypatch.chdir(workspace)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "repo"))  # what DVC sets in an experiment workspace
+    monkeypatch.setenv("DVC_EXP_NAME", "seed-1")
+    assert resolve_tracking_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}"
+    assert resolve_tracking_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert resolve_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert run_tags()["dvc.exp.name"] == "seed-1"
+    monkeypatch.delenv("DVC_ROOT")
+    assert resolve_tracking_uri("sqlite:///mlflow.db") == f"sqlite:///{workspace.resolve() / 'mlflow.db'}"
+
+
 def sweep(project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "flows.sweep", *args],
