@@ -2,15 +2,18 @@
 
 Input layout (``RUNS``), one folder per subject and variant::
 
-    RUNS/<subject>/<variant>/metrics.json    written by ``eqdiff evaluate``
+    RUNS/<subject>/<variant>/metrics.json    written by ``eqdiff evaluate`` (numbers)
+    RUNS/<subject>/<variant>/evaluation.json written by ``eqdiff evaluate`` (calibration, subject_dir, ...)
     RUNS/<subject>/<variant>/samples/        written by ``eqdiff generate`` (index.json + PNGs)
     RUNS/<subject>/masks/<stem>.png          written by ``eqdiff masks`` (optional; shown in the gallery)
 
 The subject's photos are found through the ``subject_dir`` field that ``eqdiff evaluate`` records in
-``metrics.json`` (a relative path is taken from the current directory, as DVC stages run from the repository
+``evaluation.json`` (a relative path is taken from the current directory, as DVC stages run from the repository
 root). Output (``OUT``), built in a staging folder and swapped in whole:
 
-    summary.json      per variant x prompt set: CLIP-T, CLIP-I, DINO-I averaged over subjects (dvc metrics)
+    summary.json      per variant x prompt set: CLIP-T, CLIP-I, DINO-I averaged over subjects (dvc metrics:
+                      numbers only)
+    report.json       the report's flags: ``{"calibrated": bool}``
     table.md          per subject and averaged, rows = variant x {unstylized, stylized}
     tradeoff.png      CLIP-T vs DINO-I, one labelled point per variant x prompt set
     tradeoff.csv/json the same points for ``dvc plots`` (x: dino_i, y: clip_t)
@@ -38,6 +41,7 @@ from eqdiff.errors import DataError  # noqa: E402
 from eqdiff.gallery import write_gallery  # noqa: E402
 from eqdiff.output_safety import claim_output  # noqa: E402
 from eqdiff.samples import PROMPT_SETS  # noqa: E402
+from eqdiff.stages.evaluate import INFO_FILE  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +94,11 @@ def discover_runs(runs_dir: str | Path, selection: list[tuple[str, str]] | None 
                 raise DataError(f"{path}: missing; run evaluate for this subject and variant first")
     runs = []
     for path in paths:
+        info = path.with_name(INFO_FILE)
+        if not info.is_file():
+            raise DataError(f"{info}: missing beside {path.name} (re-run `eqdiff evaluate`)")
         try:
-            metrics = read_json(path)
+            metrics = {**read_json(info), **read_json(path)}
         except ArtifactError as exc:
             raise DataError(str(exc)) from None
         _check_metrics(path, metrics)
@@ -235,7 +242,8 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, selection: list[tupl
         logger.warning("report is %s: its numbers mean nothing", UNCALIBRATED)
     points = tradeoff_points(summary)
     with OutputLock(out_dir), staged_directory(out_dir) as staging:
-        write_json(staging / "summary.json", summary)
+        write_json(staging / "summary.json", {k: v for k, v in summary.items() if k != "calibrated"})
+        write_json(staging / "report.json", {"calibrated": summary["calibrated"]})
         write_text(staging / "table.md", markdown_report(summary))
         write_text(staging / "tradeoff.csv", tradeoff_csv(points))
         write_json(staging / "tradeoff.json", points)

@@ -8,7 +8,7 @@ from typing import Any
 
 from eqdiff.cli import apply_cli_overrides
 from eqdiff.config import load_params
-from tasks.spec import RunLayout, SubjectSpec, read_classes, read_prompt_sets, read_subjects, read_variants
+from tasks.spec import RunLayout, SubjectSpec, read_prompt_sets, read_subject_classes, read_subjects, read_variants
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class Plan:
     params: dict[str, Any]
     subjects: list[SubjectSpec]
     classes: list[str]
+    """The class nouns the subjects use, each once."""
     variants: list[str]
     prompt_sets: dict[str, Path]
     layout: RunLayout
@@ -30,7 +31,7 @@ def read_plan(params_file: str | Path, overrides: list[str] | None, runs_dir: st
     return Plan(
         params,
         subjects,
-        read_classes(params, subjects),
+        list(read_subject_classes(subjects).values()),
         read_variants(params),
         read_prompt_sets(params),
         RunLayout(Path(runs_dir)),

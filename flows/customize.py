@@ -60,7 +60,7 @@ def customize(
         samples = generate_task(concept, plan.prompt_sets, plan.params)
         metrics.append(evaluate_task(samples, chosen, plan.params))
     report = report_task(plan.layout, Path(reports_dir), metrics)
-    only = {"name": chosen.name, "dir": str(chosen.dir), "class_noun": chosen.class_noun}
+    only = {"name": chosen.name, "dir": str(chosen.dir), "class": chosen.class_slug}
     tracked = {**plan.params, "subjects": [only]}
     return track_task(tracked, plan.layout, report, "prefect-customize")
 

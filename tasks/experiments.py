@@ -1,27 +1,47 @@
-"""Prefect tasks around DVC experiments (``dvc exp run -S ...``, ``dvc exp show --json``) for sweeps.
+"""Prefect tasks around DVC experiments for sweeps: check a grid's points, queue them, run the queue, collect.
 
-DVC stays the source of truth of the DAG and its skip logic; these tasks only drive its CLI. Experiments run
-one after another in the workspace (parallel ``dvc`` runs in one workspace fight over its lock; for parallel
-sweeps queue them, ``dvc exp run --queue`` + ``dvc queue start -j N``, see the README).
+DVC stays the source of truth of the DAG and its skip logic; these tasks only drive its CLI. Every point is a
+queued experiment (``dvc exp run --queue -n NAME -S k=v ...``), run by ``dvc queue start -j N`` in its own
+temporary workspace: the user's workspace, ``params.yaml`` included, is never touched, a failing point does
+not stop the others, and ``dvc exp show`` lists them all. Prior and train outputs an experiment shares with
+an earlier run come from DVC's run-cache (see dvc.yaml), so a sweep of ``generate`` settings never re-trains.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NONE
 
+from eqdiff.cli import apply_cli_overrides
+from eqdiff.config import (
+    AugmentConfig,
+    ConfigError,
+    EvaluateConfig,
+    MasksConfig,
+    MethodConfig,
+    OrchestrationConfig,
+    PriorConfig,
+    load_params,
+)
 from eqdiff.errors import EqDiffError
+from tasks.spec import read_prompt_sets, read_subjects, read_variants
+
+FINISHED = ("Success", "Failed")
+# The one-line errors of our stage commands (`eqdiff <stage>: error: ...`, `track: error: ...`).
+_STAGE_ERROR = re.compile(r"^(eqdiff \w+|track): error: .+")
 
 
 class ExperimentError(EqDiffError, RuntimeError):
-    """A ``dvc exp`` command failed; the message holds its last error line."""
+    """A ``dvc exp``/``dvc queue`` command failed; the message holds its last error line."""
 
 
 def dvc_command(*args: str) -> list[str]:
@@ -49,13 +69,83 @@ def override_text(key: str, value: Any) -> str:
     return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
 
 
-@task(name="dvc-exp-run", task_run_name="exp-{name}", cache_policy=NONE, persist_result=False)
-def exp_run_task(overrides: dict[str, Any], name: str, repo: Path) -> str:
-    """``dvc exp run -n NAME -S k=v ...`` in ``repo``; returns its output (which stages ran, which skipped)."""
-    args = ["exp", "run", "-n", name]
+def check_params(params: dict[str, Any]) -> None:
+    """Every check a stage would make of ``params`` before doing any work; ``ConfigError`` on the first."""
+    read_subjects(params)
+    read_prompt_sets(params)
+    for variant in read_variants(params):
+        MethodConfig.from_dict({**params, "train": {**(params.get("train") or {}), "variant": variant}}).resolved()
+    for section in (MasksConfig, AugmentConfig, PriorConfig, EvaluateConfig, OrchestrationConfig):
+        section.from_mapping(params.get(section.SECTION))
+
+
+def check_point(base: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """``base`` params with one grid point's overrides applied pass ``check_params``."""
+    for key in overrides:
+        section = key.partition(".")[0]
+        if section not in base:
+            raise ConfigError(f"{key}: params.yaml has no section {section!r}")
+    check_params(apply_cli_overrides(base, [override_text(k, v) for k, v in overrides.items()]))
+
+
+def check_points(points: list[dict[str, Any]], params_file: Path) -> None:
+    """Refuse a sweep, before anything runs, at its first invalid point (named by index and overrides)."""
+    base = load_params(params_file)
+    for index, point in enumerate(points):
+        try:
+            check_point(base, point)
+        except ConfigError as exc:
+            where = ", ".join(override_text(k, v) for k, v in point.items())
+            raise ConfigError(f"point {index} of {len(points)} ({where}): {exc}") from None
+
+
+@task(name="check-sweep", cache_policy=NONE, persist_result=False)
+def check_points_task(points: list[dict[str, Any]], params_file: Path) -> None:
+    """``check_points`` as the sweep flow's first task."""
+    check_points(points, params_file)
+
+
+@task(name="dvc-exp-queue", task_run_name="queue-{name}", cache_policy=NONE, persist_result=False)
+def exp_queue_task(overrides: dict[str, Any], name: str, repo: Path) -> str:
+    """``dvc exp run --queue -n NAME -S k=v ...`` in ``repo`` (the workspace is restored as it was)."""
+    args = ["exp", "run", "--queue", "-n", name]
     for key, value in overrides.items():
         args += ["-S", override_text(key, value)]
     return _run(dvc_command(*args), repo)
+
+
+def queue_statuses(repo: Path) -> dict[str, str]:
+    """Experiment name -> ``Queued | Running | Success | Failed`` from ``dvc queue status``."""
+    statuses = {}
+    for line in _run(dvc_command("queue", "status"), repo).splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 4 and fields[-1] in ("Queued", "Running", *FINISHED):
+            statuses[fields[1]] = fields[-1]
+    return statuses
+
+
+@task(name="dvc-queue-run", cache_policy=NONE, persist_result=False)
+def queue_run_task(names: list[str], repo: Path, jobs: int = 1, poll_seconds: float = 5.0) -> dict[str, str]:
+    """``dvc queue start -j JOBS``, then wait until every experiment of ``names`` has finished; their status."""
+    _run(dvc_command("queue", "start", "-j", str(jobs)), repo)
+    while True:
+        statuses = queue_statuses(repo)
+        if missing := [name for name in names if name not in statuses]:
+            raise ExperimentError(f"dvc queue status: {', '.join(missing)} no longer in the queue (removed?)")
+        if all(statuses[name] in FINISHED for name in names):
+            return {name: statuses[name] for name in names}
+        time.sleep(poll_seconds)
+
+
+def failure_line(name: str, repo: Path) -> str:
+    """Why queued experiment ``name`` failed: its stage's one-line error, else DVC's last error line."""
+    result = subprocess.run(
+        dvc_command("queue", "logs", name), cwd=repo, env=_environment(), capture_output=True, text=True
+    )
+    lines = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    ours = [line for line in lines if _STAGE_ERROR.match(line)]
+    theirs = [line for line in lines if line.startswith("ERROR")]
+    return (ours or theirs or ["failed (see `dvc queue logs " + name + "`)"])[-1]
 
 
 @task(name="dvc-exp-show", cache_policy=NONE, persist_result=False)

@@ -1,40 +1,66 @@
 """The pipeline's top-level params: ``subjects``, ``classes``, ``variants`` and ``prompts`` (see params.yaml).
 
+``classes`` maps each class's slug to its noun (``eqdiff.classes``); a subject names its class by slug.
+
 These keys drive DVC's ``foreach``/``matrix`` and the flows' fan-out; the method sections are read by the
 stages themselves. Errors are ``ConfigError`` with one line naming the key.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eqdiff.classes import class_slug, read_classes
 from eqdiff.config import VARIANTS, ConfigError
+
+# What DVC may paste unquoted into a shell command: dvc.yaml interpolates names and paths into its cmds.
+_COMMAND_SAFE = re.compile(r"[A-Za-z0-9_.+/-]+")
 
 
 @dataclass(frozen=True)
 class SubjectSpec:
-    """One subject: its name (the runs/<name>/ folder), photo folder and class noun."""
+    """One subject: its name (the runs/<name>/ folder), photo folder and class (noun and its slug)."""
 
     name: str
     dir: Path
     class_noun: str
+    class_slug: str
+
+
+def _check_command_safe(where: str, value: str, what: str) -> None:
+    if not _COMMAND_SAFE.fullmatch(value) or value.startswith("-"):
+        raise ConfigError(f"{where}: expected {what} of letters, digits and . _ + - / only, got {value!r}")
 
 
 def read_subjects(params: dict[str, Any]) -> list[SubjectSpec]:
-    """``subjects``: a non-empty list of ``{name, dir, class_noun}`` with unique names."""
+    """``subjects``: a non-empty list of ``{name, dir, class}`` with unique names, ``class`` a key of ``classes``."""
     raw = params.get("subjects")
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"subjects: expected a non-empty list of {{name, dir, class_noun}}, got {raw!r}")
+        raise ConfigError(f"subjects: expected a non-empty list of {{name, dir, class}}, got {raw!r}")
+    classes = read_classes(params)
     subjects = []
     for index, entry in enumerate(raw):
-        keys = {"name", "dir", "class_noun"}
+        if isinstance(entry, dict) and "class_noun" in entry:
+            noun = entry["class_noun"]
+            raise ConfigError(
+                f"subjects[{index}]: class nouns are listed once under classes; write class: {class_slug(str(noun))} "
+                f"and classes: {{{class_slug(str(noun))}: {noun}}}"
+            )
+        keys = {"name", "dir", "class"}
         if not isinstance(entry, dict) or set(entry) != keys or not all(isinstance(entry[k], str) for k in keys):
-            raise ConfigError(f"subjects[{index}]: expected {{name, dir, class_noun}} strings, got {entry!r}")
+            raise ConfigError(f"subjects[{index}]: expected {{name, dir, class}} strings, got {entry!r}")
+        _check_command_safe(f"subjects[{index}].name", entry["name"], "a folder name")
         if not entry["name"].strip() or "/" in entry["name"] or "\\" in entry["name"] or entry["name"] in (".", ".."):
             raise ConfigError(f"subjects[{index}].name: expected a folder name without '/', got {entry['name']!r}")
-        subjects.append(SubjectSpec(entry["name"], Path(entry["dir"]), entry["class_noun"]))
+        _check_command_safe(f"subjects[{index}].dir", entry["dir"], "a path")
+        if entry["class"] not in classes:
+            raise ConfigError(
+                f"subjects[{index}].class: expected a key of classes {sorted(classes)}, got {entry['class']!r}"
+            )
+        subjects.append(SubjectSpec(entry["name"], Path(entry["dir"]), classes[entry["class"]], entry["class"]))
     names = [s.name for s in subjects]
     if len(set(names)) != len(names):
         raise ConfigError(f"subjects: names must be unique, got {names}")
@@ -49,13 +75,9 @@ def read_variants(params: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(variants))
 
 
-def read_classes(params: dict[str, Any], subjects: list[SubjectSpec]) -> list[str]:
-    """``classes``: each subject's class noun once (one shared prior per class noun)."""
-    classes = params.get("classes")
-    needed = list(dict.fromkeys(s.class_noun for s in subjects))
-    if not isinstance(classes, list) or any(c not in classes for c in needed):
-        raise ConfigError(f"classes: expected a list holding every subject's class noun {needed}, got {classes!r}")
-    return needed
+def read_subject_classes(subjects: list[SubjectSpec]) -> dict[str, str]:
+    """The classes the subjects use, slug -> noun, each once (one shared prior per class)."""
+    return {s.class_slug: s.class_noun for s in subjects}
 
 
 def read_prompt_sets(params: dict[str, Any]) -> dict[str, Path]:
@@ -63,6 +85,8 @@ def read_prompt_sets(params: dict[str, Any]) -> dict[str, Path]:
     prompts = params.get("prompts")
     if not isinstance(prompts, dict) or not prompts or not all(isinstance(v, str) for v in prompts.values()):
         raise ConfigError(f"prompts: expected a mapping of set name -> prompt file, got {prompts!r}")
+    for name, path in prompts.items():
+        _check_command_safe(f"prompts.{name}", path, "a path")
     return {name: Path(path) for name, path in prompts.items()}
 
 
@@ -82,13 +106,17 @@ class RunLayout:
         return self.runs / subject / "bands"
 
     def prior(self, class_noun: str) -> Path:
-        return self.runs / "prior" / class_noun
+        """``runs/prior/<slug>``: the folder is named by the noun's slug, as dvc.yaml's ``prior@<slug>``."""
+        return self.runs / "prior" / class_slug(class_noun)
 
     def concept(self, subject: str, variant: str) -> Path:
         return self.runs / subject / variant / "concept"
 
     def concept_work(self, subject: str, variant: str) -> Path:
         return self.runs / subject / variant / "concept-work"
+
+    def losses(self, subject: str, variant: str) -> Path:
+        return self.runs / subject / variant / "losses.jsonl"
 
     def samples(self, subject: str, variant: str) -> Path:
         return self.runs / subject / variant / "samples"

@@ -103,6 +103,7 @@ def train_task(
         bands=bands,
         prior=prior,
         work_dir=layout.concept_work(subject.name, variant),
+        losses=layout.losses(subject.name, variant),
     )
 
 

@@ -5,9 +5,9 @@ the files the stages wrote, so the DVC ``track`` stage and the Prefect flows log
 
 - params: every config section flattened (``fdte.p_l``, ``train.variant`` ...) with the variant applied; the
   parent carries those its nested runs share, plus ``pipeline.subjects`` and ``pipeline.variants``;
-- metrics: per-step losses from ``concept-work/losses.jsonl`` (``loss/total`` ..., at their training step and
-  wall time) and the final ``unstylized/clip_t``, ``stylized/dino_i`` ... from ``metrics.json``; the parent
-  carries them per variant averaged over subjects (``F/unstylized/clip_t`` ...);
+- metrics: per-step losses from train's ``losses.jsonl`` (``loss/total`` ..., at their training step and wall
+  time) and the final ``unstylized/clip_t``, ``stylized/dino_i`` ... from ``metrics.json``; the parent carries
+  them per variant averaged over subjects (``F/unstylized/clip_t`` ...);
 - artifacts: the masks overlay, band and augment sheets, the sample grid, the concept, ``metrics.json`` and,
   on the parent run, the HTML report;
 - names: ``pipeline-<source>-<YYYYmmdd-HHMMSS>-<id>`` for the parent, ``<subject>/<variant>-<same suffix>``
@@ -16,6 +16,11 @@ the files the stages wrote, so the DVC ``track`` stage and the Prefect flows log
 Entry point of the DVC stage: ``python -m tasks.tracking --params params.yaml --runs runs --reports reports
 --out tracking/mlflow_run.json``. The default tracking URI is ``sqlite:///mlflow.db`` in the project directory;
 its artifacts go to ``mlartifacts/`` beside the database.
+
+A relative SQLite path resolves against the repository root, not the current directory: DVC runs queued and
+``--temp`` experiments in throw-away copies under ``.dvc/tmp/exps/`` and sets ``DVC_ROOT`` to the repository
+there, so every experiment lands in the one store. Runs are tagged with the DVC experiment (``DVC_EXP_NAME``,
+``dvc.exp.baseline_rev``) and the git revision they ran from (``mlflow.source.git.commit``).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from eqdiff.config import (
 )
 from eqdiff.errors import EqDiffError
 from eqdiff.samples import PROMPT_SETS
+from eqdiff.stages.evaluate import INFO_FILE
 from tasks.spec import read_subjects, read_variants
 
 logger = logging.getLogger(__name__)
@@ -143,6 +149,30 @@ def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def resolve_tracking_uri(uri: str) -> str:
+    """``sqlite:///x.db`` -> ``sqlite:////<repository root>/x.db``; other URIs unchanged.
+
+    The root is ``$DVC_ROOT`` (set by DVC for every stage command; the parent repository inside experiment
+    workspaces), else the current directory.
+    """
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:////"):
+        return uri
+    root = Path(os.environ.get("DVC_ROOT") or Path.cwd())
+    return f"sqlite:///{(root / uri.removeprefix('sqlite:///')).resolve()}"
+
+
+def run_tags() -> dict[str, str]:
+    """Where this run comes from: the git revision and, inside a DVC experiment, its name and baseline."""
+    tags = {}
+    if commit := _git_commit():
+        tags["mlflow.source.git.commit"] = commit
+    if name := os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp.name"] = name
+    if baseline := os.environ.get("DVC_EXP_BASELINE_REV"):
+        tags["dvc.exp.baseline_rev"] = baseline
+    return tags
+
+
 def _client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
@@ -155,9 +185,17 @@ def _experiment_id(client, name: str, tracking_uri: str) -> str:
         return existing.experiment_id
     location = None
     if tracking_uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the caller's cwd
-        database = Path(tracking_uri.removeprefix("sqlite:///"))  # "/abs.db" stays absolute, "x.db" is relative
-        location = (database.resolve().parent / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=location)
+        database = Path(tracking_uri.removeprefix("sqlite:///"))  # resolved: absolute
+        location = (database.parent / "mlartifacts").as_uri()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created meanwhile by a parallel experiment (`dvc queue start -j 2`)
+        existing = client.get_experiment_by_name(name)
+        if existing is None:
+            raise
+        return existing.experiment_id
 
 
 def _log_batches(client, run_id: str, params: dict[str, str], metrics: list) -> None:
@@ -176,7 +214,7 @@ def _metric_rows(run_dir: Path) -> list:
     now = int(time.time() * 1000)
     rows = [
         Metric(key, value, now if wall_time is None else int(wall_time * 1000), step)
-        for step, wall_time, values in read_losses(run_dir / "concept-work" / "losses.jsonl")
+        for step, wall_time, values in read_losses(run_dir / "losses.jsonl")
         for key, value in values.items()
     ]
     metrics_file = run_dir / "metrics.json"
@@ -242,11 +280,14 @@ def _log_nested_run(
     flat: dict[str, str],
     suffix: str,
     open_runs: list[str],
+    origin: dict[str, str],
 ) -> str:
-    """One (subject, variant) run under ``parent_id``: its params, losses, final metrics and artifacts. While it
-    is being logged its id is first in ``open_runs`` (the runs to end if logging dies)."""
+    """One (subject, variant) run under ``parent_id``: its params, losses, final metrics and artifacts, tagged
+    with ``origin`` (git revision, DVC experiment, owning process). While it is being logged its id is first in
+    ``open_runs`` (the runs to end if logging dies)."""
     run_dir = runs_dir / subject.name / variant
-    calibrated = read_json(run_dir / "metrics.json").get("calibrated", False)
+    info = run_dir / INFO_FILE
+    calibrated = info.is_file() and read_json(info).get("calibrated", False)
     run = client.create_run(
         experiment_id,
         run_name=f"{subject.name}/{variant}-{suffix}",
@@ -256,7 +297,7 @@ def _log_nested_run(
             "eqdiff.class_noun": subject.class_noun,
             "eqdiff.variant": variant,
             "eqdiff.calibrated": str(calibrated).lower(),
-            **_owner_tags(),
+            **origin,
         },
     )
     run_id = run.info.run_id
@@ -310,12 +351,12 @@ def log_pipeline(
         for variant in variants:
             if not (runs_dir / subject.name / variant / "metrics.json").is_file():
                 raise EqDiffError(f"{runs_dir / subject.name / variant / 'metrics.json'}: missing; run evaluate first")
-    client = _client(config.tracking_uri)
-    experiment_id = _experiment_id(client, config.experiment, config.tracking_uri)
+    tracking_uri = resolve_tracking_uri(config.tracking_uri)
+    client = _client(tracking_uri)
+    experiment_id = _experiment_id(client, config.experiment, tracking_uri)
     close_stale_runs(client, experiment_id)
-    tags = {"eqdiff.source": source, "eqdiff.subjects": ",".join(s.name for s in subjects), **_owner_tags()}
-    if commit := _git_commit():
-        tags["mlflow.source.git.commit"] = commit
+    origin = {**run_tags(), **_owner_tags()}
+    tags = {"eqdiff.source": source, "eqdiff.subjects": ",".join(s.name for s in subjects), **origin}
     suffix = run_suffix()
     parent = client.create_run(experiment_id, run_name=f"{run_name or f'pipeline-{source}'}-{suffix}", tags=tags)
     parent_id = parent.info.run_id
@@ -328,7 +369,7 @@ def log_pipeline(
             for variant in variants:
                 flat = flatten_params(params, variant)
                 run_id = _log_nested_run(
-                    client, experiment_id, parent_id, runs_dir, subject, variant, flat, suffix, open_runs
+                    client, experiment_id, parent_id, runs_dir, subject, variant, flat, suffix, open_runs, origin
                 )
                 nested[f"{subject.name}/{variant}"] = run_id
                 run_params.append(flat)
@@ -346,9 +387,9 @@ def log_pipeline(
             client.set_terminated(run_id, status=status)
         raise
     client.set_terminated(parent_id)
-    logger.info("MLflow: parent run %s with %d nested run(s) in %s", parent_id, len(nested), config.tracking_uri)
+    logger.info("MLflow: parent run %s with %d nested run(s) in %s", parent_id, len(nested), tracking_uri)
     return {
-        "tracking_uri": config.tracking_uri,
+        "tracking_uri": tracking_uri,
         "experiment": config.experiment,
         "parent_run_id": parent_id,
         "runs": nested,

@@ -45,8 +45,10 @@ def dvc(project: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
     return run(project, str(BIN / "dvc"), *args, check=check)
 
 
-def make_project_copy(destination: Path, overrides: dict[str, dict[str, Any]] | None = None) -> Path:
-    """Copy the tracked files into ``destination``, apply ``overrides`` to params.yaml, git init + commit."""
+def make_project_copy(destination: Path, overrides: dict[str, Any] | None = None) -> Path:
+    """Copy the tracked files into ``destination``, apply ``overrides`` to params.yaml, git init + commit.
+
+    A mapping override updates its section; any other value (``subjects``, ``classes``) replaces the key."""
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
     for name in files.splitlines():
         source = REPO / name
@@ -57,7 +59,10 @@ def make_project_copy(destination: Path, overrides: dict[str, dict[str, Any]] | 
     params_file = destination / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     for section, values in (overrides or {}).items():
-        params[section].update(values)
+        if isinstance(values, dict) and isinstance(params.get(section), dict) and section != "classes":
+            params[section].update(values)
+        else:
+            params[section] = values
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     for command in (["git", "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-qm", "copy"]):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from pipeline_copy import REPO, TINY
 
+from eqdiff.classes import class_slug
 from eqdiff.prompts import builtin_prompt_file
 from eqdiff.sample_subject import make_sample_subject
 
@@ -48,11 +49,14 @@ def task_runs_and_logs(flow_run_id) -> tuple[list[str], list[str]]:
 
 
 def write_params(root: Path, subjects: list[dict], variants: list[str]) -> Path:
-    """The repository's params.yaml at tiny settings, with these subjects and variants, MLflow under ``root``."""
+    """The repository's params.yaml at tiny settings, with these subjects (``{name, dir, class_noun}``) and
+    variants, MLflow under ``root``."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for section, values in TINY.items():
         params[section].update(values)
-    params.update(subjects=subjects, classes=sorted({s["class_noun"] for s in subjects}), variants=variants)
+    classes = {class_slug(s["class_noun"]): s["class_noun"] for s in subjects}
+    subjects = [{"name": s["name"], "dir": s["dir"], "class": class_slug(s["class_noun"])} for s in subjects]
+    params.update(subjects=subjects, classes=classes, variants=variants)
     params["prompts"] = {name: str(builtin_prompt_file(f"demo_{name}")) for name in ("unstylized", "stylized")}
     params["orchestration"].update(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", n_workers=2)
     path = root / "params.yaml"
@@ -163,13 +167,3 @@ def test_local_cluster_gives_each_gpu_its_own_worker():
     assert gpu.cluster_class is one_gpu_per_worker_cluster and gpu.cluster_kwargs == {"gpus": [0, 1]}
     remote = dask_task_runner(OrchestrationConfig(dask_address="tcp://scheduler:8786"), gpus=4)
     assert remote.address == "tcp://scheduler:8786"
-
-
-def test_sweep_grid_is_the_cartesian_product():
-    from flows.sweep import grid_points, parse_grid
-    from tasks.experiments import override_text
-
-    grid = parse_grid(["fdte.p_l=0.1,0.2", "fdte.p_o=0.8,0.7"])
-    assert grid == {"fdte.p_l": [0.1, 0.2], "fdte.p_o": [0.8, 0.7]}
-    assert len(grid_points(grid)) == 4 and grid_points(grid)[1] == {"fdte.p_l": 0.1, "fdte.p_o": 0.7}
-    assert override_text("fdte.p_l", 0.2) == "fdte.p_l=0.2" and override_text("mgdp.mode", "off") == "mgdp.mode=off"

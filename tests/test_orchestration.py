@@ -54,7 +54,7 @@ def test_every_params_key_is_read_and_every_listed_param_exists():
     for name in listed:
         section, _, key = name.partition(".")
         assert section in params, f"dvc.yaml lists {name!r}, which params.yaml lacks"
-        if key:
+        if key and section not in TEMPLATE_KEYS:
             assert key in {f.name for f in dataclasses.fields(SECTIONS[section])}, f"dvc.yaml lists unknown {name!r}"
 
 
@@ -98,10 +98,18 @@ def test_fresh_copy_plans_every_stage(tmp_path: Path):
     ]
 
 
+# The demo subject with a two-word class noun, as DreamBooth's bear_plushie ("stuffed animal"): it must reach
+# every stage's command and path intact.
+TWO_WORD_CLASS = {
+    "subjects": [{"name": "demo_toy", "dir": "data/subjects/demo_toy", "class": "stuffed-animal"}],
+    "classes": {"stuffed-animal": "stuffed animal"},
+}
+
+
 @pytest.fixture(scope="module")
 def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo at tiny settings, reproduced once with DVC."""
-    project = make_project_copy(tmp_path_factory.mktemp("dvc") / "project", TINY)
+    """The demo at tiny settings, its subject a "stuffed animal", reproduced once with DVC."""
+    project = make_project_copy(tmp_path_factory.mktemp("dvc") / "project", {**TINY, **TWO_WORD_CLASS})
     dvc(project, "repro")
     return project
 
@@ -119,7 +127,11 @@ def test_dvc_demo_produces_every_artefact_and_is_stable(demo_project: Path):
     runs = demo_project / "runs" / "demo_toy"
     for path in ("masks/overlay.png", "bands/sheet.png", "F/concept/concept.json", "F/samples/grid.png"):
         assert (runs / path).is_file(), path
-    assert json.loads((runs / "F" / "metrics.json").read_text())["calibrated"] is False
+    assert json.loads((runs / "F" / "evaluation.json").read_text())["calibrated"] is False
+    # The noun reached the prompts whole; its slug named the prior.
+    assert json.loads((runs / "F" / "concept" / "concept.json").read_text())["class_noun"] == "stuffed animal"
+    assert (demo_project / "runs" / "prior" / "stuffed-animal" / "prior.json").is_file()
+    assert (runs / "F" / "losses.jsonl").read_text().count("\n") == TINY["train"]["steps"]
     assert (demo_project / "reports" / "index.html").is_file()
     tracked = json.loads((demo_project / "tracking" / "mlflow_run.json").read_text())
     assert list(tracked["runs"]) == ["demo_toy/F"] and (demo_project / "mlflow.db").is_file()
@@ -138,7 +150,7 @@ def test_customize_flow_writes_what_dvc_writes(demo_project: Path, monkeypatch: 
         result = customize("params.yaml", runs_dir="flow_runs", reports_dir="flow_reports")
     assert set(result["runs"]) == {"demo_toy/F"}
     dvc_runs, flow_runs = demo_project / "runs", demo_project / "flow_runs"
-    ignore = re.compile(r"(^|/)\.|concept-work/")  # lock files; checkpoints are scratch
+    ignore = re.compile(r"(^|/)\.|concept-work/|prior-work/")  # lock files; DVC's scratch of resumable stages
     same = {f for f in relative_files(dvc_runs) if not ignore.search(f)}
     assert same == {f for f in relative_files(flow_runs) if not ignore.search(f)}
     assert concept_bytes(flow_runs) == concept_bytes(dvc_runs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,23 @@ def test_the_class_prompt_is_the_class_noun_alone_by_default():
 
     assert class_prompt(PriorConfig(), " dog ") == "dog"
     assert class_prompt(PriorConfig(class_prompt="a photo of a {}"), "dog") == "a photo of a dog"
+
+
+def test_stage_with_a_work_dir_publishes_the_finished_set_and_keeps_it(tmp_path):
+    """dvc.yaml's form: images made (resumably) in the work folder, then ``--out`` holds exactly that set."""
+    from eqdiff.stages.prior import prior_stage
+
+    params = {"prior": {"num_inference_steps": 2, "batch_size": 2}, "train": {"num_class_images": 2, "resolution": 32}}
+    out, work = tmp_path / "prior" / "toy", tmp_path / "prior-work" / "toy"
+    prior_stage("stuffed animal", out, params, work_dir=work)
+    assert sorted(p.name for p in out.iterdir()) == ["0000.png", "0001.png", "prior.json"]
+    assert all((out / name).read_bytes() == (work / name).read_bytes() for name in ("0000.png", "prior.json"))
+    assert json.loads((out / "prior.json").read_text())["key"]["prompt"] == "stuffed animal"
+    published, made = _snapshot(out), _snapshot(work)
+    prior_stage("stuffed animal", out, params, work_dir=work)  # up to date: neither folder rewritten
+    assert _snapshot(out) == published and _snapshot(work) == made
+    shutil.rmtree(out)  # what `dvc repro` does to an unpersisted output before re-running its stage
+    prior_stage("stuffed animal", out, params, work_dir=work)
+    assert _snapshot(work) == made  # nothing regenerated
+    assert {n: v[0] for n, v in _snapshot(out).items()} == {n: v[0] for n, v in published.items()}
+    assert load_class_images(out, 2) == [out / "0000.png", out / "0001.png"]

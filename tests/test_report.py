@@ -21,6 +21,7 @@ from eqdiff.errors import DataError
 from eqdiff.metrics import evaluate
 from eqdiff.report import build_report
 from eqdiff.sample_subject import make_sample_subject
+from eqdiff.stages.evaluate import split_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_metrics import small_models, write_samples  # noqa: E402
@@ -31,7 +32,7 @@ VARIANTS = ("A", "F")
 
 @pytest.fixture(scope="module")
 def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``RUNS/<subject>/<variant>/{samples/, metrics.json}`` and ``RUNS/<subject>/masks/`` for 2 x 2 runs."""
+    """``RUNS/<subject>/<variant>/{samples/, metrics.json, evaluation.json}``, ``RUNS/<subject>/masks/``: 2 x 2 runs."""
     root = tmp_path_factory.mktemp("report")
     runs = root / "runs"
     models = small_models()
@@ -46,8 +47,9 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 per_prompt=1,
                 seed=10 * s + v,
             )
-            metrics = evaluate(samples, photos, EvaluateConfig(), models=models)
-            write_json(runs / subject / variant / "metrics.json", metrics)
+            numbers, info = split_metrics(evaluate(samples, photos, EvaluateConfig(), models=models))
+            write_json(runs / subject / variant / "metrics.json", numbers)
+            write_json(runs / subject / variant / "evaluation.json", info)
     return runs
 
 
@@ -74,7 +76,7 @@ def _parse(page: Path) -> _Images:
 def test_report_writes_tables_plot_json_and_gallery(runs_dir: Path, tmp_path: Path) -> None:
     out = build_report(runs_dir, tmp_path / "report")
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["calibrated"] is False
+    assert json.loads((out / "report.json").read_text()) == {"calibrated": False}
     assert sorted(summary["variants"]) == list(VARIANTS)
     for variant in VARIANTS:
         for prompt_set in ("unstylized", "stylized"):
@@ -144,6 +146,14 @@ def test_dvc_reads_the_metrics(runs_dir: Path, tmp_path: Path) -> None:
         text=True,
     ).stdout
     data = json.loads(shown)[""]["data"]
+
+    def leaves(tree):
+        return [v for x in tree.values() for v in (leaves(x) if isinstance(x, dict) else [x])]
+
+    # numbers only: DVC makes a column of every leaf (strings and flags live in the sidecars)
+    for path in ("metrics.json", "report/summary.json"):
+        values = leaves(data[path]["data"])
+        assert values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values), path
     assert data["metrics.json"]["data"]["stylized"]["dino_i"] == pytest.approx(
         json.loads((tmp_path / "metrics.json").read_text())["stylized"]["dino_i"]
     )
@@ -169,7 +179,8 @@ def test_evaluate_stage_default_architecture_then_report(tmp_path: Path) -> None
     out = runs / "toy" / "F" / "metrics.json"
     args = parser.parse_args(["--samples", str(samples), "--subject-dir", str(photos), "--out", str(out)])
     evaluate_stage.run(args, {"evaluate": {"batch_size": 2}})
-    metrics = json.loads(out.read_text())
+    metrics = {**json.loads(out.with_name("evaluation.json").read_text()), **json.loads(out.read_text())}
+    assert set(json.loads(out.read_text())) == {"unstylized", "stylized", "n_real_images"}
     assert metrics["calibrated"] is False
     assert metrics["clip_model"] == "random-init:clip-vit-b32:seed=0"
     assert metrics["dino_model"] == "random-init:dino-vits16:seed=0"

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from eqdiff.classes import add_class_arguments, class_noun_argument
 from eqdiff.config import MasksConfig
 from eqdiff.data import discover_subject
 from eqdiff.masks import compute_masks
@@ -17,7 +18,7 @@ from eqdiff.output_safety import claim_output, optional_path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subject-dir", type=Path, required=True, help="folder of the subject's photos")
-    parser.add_argument("--class-noun", required=True, help="the subject's class noun (grounded-sam's prompt)")
+    add_class_arguments(parser, "grounded-sam's prompt")
     parser.add_argument("--out", type=Path, required=True, help="output folder: <stem>.png, overlay.png, masks.json")
 
 
@@ -38,4 +39,4 @@ def masks_stage(subject_dir: Path, class_noun: str, out: Path, params: dict[str,
 
 
 def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    masks_stage(args.subject_dir, args.class_noun, args.out, params)
+    masks_stage(args.subject_dir, class_noun_argument(args, params), args.out, params)

@@ -1,37 +1,61 @@
 """``eqdiff prior``: class images for prior preservation (DESIGN §4.4).
 
 The work is ``eqdiff.prior.prepare_class_images``. Reads params sections ``model``, ``prior`` and ``train``
-(``num_class_images``, ``resolution``). The output folder is resumable and must persist between runs: in
-``dvc.yaml`` declare it with ``persist: true``.
+(``num_class_images``, ``resolution``). The images are made resumably where they are written: in ``--out``
+itself, or with ``--work-dir`` in that folder, the finished set then copied to ``--out`` whole. dvc.yaml uses
+a work folder so that its output need not be ``persist``ed (DVC's run-cache never restores persisted
+outputs) while a killed ``dvc repro`` still keeps the images already made (DVC deletes an unpersisted output
+before re-running its stage, never an undeclared folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
+import shutil
 from pathlib import Path
 from typing import Any
 
+from eqdiff.artifacts import staged_directory
+from eqdiff.classes import add_class_arguments, class_noun_argument
 from eqdiff.config import ModelConfig, PriorConfig, TrainConfig
 from eqdiff.output_safety import claim_output, model_input, optional_path
 from eqdiff.prior import MANIFEST_FILE, prepare_class_images
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--class-noun", required=True, help="the subject's class noun, e.g. dog or toy")
+    add_class_arguments(parser, "the class prompt's noun")
     parser.add_argument("--out", type=Path, required=True, help="output folder of NNNN.png class images")
+    parser.add_argument("--work-dir", type=Path, help="make the images (resumably) here, then copy them to --out")
 
 
-def prior_stage(class_noun: str, out: Path, params: dict[str, Any]) -> Path:
+def publish_class_images(work_dir: Path, images: list[Path], out: Path) -> None:
+    """``images`` and their manifest from ``work_dir`` as the whole of ``out`` (left alone when equal)."""
+    names = sorted([p.name for p in images] + [MANIFEST_FILE])
+    same_names = out.is_dir() and sorted(p.name for p in out.iterdir()) == names
+    if same_names and all(filecmp.cmp(work_dir / n, out / n, shallow=False) for n in names):
+        return
+    with staged_directory(out) as staging:
+        for name in names:
+            shutil.copy2(work_dir / name, staging / name)
+
+
+def prior_stage(class_noun: str, out: Path, params: dict[str, Any], work_dir: Path | None = None) -> Path:
     """The stage (every door calls this): class images of ``class_noun`` into ``out`` (resumable)."""
     model = ModelConfig.from_mapping(params.get("model"))
     prior = PriorConfig.from_mapping(params.get("prior"))
     train = TrainConfig.from_mapping(params.get("train"))
     real = optional_path(prior.real_images_dir)
     reads = [model_input(model)] if real is None else []
-    claim_output(out, "prior", manifest=MANIFEST_FILE, reads=reads, folders=[real])
-    prepare_class_images(class_noun, out, train.num_class_images, prior, model, train.resolution)
+    for path in (out, work_dir):  # the published folder and the resumable one are both this stage's own
+        if path is not None:
+            claim_output(path, "prior", manifest=MANIFEST_FILE, reads=reads, folders=[real])
+    target = Path(work_dir if work_dir is not None else out)
+    images = prepare_class_images(class_noun, target, train.num_class_images, prior, model, train.resolution)
+    if work_dir is not None:
+        publish_class_images(target, images, Path(out))
     return Path(out)
 
 
 def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    prior_stage(args.class_noun, args.out, params)
+    prior_stage(class_noun_argument(args, params), args.out, params, args.work_dir)

@@ -7,8 +7,9 @@ images generated into ``<work-dir>/prior`` when no ``--prior`` dir is given).
 
 Outputs: the concept directory (``--out``: ``concept.safetensors`` + ``concept.json``) and a work directory
 (``--work-dir``, default ``<out>-work``) holding resumable checkpoints, validation images and ``losses.jsonl``
-(one ``{"step", "time", "loss/total", ...}`` record per logged step; ``time`` in s since the epoch). A re-run
-of the same configuration on the same data resumes from its newest checkpoint at or below ``train.steps``.
+(one ``{"step", "time", "loss/total", ...}`` record per logged step; ``time`` in s since the epoch);
+``--losses FILE`` copies that log out when the concept is written. A re-run of the same configuration on the
+same data resumes from its newest checkpoint at or below ``train.steps``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from eqdiff import prior as prior_module
 from eqdiff.artifacts import OutputLock, write_text
 from eqdiff.bands_cache import load_band_cache
+from eqdiff.classes import add_class_arguments, class_noun_argument
 from eqdiff.concept import MANIFEST_FILE, WEIGHTS_FILE
 from eqdiff.config import AugmentConfig, MethodConfig, PriorConfig
 from eqdiff.data import discover_subject
@@ -39,13 +41,14 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subject-dir", type=Path, required=True, help="folder of the subject's photos")
-    parser.add_argument("--class-noun", required=True, help="the subject's class noun, e.g. 'toy' or 'dog'")
+    add_class_arguments(parser, "the instance and class prompts' noun")
     parser.add_argument("--out", type=Path, required=True, help="concept directory to write")
     parser.add_argument("--masks", type=Path, help="masks folder (default: <subject-dir>/masks)")
     parser.add_argument("--augment", type=Path, help="output of `eqdiff augment` (default: views made in memory)")
     parser.add_argument("--bands", type=Path, help="output of `eqdiff bands` (default: computed in memory)")
     parser.add_argument("--prior", type=Path, help="class images folder (default: generated into the work dir)")
     parser.add_argument("--work-dir", type=Path, help="checkpoints, validation images, losses (default: <out>-work)")
+    parser.add_argument("--losses", type=Path, help="a copy of the finished run's per-step losses (JSON lines)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
 
 
@@ -113,6 +116,13 @@ def is_finished(out: Path, run_key: str, steps: int) -> bool:
     return manifest.get("run_key") == run_key and manifest.get("steps") == steps and (out / WEIGHTS_FILE).is_file()
 
 
+def publish_losses(log: Path, out: Path) -> None:
+    """Copy the work directory's loss log to ``out`` (rewritten only when it differs: stable for DVC)."""
+    text = log.read_text(encoding="utf-8") if log.is_file() else ""
+    if not out.is_file() or out.read_text(encoding="utf-8") != text:
+        write_text(out, text)
+
+
 def train_concept(
     subject_dir: Path,
     class_noun: str,
@@ -124,10 +134,15 @@ def train_concept(
     bands: Path | None = None,
     prior: Path | None = None,
     work_dir: Path | None = None,
+    losses: Path | None = None,
     device: str = "auto",
     callback: LossCallback | None = None,
 ) -> Path:
-    """Train one concept and write it to ``out``; returns ``out``."""
+    """Train one concept and write it to ``out``; returns ``out``.
+
+    ``losses``, when given, receives a copy of the work directory's ``losses.jsonl`` once the concept is
+    written: an output of its own that does not depend on the scratch work directory surviving.
+    """
     config = MethodConfig.from_dict(params).resolved()
     augment_config = AugmentConfig.from_mapping(params.get("augment"))
     prior_config = PriorConfig.from_mapping(params.get("prior"))
@@ -183,21 +198,23 @@ def train_concept(
         recipe.setup()
         if is_finished(out, recipe.run_key, config.train.steps):
             logger.info("%s: up to date (same data, method and steps), not retrained", out)
-            return out
-        if recipe.resume():
-            truncate_loss_log(losses_log, recipe.step)
         else:
-            losses_log.unlink(missing_ok=True)
-        recipe.train()
-        recipe.save(out)
-    logger.info("concept written to %s", out)
+            if recipe.resume():
+                truncate_loss_log(losses_log, recipe.step)
+            else:
+                losses_log.unlink(missing_ok=True)
+            recipe.train()
+            recipe.save(out)
+            logger.info("concept written to %s", out)
+        if losses is not None:
+            publish_losses(losses_log, losses)
     return out
 
 
 def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
     train_concept(
         args.subject_dir,
-        args.class_noun,
+        class_noun_argument(args, params),
         args.out,
         params,
         masks=args.masks,
@@ -205,5 +222,6 @@ def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
         bands=args.bands,
         prior=args.prior,
         work_dir=args.work_dir,
+        losses=args.losses,
         device=args.device,
     )
