@@ -71,7 +71,8 @@ def project(tmp_path: Path) -> Path:
     for section, values in TINY.items():
         params[section].update(values)
     subject = make_sample_subject(tmp_path / "subjects" / "toy", 2)
-    params.update(subjects=[{"name": "toy", "dir": str(subject), "class_noun": "toy"}], classes=["toy"], variants=["F"])
+    subjects = [{"name": "toy", "dir": str(subject), "class": "toy"}]
+    params.update(subjects=subjects, classes={"toy": "toy"}, variants=["F"])
     params["orchestration"].update(n_workers=1, cron="* * * * *", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root

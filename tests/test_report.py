@@ -225,7 +225,7 @@ def test_report_covers_the_params_subjects_and_variants_only(runs_dir: Path, tmp
     from stage_cli import run_cli
 
     params = tmp_path / "params.yaml"
-    params.write_text("subjects: [{name: toy, dir: x, class_noun: toy}]\nvariants: [F]\n")
+    params.write_text("subjects: [{name: toy, dir: x, class: toy}]\nclasses: {toy: toy}\nvariants: [F]\n")
     out = tmp_path / "report"
     assert run_cli(["report", "--params", str(params), "--runs", str(runs_dir), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -236,7 +236,9 @@ def test_report_covers_the_params_subjects_and_variants_only(runs_dir: Path, tmp
     assert "can" not in (out / "table.md").read_text()
 
     # A subject of the params without its evaluation: one line naming the missing file, the report unchanged.
-    params.write_text("subjects: [{name: toy, dir: x, class_noun: toy}, {name: cup, dir: y, class_noun: cup}]\n")
+    params.write_text(
+        "subjects: [{name: toy, dir: x, class: toy}, {name: cup, dir: y, class: cup}]\nclasses: {toy: toy, cup: cup}\n"
+    )
     before = (out / "summary.json").read_bytes()
     assert run_cli(["report", "--params", str(params), "--runs", str(runs_dir), "--out", str(out)]) == 2
     error = capsys.readouterr().err.strip()

@@ -14,10 +14,10 @@ from eqdiff.artifacts import write_json
 SUBJECTS = {"toy": {"A": 0.50, "F": 0.70}, "can": {"A": 0.30, "F": 0.60}}  # unstylized CLIP-T of each run
 
 
-def metrics_file(clip_t: float, subject_dir: Path) -> dict:
-    """What ``eqdiff evaluate`` writes (its contract: report.py ``_check_metrics``), with chosen numbers."""
+def metrics_file(clip_t: float) -> dict:
+    """What ``eqdiff evaluate`` writes to metrics.json (numbers only; report.py ``_check_metrics``)."""
     block = {"clip_t": clip_t, "clip_i": clip_t / 2, "dino_i": clip_t / 4, "n_images": 2}
-    return {"calibrated": False, "unstylized": block, "stylized": dict(block), "subject_dir": str(subject_dir)}
+    return {"unstylized": block, "stylized": dict(block)}
 
 
 @pytest.fixture
@@ -27,13 +27,17 @@ def tracked(tmp_path: Path, subject_dir: Path) -> tuple[dict, Path]:
 
     runs = tmp_path / "runs"
     params = fast_params(train={"steps": 3, "with_prior_preservation": False})
-    train_concept(subject_dir, "toy", runs / "toy" / "F" / "concept", params)
+    train_concept(
+        subject_dir, "toy", runs / "toy" / "F" / "concept", params, losses=runs / "toy" / "F" / "losses.jsonl"
+    )
     for subject, variants in SUBJECTS.items():
         for variant, clip_t in variants.items():
-            write_json(runs / subject / variant / "metrics.json", metrics_file(clip_t, subject_dir))
+            write_json(runs / subject / variant / "metrics.json", metrics_file(clip_t))
+            info = {"calibrated": False, "subject_dir": str(subject_dir)}
+            write_json(runs / subject / variant / "evaluation.json", info)
     params.update(
-        subjects=[{"name": name, "dir": str(subject_dir), "class_noun": "toy"} for name in SUBJECTS],
-        classes=["toy"],
+        subjects=[{"name": name, "dir": str(subject_dir), "class": "toy"} for name in SUBJECTS],
+        classes={"toy": "toy"},
         variants=["A", "F"],
         orchestration={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "tracking-test"},
     )
@@ -72,7 +76,7 @@ def test_parent_runs_names_and_loss_timestamps_read_back(tracked: tuple[dict, Pa
 
     # Losses at their training steps and at the wall times training recorded (not one tracking-time stamp).
     records = [
-        json.loads(line) for line in (runs / "toy" / "F" / "concept-work" / "losses.jsonl").read_text().splitlines()
+        json.loads(line) for line in (runs / "toy" / "F" / "losses.jsonl").read_text().splitlines()
     ]
     history = sorted(client.get_metric_history(first["runs"]["toy/F"], "loss/total"), key=lambda m: m.step)
     assert [m.step for m in history] == [1, 2, 3]

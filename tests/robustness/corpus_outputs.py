@@ -44,12 +44,14 @@ def _concept_copy(env: Env, root: Path) -> Path:
 
 
 def _runs_folder(root: Path, subject: Path) -> Path:
-    """A minimal ``eqdiff report`` input: one subject, one variant, a metrics.json (samples are not read first)."""
+    """A minimal ``eqdiff report`` input: one subject, one variant, its metrics.json (numbers) and
+    evaluation.json (what was measured); samples are not read first."""
     run = root / "runs" / "toy" / "F"
     run.mkdir(parents=True)
     block = {"clip_t": 0.2, "clip_i": 0.5, "dino_i": 0.4, "n_images": 1}
-    metrics = {"calibrated": False, "unstylized": block, "subject_dir": str(subject)}
-    (run / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    (run / "metrics.json").write_text(json.dumps({"unstylized": block}), encoding="utf-8")
+    info = {"calibrated": False, "subject_dir": str(subject)}
+    (run / "evaluation.json").write_text(json.dumps(info), encoding="utf-8")
     return root / "runs"
 
 

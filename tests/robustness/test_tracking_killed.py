@@ -47,9 +47,11 @@ def _layout(root: Path, uri: str) -> tuple[Path, Path, str]:
     run = root / "runs" / "toy" / "F"
     run.mkdir(parents=True)
     block = {"clip_t": 0.2, "clip_i": 0.5, "dino_i": 0.4, "n_images": 1}
-    (run / "metrics.json").write_text(json.dumps({"calibrated": False, "unstylized": block, "subject_dir": "x"}))
+    (run / "metrics.json").write_text(json.dumps({"unstylized": block}))
+    (run / "evaluation.json").write_text(json.dumps({"calibrated": False, "subject_dir": "x"}))
     params = {
-        "subjects": [{"name": "toy", "dir": str(subject), "class_noun": "toy"}],
+        "subjects": [{"name": "toy", "dir": str(subject), "class": "toy"}],
+        "classes": {"toy": "toy"},
         "variants": ["F"],
         "orchestration": {"tracking_uri": uri, "experiment": root.name},
     }
