@@ -115,6 +115,8 @@ def test_dreambooth_roster_plans_every_stage_with_its_class_nouns(tmp_path: Path
             slug = argv[argv.index("--class") + 1]
             assert slug in classes, argv  # one whole argument, a key the command resolves in params
         if argv[:2] == ["eqdiff", "prior"]:
-            assert argv[-2:] == ["--out", f"runs/prior/{argv[3]}"]
+            slug = argv[argv.index("--class") + 1]
+            assert argv[argv.index("--out") + 1] == f"runs/prior/{slug}"
+            assert argv[argv.index("--work-dir") + 1] == f"runs/prior-work/{slug}"
     bear = next(a for a in commands if a[:2] == ["eqdiff", "train"] and "runs/bear_plushie/F/concept" in a)
     assert bear[bear.index("--prior") + 1] == "runs/prior/stuffed-animal"
