@@ -45,7 +45,7 @@ def masks_flow():
 
 
 def test_eqdiff_warnings_and_info_reach_the_task_run_log(subject_dir: Path, tmp_path: Path, prefect_api):
-    subject = SubjectSpec("toy", subject_dir, "toy")
+    subject = SubjectSpec("toy", subject_dir, "toy", "toy")
     params = {"masks": {"backend": "files", "files_dir": str(subject_dir / "masks"), "max_foreground_warn": 0.01}}
     state = masks_flow()(subject, RunLayout(tmp_path / "runs"), params, return_state=True)
     assert state.is_completed()
@@ -59,7 +59,7 @@ def test_eqdiff_warnings_and_info_reach_the_task_run_log(subject_dir: Path, tmp_
 def test_a_user_error_is_reported_once_in_one_line(subject_dir: Path, tmp_path: Path, prefect_api):
     photo = sorted(subject_dir.glob("*.png"))[0]
     photo.write_bytes(photo.read_bytes()[:200])  # a truncated download
-    subject = SubjectSpec("toy", subject_dir, "toy")
+    subject = SubjectSpec("toy", subject_dir, "toy", "toy")
     state = masks_flow()(subject, RunLayout(tmp_path / "runs"), {}, return_state=True)
     assert state.is_failed() and photo.name in state.message
 
