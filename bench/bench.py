@@ -232,15 +232,13 @@ def inference_pipelines(args, device: torch.device, dtype: torch.dtype) -> Infer
 
 
 PLAIN_SD = {"guidance_scale": 12.5, "output_type": "pt"}
-EQDIFF_VARIANTS = {
+EQDIFF_VARIANTS = {  # EqDiff as shipped (fused; the unconditional reference row cached) and without each fast path
     # name: pipeline options; "unshared" runs only at batch > 1 (at batch 1 every reference row is distinct)
     "fused": {"fuse_reference": True},
     "twocall": {"fuse_reference": False},
     "fused_unshared": {"fuse_reference": True, "share_reference_rows": False},
     "fused_uncached": {"fuse_reference": True, "cache_unconditional_reference": False},
 }
-"""EqDiff as shipped (fused; the cache of the unconditional reference row is warm after the warm-up call), and
-without each of the three inference fast paths."""
 
 
 def run_plain(plain: StableDiffusionPipeline, args, batch: int, steps: int) -> None:

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -52,6 +51,7 @@ from eqdiff.config import (
 from eqdiff.errors import EqDiffError
 from eqdiff.samples import PROMPT_SETS
 from eqdiff.stages.evaluate import INFO_FILE
+from tasks.run_owners import Terminated, close_stale_runs, owner_tags, raise_terminated
 from tasks.spec import read_subjects, read_variants
 
 logger = logging.getLogger(__name__)
@@ -99,44 +99,6 @@ def read_losses(path: Path) -> list[tuple[int, float | None, dict[str, float]]]:
                 f"{path}:{number}: not a loss record (half-written by a killed run? re-run `eqdiff train`)"
             ) from None
     return rows
-
-
-class Terminated(BaseException):
-    """Raised in the main thread on SIGTERM (whose default action exits at once), so runs end as KILLED."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated(signal.Signals(signum).name)
-
-
-def _owner_tags() -> dict[str, str]:
-    """Which process created a run: a later run on this host closes it when that process is gone."""
-    return {"eqdiff.host": socket.gethostname(), "eqdiff.pid": str(os.getpid())}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def close_stale_runs(client, experiment_id: str) -> list[str]:
-    """End as KILLED every RUNNING run that a tracking process on this host started and that process is gone
-    (SIGKILL, power loss: nothing could end it then). Returns their ids."""
-    host, stale = socket.gethostname(), []
-    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=1000):
-        tags = run.data.tags
-        pid = tags.get("eqdiff.pid", "")
-        if tags.get("eqdiff.host") == host and pid.isdigit() and not _alive(int(pid)):
-            client.set_terminated(run.info.run_id, status="KILLED")
-            stale.append(run.info.run_id)
-    if stale:
-        logger.warning("MLflow: %d run(s) of a killed tracking process ended as KILLED", len(stale))
-    return stale
 
 
 def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -355,7 +317,7 @@ def log_pipeline(
     client = _client(tracking_uri)
     experiment_id = _experiment_id(client, config.experiment, tracking_uri)
     close_stale_runs(client, experiment_id)
-    origin = {**run_tags(), **_owner_tags()}
+    origin = {**run_tags(), **owner_tags()}
     tags = {"eqdiff.source": source, "eqdiff.subjects": ",".join(s.name for s in subjects), **origin}
     suffix = run_suffix()
     parent = client.create_run(experiment_id, run_name=f"{run_name or f'pipeline-{source}'}-{suffix}", tags=tags)
@@ -405,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write the run ids to")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
         result = log_pipeline(load_params(args.params), args.runs, args.reports)
     except EqDiffError as exc:

@@ -75,9 +75,7 @@ def test_parent_runs_names_and_loss_timestamps_read_back(tracked: tuple[dict, Pa
     assert client.get_run(second["parent_run_id"]).info.run_name != parent_name
 
     # Losses at their training steps and at the wall times training recorded (not one tracking-time stamp).
-    records = [
-        json.loads(line) for line in (runs / "toy" / "F" / "losses.jsonl").read_text().splitlines()
-    ]
+    records = [json.loads(line) for line in (runs / "toy" / "F" / "losses.jsonl").read_text().splitlines()]
     history = sorted(client.get_metric_history(first["runs"]["toy/F"], "loss/total"), key=lambda m: m.step)
     assert [m.step for m in history] == [1, 2, 3]
     assert [m.timestamp for m in history] == [int(r["time"] * 1000) for r in records]
