@@ -20,6 +20,7 @@ from typing import Any
 from eqdiff.errors import EqDiffError, os_error_message
 
 STAGES: dict[str, str] = {
+    "check-models": "check every model path in the params (exists, format, architecture, dtype)",
     "sample": "write the embedded demo's synthetic subject (photos + masks)",
     "masks": "subject masks (u2netp | grounded-sam | files) and an overlay sheet",
     "augment": "a seeded, fixed set of reference views per photo",
@@ -75,7 +76,7 @@ def build_stage_parser(stage: str) -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override one parameter (repeatable)",
     )
-    importlib.import_module(f"eqdiff.stages.{stage}").add_arguments(parser)
+    importlib.import_module(f"eqdiff.stages.{stage.replace('-', '_')}").add_arguments(parser)
     return parser
 
 
@@ -111,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         params_path = args.params or (Path("params.yaml") if Path("params.yaml").is_file() else None)
         params = load_params(params_path) if params_path else {}
         params = apply_cli_overrides(params, args.overrides)
-        importlib.import_module(f"eqdiff.stages.{args.stage}").run(args, params)
+        importlib.import_module(f"eqdiff.stages.{args.stage.replace('-', '_')}").run(args, params)
     except EqDiffError as exc:
-        print(f"eqdiff {args.stage}: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # one line per problem (check-models reports several)
+            print(f"eqdiff {args.stage}: error: {line}", file=sys.stderr)
         return 2
     except OSError as exc:  # the environment (permissions, a full disk), reported like a user error
         print(f"eqdiff {args.stage}: error: {os_error_message(exc)}", file=sys.stderr)

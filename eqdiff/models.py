@@ -28,7 +28,6 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from eqdiff.config import ModelConfig
 from eqdiff.errors import EqDiffError
-from eqdiff.precision import LOAD_DTYPE
 
 logger = logging.getLogger(__name__)
 
@@ -263,43 +262,31 @@ def preset_directory(config: ModelConfig) -> Path:
 
 
 def resolve_model_path(config: ModelConfig) -> str:
-    """Directory (or, when allowed, hub id) that ``load_components`` reads."""
+    """Directory, single ``.safetensors`` / ``.ckpt`` file (or, when allowed, hub id) that ``load_components`` reads."""
     if config.preset in RANDOM_PRESETS:
         return str(preset_directory(config))
     path = Path(config.path).expanduser()
-    if path.is_dir():
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in (".safetensors", ".ckpt")):
         return str(path)
+    if path.is_file():
+        raise ModelError(
+            f"model.path: {path} is a {path.suffix or 'suffix-less'} file (expected a diffusers "
+            "directory or a single .safetensors / .ckpt checkpoint)"
+        )
     if config.allow_download:
         return config.path
     raise ModelError(
-        f"model.path: {config.path} is not a local directory (set model.allow_download: true to use a hub id)"
+        f"model.path: {config.path} is not a local directory or checkpoint file "
+        "(set model.allow_download: true to use a hub id)"
     )
 
 
 def load_components(config: ModelConfig) -> Components:
-    """Load the five stock components from the preset's directory (or hub id when downloads are allowed)."""
-    source = resolve_model_path(config)
-    local = Path(source).is_dir()
-    if local:
-        missing = [c for c in COMPONENTS if not (Path(source) / c).is_dir()]
-        if missing:
-            raise ModelError(f"{source}: not a Stable Diffusion v1.x directory (missing {', '.join(missing)}/)")
-    kwargs = {"local_files_only": not config.allow_download}
+    """Load the five stock components from a preset's directory, ``model.path`` (a diffusers directory or a single
+    checkpoint file, ``eqdiff.checkpoints``) or a hub id when downloads are allowed."""
+    from eqdiff.checkpoints import read_components  # it builds on this module's presets and tokenizer
 
-    def weights(component: str) -> dict:  # one load dtype for every network, whatever its files store
-        return {"variant": weights_variant(Path(source) / component) if local else None, **kwargs}
-
-    try:
-        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
-        text_encoder = CLIPTextModel.from_pretrained(
-            source, subfolder="text_encoder", dtype=LOAD_DTYPE, **weights("text_encoder")
-        )
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=LOAD_DTYPE, **weights("unet"))
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=LOAD_DTYPE, **weights("vae"))
-        scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler", **kwargs)
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{source}: could not load the model ({first})") from None
+    tokenizer, text_encoder, unet, vae, scheduler = read_components(resolve_model_path(config), config.allow_download)
     for module in (text_encoder, unet, vae):
         module.requires_grad_(False).eval()
     if config.preset in RANDOM_PRESETS:

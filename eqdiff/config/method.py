@@ -61,9 +61,10 @@ class ModelConfig(Section):
     LIMITS = {"seed": (0, MAX_SEED, "a seed torch and NumPy accept")}
     preset: str = "tiny"
     """``tiny`` (seeded random weights, SD v1.x architecture, small widths), ``sd-v1-random`` (the same at full
-    SD v1.x size, for benchmarks) or ``sd-v1`` (a diffusers directory of real weights)."""
+    SD v1.x size, for benchmarks) or ``sd-v1`` (real weights at ``path``)."""
     path: str | None = None
-    """For ``sd-v1``: a local diffusers directory, or a hub id when ``allow_download`` is true."""
+    """For ``sd-v1``: a local diffusers directory, a single ``.safetensors`` / ``.ckpt`` checkpoint in the original
+    layout, or a hub id when ``allow_download`` is true."""
     allow_download: bool = False
     """Allow ``path`` to be a hub id fetched over the network; off by default (nothing downloads)."""
     seed: int = 0
@@ -75,7 +76,8 @@ class ModelConfig(Section):
         presets = ("tiny", "sd-v1-random", "sd-v1")
         _check(self.preset in presets, "model", "preset", " | ".join(presets), self.preset)
         if self.preset == "sd-v1":
-            _check(bool(self.path), "model", "path", "a local diffusers directory for preset sd-v1", self.path)
+            expected = "a diffusers directory or .safetensors/.ckpt file for preset sd-v1"
+            _check(bool(self.path), "model", "path", expected, self.path)
 
 
 @dataclass(frozen=True)
