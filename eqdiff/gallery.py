@@ -19,7 +19,7 @@ from PIL import Image
 from eqdiff.artifacts import save_png, write_text
 from eqdiff.data import discover_subject, load_image
 from eqdiff.errors import DataError
-from eqdiff.samples import PROMPT_SETS, read_sample_index
+from eqdiff.sample_index import PROMPT_SETS, read_sample_index
 
 if TYPE_CHECKING:
     from eqdiff.report import Run

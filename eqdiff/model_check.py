@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from eqdiff.checkpoints import ARCHITECTURES, detect_architecture, is_single_file, layout_of, tensor_shapes
-from eqdiff.config import EvaluateConfig, MasksConfig, ModelConfig
+from eqdiff.config import EvaluateConfig, MasksConfig, ModelConfig, Params
 from eqdiff.errors import EqDiffError
 from eqdiff.models import COMPONENTS, RANDOM_PRESETS, default_cache_dir
 
@@ -365,12 +365,12 @@ def check_masks(config: MasksConfig) -> list[ModelRow]:
 # All of them.
 
 
-def check_models(params: dict[str, Any]) -> list[ModelRow]:
+def check_models(params: Params) -> list[ModelRow]:
     """One row per model path the params name (SD, CLIP, DINO, the mask backend's files)."""
     return [
-        check_sd(ModelConfig.from_mapping(params.get("model"))),
-        *check_evaluators(EvaluateConfig.from_mapping(params.get("evaluate"))),
-        *check_masks(MasksConfig.from_mapping(params.get("masks"))),
+        check_sd(params.section(ModelConfig)),
+        *check_evaluators(params.section(EvaluateConfig)),
+        *check_masks(params.section(MasksConfig)),
     ]
 
 

@@ -361,38 +361,3 @@ def image_generator(
     """The generator of one image, from (seed, prompt index, sample index) alone (DESIGN §4.6)."""
     key = (seed * 1_000_003 + prompt_index) * 1_009 + sample_index
     return torch.Generator(device=device).manual_seed(key % (2**63))
-
-
-def validation_images(recipe, path: Path) -> Path:
-    """Sample the validation prompt with the live training weights and write a PNG grid."""
-    from eqdiff.artifacts import save_png
-    from eqdiff.prompts import subject_prompt
-
-    cfg = recipe.config
-    pipe = EqDiffPipeline.from_components(
-        recipe.components,
-        recipe.embeddings,
-        recipe.placeholder_id,
-        cfg.concept.placeholder,
-        recipe.bank,
-        cfg.rra.enabled,
-        cfg.train.resolution,
-    )
-    pipe.reference_image = recipe.data.reference_image
-    pipe.default_reference_prompt = training_reference_prompt(
-        cfg.train.instance_prompt, cfg.concept.placeholder, recipe.class_noun
-    )
-    prompt = subject_prompt(cfg.train.validation_prompt, cfg.concept.placeholder, recipe.class_noun)
-    generators = [image_generator(cfg.train.seed, 0, i) for i in range(2)]
-    images = pipe(
-        [prompt] * 2,
-        generator=generators,
-        num_inference_steps=cfg.generate.num_inference_steps,
-        guidance_scale=cfg.generate.guidance_scale,
-        progress=False,
-    ).images
-    grid = Image.new("RGB", (sum(i.width for i in images), images[0].height))
-    for k, image in enumerate(images):
-        grid.paste(image, (k * image.width, 0))
-    save_png(path, grid)
-    return path

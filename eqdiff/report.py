@@ -38,10 +38,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from eqdiff.artifacts import ArtifactError, OutputLock, read_json, staged_directory, write_json, write_text  # noqa: E402
 from eqdiff.errors import DataError  # noqa: E402
+from eqdiff.evaluate import INFO_FILE  # noqa: E402
 from eqdiff.gallery import write_gallery  # noqa: E402
 from eqdiff.output_safety import claim_output  # noqa: E402
-from eqdiff.samples import PROMPT_SETS  # noqa: E402
-from eqdiff.stages.evaluate import INFO_FILE  # noqa: E402
+from eqdiff.sample_index import PROMPT_SETS  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -49,8 +49,8 @@ from eqdiff.config import (
     section_to_dict,
 )
 from eqdiff.errors import EqDiffError
-from eqdiff.samples import PROMPT_SETS
-from eqdiff.stages.evaluate import INFO_FILE
+from eqdiff.evaluate import INFO_FILE
+from eqdiff.sample_index import PROMPT_SETS
 from tasks.run_owners import Terminated, close_stale_runs, owner_tags, raise_terminated
 from tasks.spec import read_subjects, read_variants
 

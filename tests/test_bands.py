@@ -10,7 +10,7 @@ import torch
 from conftest import DREAMBOOTH, requires_dreambooth
 
 from eqdiff.artifacts import ArtifactError
-from eqdiff.bands_cache import POSTERIOR_KEYS, compute_band_cache, load_band_cache
+from eqdiff.bands import POSTERIOR_KEYS, compute_band_cache, load_band_cache
 from eqdiff.config import FdteConfig, ModelConfig
 from eqdiff.data import discover_subject, preprocess_target
 from eqdiff.fdte import band_images, band_posteriors, band_spectra

@@ -61,14 +61,12 @@ def test_single_file_loads_the_same_networks_as_its_directory(tiny_directory, ti
 
 
 def test_single_file_and_directory_twin_train_and_generate_bit_identically(tiny_directory, tiny_single_file, tmp_path):
-    from eqdiff.stages.generate import generate_samples
-    from eqdiff.stages.train import train_concept
+    from eqdiff.sample import make_sample_subject
+    from eqdiff.stages import generate, train
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a {} on the beach\n")
     subject = tmp_path / "subject"
-    from eqdiff.sample_subject import make_sample_subject
-
     make_sample_subject(subject, num_photos=2)
     losses, images = {}, {}
     for name, path in (("directory", tiny_directory), ("single-file", tiny_single_file)):
@@ -76,11 +74,11 @@ def test_single_file_and_directory_twin_train_and_generate_bit_identically(tiny_
             model={"preset": "sd-v1", "path": str(path)}, train={"steps": 2, "with_prior_preservation": False}
         )
         logged = []
-        concept = train_concept(
+        concept = train.run(
             subject, "toy", tmp_path / name / "concept", params, callback=lambda step, v, out=logged: out.append(v)
         )
         losses[name] = logged
-        samples = generate_samples(concept, tmp_path / name / "samples", params, {"set": prompts}, device="cpu")
+        samples = generate.run(concept, tmp_path / name / "samples", params, {"set": prompts}, device="cpu")
         images[name] = np.asarray(Image.open(samples / "set" / "000_00.png"))
     assert len(losses["directory"]) == 2 and losses["directory"] == losses["single-file"]  # floats, exactly
     assert np.array_equal(images["directory"], images["single-file"])

@@ -29,11 +29,11 @@ from eqdiff.config import (
     TrainConfig,
 )
 from eqdiff.data import discover_subject
-from eqdiff.metrics import embed_images, embed_texts, load_metric_models
+from eqdiff.evaluate import embed_images, embed_texts, load_metric_models
 from eqdiff.models import load_components
 from eqdiff.pipeline import EqDiffPipeline, image_generator
 from eqdiff.precision import inference_dtype
-from eqdiff.train import EqDiffRecipe
+from eqdiff.recipe import EqDiffRecipe
 from eqdiff.training_data import prepare_training_data, sample_batch
 
 CUDA = torch.device("cuda")

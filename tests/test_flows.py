@@ -13,7 +13,7 @@ from pipeline_copy import REPO, TINY
 
 from eqdiff.classes import class_slug
 from eqdiff.prompts import builtin_prompt_file
-from eqdiff.sample_subject import make_sample_subject
+from eqdiff.sample import make_sample_subject
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from test_pipeline import _perturbed_concept
 
 from eqdiff.pipeline import EqDiffPipeline, image_generator
 from eqdiff.prompts import tokenize
-from eqdiff.stages.generate import generate_samples
+from eqdiff.stages.generate import run as generate_samples
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from eqdiff.pipeline import EqDiffPipeline, image_generator, reference_rows
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A concept trained by the CLI on 3 synthetic photos with masks, and its generated samples."""
-    from eqdiff.sample_subject import make_sample_subject
+    from eqdiff.sample import make_sample_subject
 
     root = tmp_path_factory.mktemp("cli")
     subject = make_sample_subject(root / "toy", num_photos=3)

@@ -29,8 +29,8 @@ from eqdiff.config import AugmentConfig, MethodConfig
 from eqdiff.data import discover_subject
 from eqdiff.models import load_components
 from eqdiff.pipeline import EqDiffPipeline, image_generator
-from eqdiff.sample_subject import make_sample_subject
-from eqdiff.train import EqDiffRecipe
+from eqdiff.recipe import EqDiffRecipe
+from eqdiff.sample import make_sample_subject
 from eqdiff.training_data import prepare_training_data
 
 LOSS_RTOL, LOSS_ATOL = 1e-3, 1e-7

@@ -17,7 +17,7 @@ from eqdiff.config import VARIANTS, AugmentConfig, MethodConfig
 from eqdiff.data import discover_subject
 from eqdiff.errors import TrainingError
 from eqdiff.models import load_components
-from eqdiff.train import EqDiffRecipe, noisy_reference
+from eqdiff.recipe import EqDiffRecipe, noisy_reference
 from eqdiff.training_data import prepare_training_data, sample_batch
 
 
@@ -117,7 +117,7 @@ KILLER = textwrap.dedent(
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    from eqdiff.stages.train import train_concept
+    from eqdiff.stages.train import run as train_concept
     from conftest import fast_params
     params = fast_params(train={"steps": 5, "checkpointing_steps": 2, "with_prior_preservation": False})
 
@@ -131,7 +131,7 @@ KILLER = textwrap.dedent(
 
 
 def test_killed_and_resumed_training_is_bitwise_identical(subject_dir, tmp_path):
-    from eqdiff.stages.train import train_concept
+    from eqdiff.stages.train import run as train_concept
 
     params = fast_params(train={"steps": 5, "checkpointing_steps": 2, "with_prior_preservation": False})
     straight = train_concept(subject_dir, "toy", tmp_path / "straight", params)
@@ -202,7 +202,7 @@ def test_lowering_steps_resumes_from_the_last_checkpoint_at_or_below_them(subjec
     import json
     import logging
 
-    from eqdiff.stages.train import train_concept
+    from eqdiff.stages.train import run as train_concept
 
     def params(steps: int) -> dict:
         return fast_params(train={"steps": steps, "checkpointing_steps": 2, "with_prior_preservation": False})

@@ -44,8 +44,8 @@ def _as_overrides(params: dict) -> list[str]:
 
 def run_tier(root: Path, size: str, capsys: pytest.CaptureFixture) -> dict[str, float]:
     """Build every file, load each through the project's loaders, check them all; returns timings (s)."""
+    from eqdiff.evaluate import load_metric_models
     from eqdiff.grounded_sam import load_grounded_sam
-    from eqdiff.metrics import load_metric_models
     from eqdiff.models import load_components
 
     timings = {}

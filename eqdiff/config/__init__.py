@@ -34,6 +34,7 @@ from eqdiff.config.method import (
     TrainConfig,
     apply_overrides,
 )
+from eqdiff.config.params import Params, apply_cli_overrides
 from eqdiff.config.stages import (
     AugmentConfig,
     ClassScheduler,
@@ -66,6 +67,7 @@ __all__ = [
     "MixedPrecision",
     "ModelConfig",
     "OrchestrationConfig",
+    "Params",
     "PriorConfig",
     "RraConfig",
     "ReferenceNoise",
@@ -73,6 +75,7 @@ __all__ = [
     "ResizeMode",
     "Section",
     "TrainConfig",
+    "apply_cli_overrides",
     "apply_overrides",
     "load_params",
     "parse_override",

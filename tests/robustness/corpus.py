@@ -17,7 +17,7 @@ from PIL import Image
 
 from eqdiff.artifacts import load_tensors
 from eqdiff.data import load_image
-from eqdiff.sample_subject import make_sample_subject
+from eqdiff.sample import make_sample_subject
 from robustness import corpus_artifacts as art
 from robustness import corpus_limits, corpus_outputs, corpus_readback
 from robustness.harness import Case, Env, Invocation, make_subject, masks_run, train_run

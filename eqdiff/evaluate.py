@@ -38,7 +38,7 @@ from eqdiff.config import EvaluateConfig
 from eqdiff.data import discover_subject, load_image
 from eqdiff.errors import DataError, EqDiffError
 from eqdiff.models import build_clip_tokenizer
-from eqdiff.samples import PROMPT_SETS, SampleIndex, read_sample_index
+from eqdiff.sample_index import PROMPT_SETS, SampleIndex, read_sample_index
 
 logger = logging.getLogger(__name__)
 
@@ -360,3 +360,17 @@ def evaluate(
         }
     assert all(math.isfinite(v) for s in PROMPT_SETS if s in result for v in result[s].values())
     return result
+
+
+INFO_FILE = "evaluation.json"
+
+
+def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``metrics.evaluate``'s mapping as (numbers: the prompt-set blocks and ``n_real_images``, the rest)."""
+    numeric = {k for k, v in result.items() if k in PROMPT_SETS or (isinstance(v, int) and not isinstance(v, bool))}
+    return {k: result[k] for k in numeric}, {k: v for k, v in result.items() if k not in numeric}
+
+
+def info_path(metrics: Path) -> Path:
+    """Where ``eqdiff evaluate`` writes the sidecar of ``metrics`` by default (and ``eqdiff report`` reads it)."""
+    return Path(metrics).with_name(INFO_FILE)
