@@ -20,6 +20,7 @@ from tasks.spec import DEMO_SUBJECT_DIR
 from tasks.stages import (
     augment_task,
     bands_task,
+    check_models_task,
     evaluate_task,
     generate_task,
     masks_task,
@@ -47,6 +48,7 @@ def customize(
     chosen = next((s for s in plan.subjects if s.name == subject), None) if subject else plan.subjects[0]
     if chosen is None:
         raise ConfigError(f"subject {subject!r}: not in params subjects {[s.name for s in plan.subjects]}")
+    check_models_task(plan.params)  # a wrong model path fails here, in seconds, not after hours of work
     if chosen.dir == DEMO_SUBJECT_DIR and not chosen.dir.exists():
         sample_task(chosen.dir)
     # prior first: it needs no photo, so a bad photo fails masks with the prior already kept

@@ -54,6 +54,12 @@ def run(stage: str):
     return STAGES[stage].load().run
 
 
+@task(name="check-models", **options("check-models"))
+def check_models_task(params: dict[str, Any]) -> list[Any]:
+    """``eqdiff check-models``: every model path checked in seconds; fails with one line per problem."""
+    return run("check-models")(params)
+
+
 @task(name="sample", task_run_name="sample-{out.name}", **options("sample"))
 def sample_task(out: Path, num_photos: int = 4, seed: int = 0) -> Path:
     """The demo's synthetic subject (``eqdiff sample``)."""

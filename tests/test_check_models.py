@@ -127,3 +127,38 @@ def test_damaged_files_are_named_with_what_does_not_fit(capsys, built, tmp_path)
     assert "evaluate.clip_model" in errors[1] and "does not fit the architecture (" in errors[1]
     assert errors[2].endswith("has no .safetensors or .bin weights")
     assert errors[3].endswith("masks: is not a directory of masks")
+
+
+def test_dvc_repro_runs_the_check_first_and_stops_on_a_wrong_path(tmp_path):
+    from pipeline_copy import TINY, dvc, make_project_copy, ran_stages
+
+    wrong = tmp_path / "stable-diffusion-v1-5"
+    project = make_project_copy(tmp_path / "project", {**TINY, "model": {"preset": "sd-v1", "path": str(wrong)}})
+    result = dvc(project, "repro", check=False)
+    assert result.returncode != 0 and ran_stages(result.stdout) == ["check-models"]
+    assert f"eqdiff check-models: error: model.path: {wrong}: does not exist" in result.stderr.splitlines()
+    assert not (project / "runs").exists() and not (project / "data").exists()  # no stage after it ran
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
+@pytest.mark.parametrize("flow_name", ["customize", "benchmark"])
+def test_flows_check_the_models_before_any_long_work(tmp_path, monkeypatch, prefect_api, flow_name):
+    import importlib
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"].update(preset="sd-v1", path=str(tmp_path / "nowhere.safetensors"))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    flow = getattr(importlib.import_module(f"flows.{flow_name}"), flow_name)
+    state = flow(str(tmp_path / "params.yaml"), return_state=True)
+    assert (
+        state.is_failed() and "model.path: " in state.message and "nowhere.safetensors: does not exist" in state.message
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # not even the demo subject was drawn

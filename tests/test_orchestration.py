@@ -85,6 +85,7 @@ def test_fresh_copy_plans_every_stage(tmp_path: Path):
     project = make_project_copy(tmp_path / "project", TINY)
     names = dvc(project, "stage", "list", "--name-only").stdout.split()
     assert names == [
+        "check-models",
         "sample",
         "masks@0",
         "augment@0",
