@@ -99,12 +99,16 @@ def _read_config(folder: Path) -> dict[str, Any]:
         raise _Problem(f"{folder.name}/config.json is missing or unreadable") from None
 
 
-def _row(field: str, path: Path | str, check: Callable[[Path], tuple[str, str, str]]) -> ModelRow:
+def _row(
+    field: str, path: Path | str, check: Callable[[Path], tuple[str, str, str]], shown: str | None = None
+) -> ModelRow:
+    """The row of ``check(path)``; ``shown`` replaces the path in the table (a file inside an installed wheel)."""
+    shown = shown or str(path)
     try:
         fmt, architecture, dtype = check(Path(path).expanduser())
     except _Problem as exc:
-        return ModelRow(field, str(path), problem=f"{field}: {path}: {exc}")
-    return ModelRow(field, str(path), fmt, architecture, dtype)
+        return ModelRow(field, shown, problem=f"{field}: {path}: {exc}")
+    return ModelRow(field, shown, fmt, architecture, dtype)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -342,7 +346,7 @@ def check_masks(config: MasksConfig) -> list[ModelRow]:
             where = u2netp_path()
         except EqDiffError as exc:
             return [ModelRow("masks.backend", "u2netp", problem=f"masks.backend: u2netp: {exc}")]
-        return [_row("masks.backend", where, _u2netp)]
+        return [_row("masks.backend", where, _u2netp, shown=f"u2netp ({where.parent.name}/{where.name} in its wheel)")]
     if config.backend.value == "files":
 
         def files(path: Path) -> tuple[str, str, str]:
