@@ -11,6 +11,7 @@ whose ``problem`` is set is a path the pipeline would fail on.
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,17 +134,15 @@ def _sd_directory(path: Path) -> tuple[str, str, str]:
     if missing:
         raise _Problem(f"not a Stable Diffusion v1.x diffusers directory (missing {', '.join(missing)}/)")
     unet_config = _read_config(path / "unet")
-    if unet_config.get("cross_attention_dim") != 768 or unet_config.get("in_channels") != 4:
-        name = next((n for n, p in ARCHITECTURES.items() if _same_unet(unet_config, p.unet)), None)
-        if name is None:
-            raise _Problem(
-                f"unet/ is not SD v1.x text-to-image (cross_attention_dim {unet_config.get('cross_attention_dim')}, "
-                f"in_channels {unet_config.get('in_channels')}; expected 768 and 4)"
-            )
-    else:
-        name = "SD v1.x"
-    dtypes = []
-    with torch.device("meta"):
+    name = next((n for n, p in ARCHITECTURES.items() if _same_unet(unet_config, p.unet)), None)
+    sd_v1 = unet_config.get("cross_attention_dim") == 768 and unet_config.get("in_channels") == 4
+    if name is None and not sd_v1:
+        raise _Problem(
+            f"unet/ is not SD v1.x text-to-image (cross_attention_dim {unet_config.get('cross_attention_dim')}, "
+            f"in_channels {unet_config.get('in_channels')}; expected 768 and 4)"
+        )
+    stored: Shapes = {}
+    with torch.device("meta"):  # the networks' shapes without allocating their weights
         networks = {
             "unet": lambda: UNet2DConditionModel.from_config(unet_config),
             "vae": lambda: AutoencoderKL.from_config(_read_config(path / "vae")),
@@ -155,10 +154,10 @@ def _sd_directory(path: Path) -> tuple[str, str, str]:
                 _covers(build(), shapes)
             except _Problem as exc:
                 raise _Problem(f"{component}/ {exc}") from None
-            dtypes.append(dtype_summary(shapes))
+            stored.update({f"{component}/{key}": value for key, value in shapes.items()})
     if not any((path / "tokenizer" / f).is_file() for f in ("vocab.json", "tokenizer.json")):
         raise _Problem("tokenizer/ has no vocab.json")
-    return "diffusers directory", name, "+".join(dict.fromkeys("+".join(dtypes).split("+")))
+    return "diffusers directory", name or "SD v1.x", dtype_summary(stored)
 
 
 def _text_config(folder: Path):
@@ -169,11 +168,8 @@ def _text_config(folder: Path):
 
 
 def _same_unet(found: dict[str, Any], preset: dict[str, Any]) -> bool:
-    keys = ("block_out_channels", "cross_attention_dim", "layers_per_block")
-    return all(
-        list(found.get(k, [])) == list(preset[k]) if k == "block_out_channels" else found.get(k) == preset[k]
-        for k in keys
-    )
+    same_widths = list(found.get("block_out_channels", [])) == list(preset["block_out_channels"])
+    return same_widths and all(found.get(k) == preset[k] for k in ("cross_attention_dim", "layers_per_block"))
 
 
 def check_sd(model: ModelConfig) -> ModelRow:
@@ -329,7 +325,9 @@ def _grounding_dino(config: MasksConfig) -> Callable[[Path], tuple[str, str, str
         except _Problem:  # reported on their own rows; the architecture cannot be built without them
             return "weights-only .pth", "not checked (config or text encoder unusable)", dtype_summary(shapes)
         try:
-            detector = build_grounding_dino(config_file, Path(config.text_encoder_dir).expanduser())
+            with warnings.catch_warnings():  # Swin's torch.meshgrid call warns at every build
+                warnings.filterwarnings("ignore", message="torch.meshgrid", category=UserWarning)
+                detector = build_grounding_dino(config_file, Path(config.text_encoder_dir).expanduser())
         except EqDiffError as exc:
             raise _Problem(str(exc)) from None
         _exact(detector, shapes, ignorable=("position_ids", "token_type_ids"))

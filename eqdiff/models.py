@@ -2,7 +2,8 @@
 
 Stock components only (STYLE rule 3): diffusers ``UNet2DConditionModel``, ``AutoencoderKL``, ``DDPMScheduler``,
 transformers ``CLIPTextModel`` and ``CLIPTokenizer``. A preset is a registry entry that yields a diffusers
-directory; every preset is then loaded by the same ``load_components`` a real checkpoint goes through.
+directory; every preset is then loaded by the same ``load_components`` a real checkpoint goes through (a diffusers
+directory or a single-file checkpoint, read by ``eqdiff.checkpoints``).
 
 The ``tiny`` preset has SD v1.x's *architecture* (4 UNet levels, 2 transformer layers per down level and 3 per up
 level: 16 self- and 16 cross-attention layers, 10 of them in mid+up) at small widths, seeded random weights,
