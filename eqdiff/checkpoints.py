@@ -143,7 +143,8 @@ def original_layout(preset: RandomPreset) -> dict[str, tuple[int, ...]]:
         **sd_layout.vae_to_original(vae.state_dict(), vae.config),
         **sd_layout.text_encoder_to_original(text_encoder.state_dict(), text_encoder.config.max_position_embeddings),
     }
-    return {key: tuple(value.shape) for key, value in state.items()}
+    # position_ids is a buffer that some files carry and others (re-saved by newer tools) do not: not required
+    return {key: tuple(value.shape) for key, value in state.items() if not key.endswith("position_ids")}
 
 
 _LAYOUTS: dict[str, dict[str, tuple[int, ...]]] = {}

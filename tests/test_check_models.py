@@ -162,3 +162,17 @@ def test_flows_check_the_models_before_any_long_work(tmp_path, monkeypatch, pref
         state.is_failed() and "model.path: " in state.message and "nowhere.safetensors: does not exist" in state.message
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # not even the demo subject was drawn
+
+
+def test_a_ckpt_that_needs_pickle_or_another_family_is_a_problem(capsys, built, tmp_path):
+    import argparse
+
+    import safetensors.torch
+
+    state = safetensors.torch.load_file(built["sd_single_file"])
+    torch.save({"state_dict": state, "hyper_parameters": argparse.Namespace(lr=1e-4)}, tmp_path / "pickled.ckpt")
+    state["conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"] = torch.zeros(3, 1)
+    safetensors.torch.save_file(state, tmp_path / "sdxl.safetensors")
+    for name, message in (("pickled.ckpt", "needs pickle to load"), ("sdxl.safetensors", "is an SDXL checkpoint")):
+        code, _, errors = check(capsys, "model.preset=sd-v1", f"model.path={tmp_path / name}")
+        assert code == 2 and len(errors) == 1 and message in errors[0], errors

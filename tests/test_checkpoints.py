@@ -104,6 +104,14 @@ def test_ckpt_that_needs_pickle_is_refused_in_one_line(tiny_single_file, tmp_pat
     assert "\n" not in str(info.value)
 
 
+def test_single_file_without_the_position_ids_buffer_loads(tiny_single_file, tmp_path):
+    # Files re-saved by newer tools drop this buffer (transformers no longer saves it); it is not a weight.
+    state = safetensors.torch.load_file(tiny_single_file)
+    del state["cond_stage_model.transformer.text_model.embeddings.position_ids"]
+    safetensors.torch.save_file(state, tmp_path / "resaved.safetensors")
+    _same_weights(load_components(_sd(tiny_single_file)), load_components(_sd(tmp_path / "resaved.safetensors")))
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
@@ -119,6 +127,7 @@ def test_foreign_or_broken_single_files_are_one_line_errors(tiny_single_file, tm
     path = tmp_path / ("model.pt" if damage == "suffix" else "model.safetensors")
     if damage == "drop":
         state = {k: v for k, v in state.items() if not k.startswith("first_stage_model.decoder.")}
+
     elif damage == "reshape":  # an inpainting UNet takes 9 input channels
         state["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(32, 9, 3, 3)
     elif damage == "sd2":
