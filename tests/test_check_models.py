@@ -129,6 +129,7 @@ def test_damaged_files_are_named_with_what_does_not_fit(capsys, built, tmp_path)
     assert errors[3].endswith("masks: is not a directory of masks")
 
 
+@pytest.mark.slow
 def test_dvc_repro_runs_the_check_first_and_stops_on_a_wrong_path(tmp_path):
     from pipeline_copy import TINY, dvc, make_project_copy, ran_stages
 
@@ -148,6 +149,7 @@ def prefect_api():
         yield
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flow_name", ["customize", "benchmark"])
 def test_flows_check_the_models_before_any_long_work(tmp_path, monkeypatch, prefect_api, flow_name):
     import importlib
