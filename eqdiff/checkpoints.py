@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,9 +72,11 @@ def read_tensor_file(path: Path, what: str = "model.path") -> dict[str, torch.Te
             return safetensors.torch.load_file(path)
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except pickle.UnpicklingError as exc:
-        detail = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "unsupported object"
+        # torch names the refused object ("Unsupported global: GLOBAL argparse.Namespace was not an allowed ...")
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        refused = f"it holds an object of type {found.group(1)}" if found else "it holds objects other than tensors"
         raise ModelError(
-            f"{what}: {path} needs pickle to load (weights-only loading refused it: {detail[:160]}); "
+            f"{what}: {path} needs pickle to load ({refused}; weights-only loading never unpickles code); "
             "convert it to .safetensors"
         ) from None
     except (OSError, RuntimeError, ValueError, EOFError, safetensors.SafetensorError) as exc:
