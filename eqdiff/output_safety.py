@@ -145,7 +145,8 @@ def claim_output(
 
 
 def model_input(model: Any) -> Path | None:
-    """The local directory a ``ModelConfig`` reads (a random preset's cache folder, or ``model.path``)."""
+    """The local path a ``ModelConfig`` reads (a random preset's cache folder, or ``model.path``: a directory or
+    a single checkpoint file)."""
     from eqdiff.models import RANDOM_PRESETS, default_cache_dir
 
     if model.preset in RANDOM_PRESETS:
