@@ -78,11 +78,11 @@ def _covers(model: torch.nn.Module, shapes: Shapes) -> None:
 def _weights_files(folder: Path) -> list[Path]:
     """The weight files a library would read from ``folder``: safetensors before ``.bin`` pickles, full precision
     before the fp16 variant (sharded files together)."""
-    for suffix in (".safetensors", ".bin"):
-        files = sorted(folder.glob(f"*{suffix}"))
-        full = [f for f in files if ".fp16." not in f.name]
-        if full or files:
-            return full or files
+    for fp16 in (False, True):
+        for suffix in (".safetensors", ".bin"):
+            files = [f for f in sorted(folder.glob(f"*{suffix}")) if (".fp16." in f.name) == fp16]
+            if files:
+                return files
     raise _Problem(f"{folder.name}/ has no .safetensors or .bin weights")
 
 
