@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 import yaml
 from weight_files import SMALL_SAM_TYPE, build_weight_files, convert_directory, small_sam
@@ -25,6 +26,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths = build_weight_files(root, "small")
     paths["sd_directory"] = Path(shutil.copytree(preset_directory(ModelConfig()), root / "tiny-diffusers"))
     paths["sd_fp16"] = convert_directory(paths["sd_directory"], root / "fp16.safetensors", dtype=torch.float16)
+    paths["sd_fp16_variant"] = Path(shutil.copytree(paths["sd_directory"], root / "tiny-fp16-variant"))
+    for component in ("unet", "vae", "text_encoder"):  # only diffusers' *.fp16.safetensors variant files
+        (full,) = (paths["sd_fp16_variant"] / component).glob("*.safetensors")
+        state = {k: v.half() for k, v in safetensors.torch.load_file(full).items()}
+        safetensors.torch.save_file(state, full.with_suffix(".fp16.safetensors"))
+        full.unlink()
     return paths
 
 
@@ -85,6 +92,7 @@ def _row(table: str, field: str) -> list[str]:
         ("sd_single_file", "single file (.safetensors)", "tiny", "float32"),
         ("sd_fp16", "single file (.safetensors)", "tiny", "float16"),
         ("sd_directory", "diffusers directory", "tiny", "float32"),
+        ("sd_fp16_variant", "diffusers directory", "tiny", "float16"),
     ],
 )
 def test_each_sd_layout_is_recognised(capsys, built, key, fmt, architecture, dtype):
@@ -168,8 +176,6 @@ def test_flows_check_the_models_before_any_long_work(tmp_path, monkeypatch, pref
 
 def test_a_ckpt_that_needs_pickle_or_another_family_is_a_problem(capsys, built, tmp_path):
     import argparse
-
-    import safetensors.torch
 
     state = safetensors.torch.load_file(built["sd_single_file"])
     torch.save({"state_dict": state, "hyper_parameters": argparse.Namespace(lr=1e-4)}, tmp_path / "pickled.ckpt")
