@@ -22,7 +22,8 @@ from eqdiff.stages import STAGES
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: a stage name and its arguments (parsed by the stage's own parser)."""
-    stages = "\n".join(f"  {name:<10} {stage.summary}" for name, stage in STAGES.items())
+    width = max(map(len, STAGES))
+    stages = "\n".join(f"  {name:<{width}} {stage.summary}" for name, stage in STAGES.items())
     parser = argparse.ArgumentParser(
         prog="eqdiff",
         description="Equilibrated Diffusion pipeline stages.",
