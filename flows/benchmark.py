@@ -60,7 +60,7 @@ def benchmark(
 ) -> dict[str, Any]:
     """All subjects x variants of the params; returns the MLflow run ids (``parent_run_id``, ``runs``)."""
     plan = read_plan(params_file, overrides, runs_dir)
-    check_models_task(plan.params)  # before the cluster starts: a wrong model path fails in seconds
+    check_models_task(plan.params, plan.layout)  # before the cluster starts: a wrong model path fails in seconds
     config = OrchestrationConfig.from_mapping(plan.params.get("orchestration"))
     metrics = benchmark_runs.with_options(task_runner=dask_task_runner(config))(plan)
     report = report_task(plan.layout, Path(reports_dir), metrics)

@@ -48,7 +48,7 @@ def customize(
     chosen = next((s for s in plan.subjects if s.name == subject), None) if subject else plan.subjects[0]
     if chosen is None:
         raise ConfigError(f"subject {subject!r}: not in params subjects {[s.name for s in plan.subjects]}")
-    check_models_task(plan.params)  # a wrong model path fails here, in seconds, not after hours of work
+    check_models_task(plan.params, plan.layout)  # a wrong model path fails here, in seconds, not after hours of work
     if chosen.dir == DEMO_SUBJECT_DIR and not chosen.dir.exists():
         sample_task(chosen.dir)
     # prior first: it needs no photo, so a bad photo fails masks with the prior already kept

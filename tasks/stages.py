@@ -55,9 +55,10 @@ def run(stage: str):
 
 
 @task(name="check-models", **options("check-models"))
-def check_models_task(params: dict[str, Any]) -> list[Any]:
-    """``eqdiff check-models``: every model path checked in seconds; fails with one line per problem."""
-    return run("check-models")(params)
+def check_models_task(params: dict[str, Any], layout: RunLayout) -> list[Any]:
+    """``eqdiff check-models``: every model path checked in seconds (fails with one line per problem); the table
+    goes to ``check-models.txt`` of the runs folder, as the DVC stage writes it."""
+    return run("check-models")(params, layout.runs / "check-models.txt")
 
 
 @task(name="sample", task_run_name="sample-{out.name}", **options("sample"))
