@@ -1,4 +1,4 @@
-"""Reference augmentation (paper §4.3 training references; DESIGN §4.5; official code §1.3-§1.4).
+"""Reference augmentation (paper §4.3 training references; docs/method.md, Data and batch; official code §1.3-§1.4).
 
 * **Instance references** — another photo of the subject, zoomed out onto a mid-grey canvas (p ~ 0.66,
   side s ~ U[170, 512] at 512 px) or zoomed in and randomly cropped (s ~ U[614, 716]), randomly translated;
@@ -64,7 +64,7 @@ def _zoom(image: Image.Image, mask: Image.Image | None, side: int, config: Augme
 def reference_views(
     image: Image.Image, mask: np.ndarray | None, side: int, num_views: int, config: AugmentConfig, seed: int
 ) -> list[View]:
-    """Seeded instance reference views of one photo (DESIGN §4.5, official §1.3).
+    """Seeded instance reference views of one photo (docs/method.md, Data and batch, official §1.3).
 
     Args:
         image: the photo, RGB, any size (as ``data.load_image`` returns it).

@@ -1,4 +1,4 @@
-"""FDTE: frequency-aware decoupled textual embedding (paper §4.1, Eq. 3-5; DESIGN §4.1).
+"""FDTE: frequency-aware decoupled textual embedding (paper §4.1, Eq. 3-5; docs/method.md, FDTE).
 
 Three pieces:
 
@@ -201,7 +201,7 @@ def encode_posterior(vae, images: torch.Tensor, batch_size: int = 8) -> tuple[to
     """VAE posterior parameters of (B, 3, H, W) images in [-1, 1]: (mean, logvar), each (B, 4, h, w) float32.
 
     Unscaled (multiply a sample by ``vae.config.scaling_factor`` to get SD latents). The posterior of a fixed
-    image is deterministic, so it is computed once and sampled every step (DESIGN §4.1).
+    image is deterministic, so it is computed once and sampled every step (docs/method.md, FDTE).
     """
     means, logvars = [], []
     for chunk in images.split(batch_size):

@@ -1,4 +1,5 @@
-"""The evaluation report (DESIGN §5): Table 1's layout, CLIP-T vs DINO-I trade-off (Fig. 7 lower), gallery.
+"""The evaluation report (docs/method.md, Evaluation): Table 1's layout, CLIP-T vs DINO-I trade-off (Fig. 7 lower),
+gallery.
 
 Input layout (``RUNS``), one folder per subject and variant::
 

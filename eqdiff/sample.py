@@ -1,4 +1,5 @@
-"""A synthetic sample subject the project makes itself: the embedded demo's and the tests' input (DESIGN §2).
+"""A synthetic sample subject the project makes itself: the embedded demo's and the tests' input
+(docs/architecture.md, Offline models and data).
 
 Nothing is downloaded or copied: each photo is a seeded drawing of the same "toy" (a two-colour body with eyes
 and a base) at a different position, scale and rotation on a different textured background, with its exact

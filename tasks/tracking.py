@@ -1,4 +1,4 @@
-"""MLflow tracking of pipeline results (DESIGN §3; ecosystem.md §4.3, §4.5).
+"""MLflow tracking of pipeline results (docs/architecture.md, Stages; ecosystem.md §4.3, §4.5).
 
 One parent run per pipeline invocation and one nested run per (subject, variant), logged after the fact from
 the files the stages wrote, so the DVC ``track`` stage and the Prefect flows log exactly the same things:

@@ -1,6 +1,6 @@
 """Configuration machinery: ``Section`` (type coercion, unknown keys are errors), ``ConfigError``, params I/O.
 
-Sections are built with ``Section(**yaml)`` (STYLE rule 4): every field is type-checked against its annotation,
+Sections are built with ``Section(**yaml)``: every field is type-checked against its annotation,
 cross-field checks live in ``validate``, and ``ConfigError`` carries one line naming the field
 (``fdte.p_l``) and what was expected.
 """
