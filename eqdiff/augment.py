@@ -24,13 +24,12 @@ from tqdm import tqdm
 
 from eqdiff.artifacts import OutputLock, save_png, staged_directory, write_json
 from eqdiff.config import AugmentConfig, section_to_dict
+from eqdiff.config.base import OFFICIAL_RESOLUTION
 from eqdiff.data import Subject, center_crop_resize, load_image, load_mask
 from eqdiff.stage_manifest import is_up_to_date, subject_inputs
 
 logger = logging.getLogger(__name__)
 
-REFERENCE_SIDE = 512
-"""Image side at which the zoom scales are expressed (official resolution)."""
 CANVAS_GREY = (128, 128, 128)
 """Zoom-out canvas: the official code pads with 0.0 in [-1, 1], i.e. mid-grey (128 maps to +0.004)."""
 
@@ -42,7 +41,7 @@ def _zoom(image: Image.Image, mask: Image.Image | None, side: int, config: Augme
     zoom_out = rng.random() < config.zoom_out_prob
     low, high = config.zoom_out_scale if zoom_out else config.zoom_in_scale
     # Official: randint(170, 513) / randint(614, 716) at 512 px; a uniform integer side, scaled to ``side``.
-    scale = max(1, round(rng.uniform(low, high) * side / REFERENCE_SIDE))
+    scale = max(1, round(rng.uniform(low, high) * side / OFFICIAL_RESOLUTION))
     image = image.resize((scale, scale), Image.Resampling.BILINEAR)
     mask = mask.resize((scale, scale), Image.Resampling.NEAREST) if mask is not None else None
     if scale == side:

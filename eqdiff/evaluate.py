@@ -364,6 +364,10 @@ def evaluate(
 
 
 INFO_FILE = "evaluation.json"
+"""The sidecar of ``metrics.json``: what was measured (calibration flags, metric models, per-prompt CLIP-T)."""
+
+METRICS = ("clip_t", "clip_i", "dino_i")
+"""The paper's three metrics, in Table 1's order."""
 
 
 def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

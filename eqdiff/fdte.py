@@ -24,9 +24,7 @@ from transformers import CLIPTextModel
 from transformers.masking_utils import create_causal_mask
 
 from eqdiff.config import BandColour, BandOutput, FdteConfig, FilterShape
-
-REFERENCE_SIDE = 512
-"""Image side at which ``cutoff_low``/``cutoff_high`` are expressed (the official recipe's resolution)."""
+from eqdiff.config.base import OFFICIAL_RESOLUTION
 
 
 class FrequencyBand(enum.IntEnum):
@@ -43,7 +41,7 @@ class FrequencyBand(enum.IntEnum):
 
 def scaled_cutoff(cutoff: float, side: int) -> float:
     """A cutoff given at 512 px, expressed in frequency indices of an image of ``side`` pixels."""
-    return cutoff * side / REFERENCE_SIDE
+    return cutoff * side / OFFICIAL_RESOLUTION
 
 
 def low_pass_mask(

@@ -17,8 +17,6 @@ from PIL import Image, ImageDraw, ImageFilter
 from eqdiff.artifacts import write_bytes
 from eqdiff.output_safety import OutputError, check_parent
 
-SAMPLE_CLASS_NOUN = "toy"
-
 
 def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     base = rng.integers(40, 220, size=3)

@@ -75,6 +75,11 @@ def test_core_never_imports_the_stage_layer_or_the_orchestration_tools():
         source = module_file(module).read_text(encoding="utf-8")
         for tool in TOOLS:
             assert f"import {tool}" not in source and f"from {tool}" not in source, f"{module} imports {tool}"
+    shared = {"eqdiff.stages", "eqdiff.stages.arguments"}  # the registry and the shared arguments
+    for module in all_modules("eqdiff"):
+        if module.startswith("eqdiff.stages."):
+            other = sorted(i for i in imports_of(module) if i.startswith("eqdiff.stages.") and i not in shared)
+            assert not other, f"stage {module} imports another stage's door {other}: share through the core"
     for module in all_modules("flows") + all_modules("tasks"):
         assert "eqdiff.cli" not in imports_of(module), f"{module} imports the CLI (use eqdiff.config)"
 
