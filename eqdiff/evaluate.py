@@ -1,4 +1,5 @@
-"""CLIP-T, CLIP-I and DINO-I of generated images (DESIGN §5; paper §5.1; Custom Diffusion's ``evaluate.py``).
+"""CLIP-T, CLIP-I and DINO-I of generated images (docs/method.md, Evaluation; paper §5.1; Custom Diffusion's
+``evaluate.py``).
 
 - **CLIP-T** = mean over images of ``2.5 * max(cos(image, text), 0)`` (Hessel et al.'s CLIPScore with
   w = 2.5, as CustomConcept101 reports it). The text is the image's prompt with the placeholder token removed
@@ -296,7 +297,7 @@ def evaluate(
     config: EvaluateConfig,
     models: MetricModels | None = None,
 ) -> dict[str, Any]:
-    """CLIP-T, CLIP-I and DINO-I of one samples directory against the subject's photos (DESIGN §5).
+    """CLIP-T, CLIP-I and DINO-I of one samples directory against the subject's photos (docs/method.md, Evaluation).
 
     Returns the ``metrics.json`` mapping: ``{"unstylized": {clip_t, clip_t_cosine, clip_i, dino_i, n_images,
     n_prompts}, "stylized": {...}, "calibrated": bool, ...}`` with one block per prompt set that has images,
@@ -363,6 +364,10 @@ def evaluate(
 
 
 INFO_FILE = "evaluation.json"
+"""The sidecar of ``metrics.json``: what was measured (calibration flags, metric models, per-prompt CLIP-T)."""
+
+METRICS = ("clip_t", "clip_i", "dino_i")
+"""The paper's three metrics, in Table 1's order."""
 
 
 def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The report's static HTML gallery (DESIGN §5): per subject, the reference photos and masks, then each
+"""The report's static HTML gallery (docs/method.md, Evaluation): per subject, the reference photos and masks, then each
 variant's images prompt by prompt. Pages use relative paths to thumbnails copied into ``gallery/assets/``, so
 the report is self-contained and opens from the file system with no server.
 

@@ -77,7 +77,7 @@ def generate_samples(
     reference_image = load_image(reference) if reference is not None else None
     torch_device = resolve_device(device)
     dtype = inference_dtype(config.precision, torch_device)
-    pipe = EqDiffPipeline.from_pretrained(concept, device=torch_device, dtype=dtype)
+    pipe = EqDiffPipeline.from_concept_dir(concept, device=torch_device, dtype=dtype)
     if config.compile:
         pipe.enable_compile()
     manifest = read_json(concept / MANIFEST_FILE)
@@ -85,7 +85,7 @@ def generate_samples(
     for set_index, (name, lines) in enumerate(templates.items()):
         for prompt_index, template in enumerate(lines):
             prompt = subject_prompt(template, pipe.placeholder, manifest["class_noun"])
-            try:  # refuse an over-long prompt before anything is written, naming its line (DESIGN §6)
+            try:  # refuse an over-long prompt before anything is written, naming its line (docs/robustness.md)
                 tokenize(pipe.tokenizer, [prompt])
             except DataError as exc:
                 raise DataError(f"{prompt_sets[name]}:{prompt_index + 1}: {exc}") from None

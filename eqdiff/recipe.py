@@ -1,4 +1,5 @@
-"""The EqDiff training recipe: setup / train / save_checkpoint / resume (paper §4; DESIGN §4.4, §6).
+"""The EqDiff training recipe: setup / train / save_checkpoint / resume (paper §4; docs/method.md, Losses and
+optimisation; docs/robustness.md).
 
 One step, top to bottom (``training_step``):
 
@@ -142,7 +143,7 @@ class EqDiffRecipe:
         instance = subject_prompt(cfg.train.instance_prompt, cfg.concept.placeholder, self.class_noun)
         class_prompt = self.class_prompt
         for field, prompt in (("train.instance_prompt", instance), ("prior.class_prompt", class_prompt)):
-            try:  # name the params field of an over-long prompt (DESIGN §6)
+            try:  # name the params field of an over-long prompt (docs/robustness.md)
                 tokenize(parts.tokenizer, [prompt])
             except DataError as exc:
                 raise DataError(f"{field}: {exc}") from None

@@ -15,8 +15,9 @@ from eqdiff.pipeline import EqDiffPipeline, image_generator
 from eqdiff.prompts import subject_prompt, training_reference_prompt
 
 
-def validation_images(recipe, path: Path) -> Path:
-    """Sample the validation prompt with the live training weights and write a PNG grid."""
+def live_pipeline(recipe) -> EqDiffPipeline:
+    """An ``EqDiffPipeline`` around a recipe's live modules (no copy: it samples the weights as they train),
+    with the recipe's reference image and training reference prompt."""
     cfg = recipe.config
     pipe = EqDiffPipeline.from_components(
         recipe.components,
@@ -31,6 +32,13 @@ def validation_images(recipe, path: Path) -> Path:
     pipe.default_reference_prompt = training_reference_prompt(
         cfg.train.instance_prompt, cfg.concept.placeholder, recipe.class_noun
     )
+    return pipe
+
+
+def validation_images(recipe, path: Path) -> Path:
+    """Sample the validation prompt with the live training weights and write a PNG grid."""
+    cfg = recipe.config
+    pipe = live_pipeline(recipe)
     prompt = subject_prompt(cfg.train.validation_prompt, cfg.concept.placeholder, recipe.class_noun)
     generators = [image_generator(cfg.train.seed, 0, i) for i in range(2)]
     images = pipe(

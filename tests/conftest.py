@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny real components built offline (STYLE rule 9), a synthetic subject, one CPU thread."""
+"""Shared fixtures: tiny real components built offline, a synthetic subject, one CPU thread."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""CLIP-T / CLIP-I / DINO-I (DESIGN §5): torchmetrics agreement, identities, invariances, model errors."""
+"""CLIP-T / CLIP-I / DINO-I (docs/method.md, Evaluation): torchmetrics agreement, identities, invariances, model
+errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Class images for prior preservation (DESIGN §4.4): seeded, batched, resumable generation; real folders."""
+"""Class images for prior preservation (docs/method.md, Losses and optimisation): seeded, batched, resumable
+generation; real folders."""
 
 from __future__ import annotations
 

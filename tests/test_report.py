@@ -1,4 +1,5 @@
-"""``eqdiff report`` (DESIGN §5): two subjects x two variants of real PNG samples -> evaluate -> report."""
+"""``eqdiff report`` (docs/method.md, Evaluation): two subjects x two variants of real PNG samples -> evaluate ->
+report."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Typed, frozen configuration: one dataclass per ``params.yaml`` section (DESIGN §3, STYLE rule 4).
+"""Typed, frozen configuration: one dataclass per ``params.yaml`` section (docs/architecture.md, Layers).
 
 Every section is built with ``Section(**mapping)``, so an unknown key fails loudly; cross-field checks live in
 ``__post_init__``; derived values are properties and are never written back, so what is logged is what ran.

@@ -1,4 +1,4 @@
-"""``eqdiff augment``: a seeded, fixed set of reference views per photo (DESIGN §4.5).
+"""``eqdiff augment``: a seeded, fixed set of reference views per photo (docs/method.md, Data and batch).
 
 The work is ``eqdiff.augment.augment_subject``.
 

@@ -1,4 +1,4 @@
-"""``eqdiff bands``: band images and their VAE posterior parameters, cached (DESIGN §4.1).
+"""``eqdiff bands``: band images and their VAE posterior parameters, cached (docs/method.md, FDTE).
 
 The work is ``eqdiff.bands.compute_band_cache``. Reads params sections ``model``, ``fdte`` (band options
 only: ``shape``, ``colour``, ``output``, ``cutoff_low``, ``cutoff_high``) and ``train`` (``resolution``, ``resize``).

@@ -1,4 +1,5 @@
-"""``eqdiff evaluate``: CLIP-T, CLIP-I, DINO-I of one samples directory (DESIGN §5) -> ``metrics.evaluate``.
+"""``eqdiff evaluate``: CLIP-T, CLIP-I, DINO-I of one samples directory (docs/method.md, Evaluation) ->
+``metrics.evaluate``.
 
 Reads params section ``evaluate``. Writes, atomically, ``--out`` (``metrics.json``: numbers only, per prompt set
 ``clip_t``, ``clip_t_cosine``, ``clip_i``, ``dino_i``, ``n_images``, ``n_prompts``, and ``n_real_images``; what

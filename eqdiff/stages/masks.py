@@ -1,4 +1,5 @@
-"""``eqdiff masks``: subject masks and an overlay sheet (DESIGN §2, §4.2).
+"""``eqdiff masks``: subject masks and an overlay sheet (docs/architecture.md, Offline models and data;
+docs/method.md, MGDP).
 
 The work is ``eqdiff.masks.compute_masks``. Reads params section ``masks``.
 """
@@ -10,11 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from eqdiff.classes import add_class_arguments, class_noun_argument
 from eqdiff.config import MasksConfig, Params
 from eqdiff.data import discover_subject
 from eqdiff.masks import compute_masks
 from eqdiff.output_safety import claim_output, optional_path
+from eqdiff.stages.arguments import add_class_arguments, class_noun_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""``eqdiff prior``: class images for prior preservation (DESIGN §4.4).
+"""``eqdiff prior``: class images for prior preservation (docs/method.md, Losses and optimisation).
 
 The work is ``eqdiff.prior.prepare_class_images``. Reads params sections ``model``, ``prior`` and ``train``
 (``num_class_images``, ``resolution``). The images are made resumably where they are written: in ``--out``
@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from eqdiff.artifacts import staged_directory
-from eqdiff.classes import add_class_arguments, class_noun_argument
 from eqdiff.config import ModelConfig, Params, PriorConfig, TrainConfig
 from eqdiff.output_safety import claim_output, model_input, optional_path
 from eqdiff.prior import MANIFEST_FILE, prepare_class_images
+from eqdiff.stages.arguments import add_class_arguments, class_noun_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
-"""``eqdiff report``: tables, trade-off plot, HTML gallery over many runs (DESIGN §5) -> ``build_report``.
+"""``eqdiff report``: tables, trade-off plot, HTML gallery over many runs (docs/method.md, Evaluation) ->
+``build_report``.
 
 Reads the top-level ``subjects`` (names) and ``variants`` of the params: the report covers exactly those
 (subject, variant) runs, each of which must have its ``--runs/<subject>/<variant>/metrics.json``; other

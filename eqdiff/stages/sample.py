@@ -1,4 +1,5 @@
-"""``eqdiff sample``: write the embedded demo's synthetic subject (DESIGN §2) -> ``make_sample_subject``.
+"""``eqdiff sample``: write the embedded demo's synthetic subject (docs/architecture.md, Offline models and data) ->
+``make_sample_subject``.
 
 Reads no params section. Writes ``--out/NN.png`` photos and ``--out/masks/NN.png`` masks, each file atomically;
 nothing is downloaded or copied. The same ``--num-photos`` and ``--seed`` give the same bytes, so the DVC stage

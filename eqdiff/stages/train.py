@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from eqdiff.classes import add_class_arguments, class_noun_argument
 from eqdiff.config import AugmentConfig, Params, PriorConfig
 from eqdiff.recipe import LossCallback
+from eqdiff.stages.arguments import add_class_arguments, class_noun_argument
 from eqdiff.train import train_concept
 
 

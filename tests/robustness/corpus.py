@@ -1,4 +1,5 @@
-"""The bad-input corpus (DESIGN §6): every kind of bad or odd input, the stage it is fed to, the expected outcome.
+"""The bad-input corpus (docs/robustness.md): every kind of bad or odd input, the stage it is fed to, the expected
+outcome.
 
 Each ``Case`` builds its inputs in a fresh folder and says how to run the stage on them (``harness.Invocation``).
 A bad input must be refused: exit 2, one stderr line naming the file or field, no traceback, no output (and an

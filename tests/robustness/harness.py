@@ -1,4 +1,4 @@
-"""Running a corpus case through the real ``eqdiff`` CLI and judging the outcome (DESIGN §6).
+"""Running a corpus case through the real ``eqdiff`` CLI and judging the outcome (docs/robustness.md).
 
 ``Env`` holds the expensive shared inputs (a synthetic subject, one trained tiny concept, its samples, a band
 cache made with another base model), each built once on first use. ``run_case`` runs one case in-process

@@ -1,4 +1,4 @@
-"""Safe loading, safetensors-only artefacts, output locks and NaN/inf stops (DESIGN §6)."""
+"""Safe loading, safetensors-only artefacts, output locks and NaN/inf stops (docs/robustness.md)."""
 
 from __future__ import annotations
 
