@@ -7,7 +7,7 @@
 * A **single file** in the original LDM layout (``v1-5-pruned-emaonly.safetensors``, ``sd-v1-4.ckpt``, community
   fine-tunes): its keys and shapes are checked against the layout of a known architecture (SD v1.x, or the
   ``tiny`` preset's) before anything is built; the UNet and VAE are then converted by diffusers'
-  ``from_single_file`` with that architecture's config, which the project ships (``eqdiff.models``), so nothing
+  ``from_single_file`` with that architecture's config, which the project ships (``eqdiff.architectures``), so nothing
   is fetched; the CLIP text tower is the file's ``cond_stage_model.transformer.*`` loaded strictly. ``.ckpt``
   files are read with ``torch.load(weights_only=True)`` only: one that needs pickle is refused with one line.
 
@@ -30,16 +30,8 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from eqdiff import sd_layout
-from eqdiff.errors import EqDiffError
-from eqdiff.models import (
-    COMPONENTS,
-    RANDOM_PRESETS,
-    SD_V1_SCHEDULER,
-    ModelError,
-    RandomPreset,
-    build_clip_tokenizer,
-    weights_variant,
-)
+from eqdiff.architectures import COMPONENTS, RANDOM_PRESETS, SD_V1_SCHEDULER, RandomPreset, build_clip_tokenizer
+from eqdiff.errors import EqDiffError, ModelError
 from eqdiff.precision import LOAD_DTYPE
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -213,6 +205,15 @@ def load_single_file(path: Path) -> Loaded:
     text_encoder.load_state_dict(text_state, strict=True)
     scheduler = DDPMScheduler.from_config(SD_V1_SCHEDULER)
     return tokenizer, text_encoder.to(LOAD_DTYPE), unet.to(LOAD_DTYPE), vae.to(LOAD_DTYPE), scheduler
+
+
+def weights_variant(folder: Path) -> str | None:
+    """``"fp16"`` when a component folder holds only diffusers' fp16 variant files (``*.fp16.safetensors``,
+    ``*.fp16.bin``); None when it has full-precision files (preferred: every network is loaded in fp32)."""
+    names = [p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin")] if folder.is_dir() else []
+    if any(".fp16." not in name for name in names):
+        return None
+    return "fp16" if names else None
 
 
 def load_directory(source: str, allow_download: bool) -> Loaded:

@@ -17,6 +17,10 @@ class DataError(EqDiffError, ValueError):
     """An image, mask, subject folder or prompt is invalid."""
 
 
+class ModelError(EqDiffError, ValueError):
+    """A model directory or checkpoint file is missing, incomplete or incompatible; the message names the path."""
+
+
 class TrainingError(EqDiffError, RuntimeError):
     """Training cannot go on (a NaN/inf loss, an incompatible checkpoint)."""
 

@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 
+from eqdiff.architectures import COMPONENTS, RANDOM_PRESETS
 from eqdiff.checkpoints import ARCHITECTURES, detect_architecture, is_single_file, layout_of, tensor_shapes
 from eqdiff.config import EvaluateConfig, MasksConfig, ModelConfig, Params
 from eqdiff.errors import EqDiffError
-from eqdiff.models import COMPONENTS, RANDOM_PRESETS, default_cache_dir
+from eqdiff.models import default_cache_dir
 
 Shapes = dict[str, tuple[tuple[int, ...], torch.dtype]]
 

@@ -13,8 +13,9 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from stage_cli import run_cli
 from transformers import CLIPTextModel
 
+from eqdiff.checkpoints import weights_variant
 from eqdiff.config import ModelConfig
-from eqdiff.models import load_components, preset_directory, weights_variant
+from eqdiff.models import load_components, preset_directory
 from eqdiff.precision import LOAD_DTYPE
 
 NETWORKS = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel}

@@ -39,9 +39,9 @@ from transformers import (
     ViTModel,
 )
 
+from eqdiff.architectures import RANDOM_PRESETS, SD_V1_SCHEDULER, build_clip_tokenizer
 from eqdiff.evaluate import clip_vit_b32_config, dino_vits16_config
 from eqdiff.grounded_sam import read_grounding_dino_config, shipped_grounding_dino_config
-from eqdiff.models import RANDOM_PRESETS, SD_V1_SCHEDULER, build_clip_tokenizer
 from eqdiff.sd_layout import single_file_state_dict
 
 SMALL_SAM_TYPE = "vit_b_small"
