@@ -184,3 +184,19 @@ def test_a_ckpt_that_needs_pickle_or_another_family_is_a_problem(capsys, built, 
     for name, message in (("pickled.ckpt", "needs pickle to load"), ("sdxl.safetensors", "is an SDXL checkpoint")):
         code, _, errors = check(capsys, "model.preset=sd-v1", f"model.path={tmp_path / name}")
         assert code == 2 and len(errors) == 1 and message in errors[0], errors
+
+
+def test_a_hub_id_allowed_to_download_is_reported_not_checked(capsys):
+    code, table, errors = check(
+        capsys,
+        "model.preset=sd-v1",
+        "model.path=stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "model.allow_download=true",
+    )
+    assert code == 0 and errors == []
+    assert [c.strip() for c in _row(table, "model.path")[2:]] == [
+        "hub id",
+        "not checked (fetched when loaded)",
+        "-",
+        "ok",
+    ]
