@@ -15,8 +15,8 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
+from eqdiff.config import apply_cli_overrides
 from eqdiff.errors import EqDiffError, os_error_message
 
 STAGES: dict[str, str] = {
@@ -30,21 +30,6 @@ STAGES: dict[str, str] = {
     "evaluate": "CLIP-T, CLIP-I and DINO-I of generated images",
     "report": "tables, trade-off plot and an HTML gallery",
 }
-
-
-def apply_cli_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides to a raw params mapping (unknown keys fail later, loudly)."""
-    from eqdiff.config import ConfigError, parse_override
-
-    params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in params.items()}
-    for text in overrides:
-        dotted, value = parse_override(text)
-        section, _, key = dotted.partition(".")
-        target = params.setdefault(section, {})
-        if not isinstance(target, dict):
-            raise ConfigError(f"{dotted}: section {section!r} is not a mapping")
-        target[key] = value
-    return params
 
 
 def build_parser() -> argparse.ArgumentParser:

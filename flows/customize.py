@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -43,11 +42,11 @@ def customize(
 
     Only the chosen subject is run, reported (its variants) and tracked.
     """
-    plan = read_plan(params_file, overrides, runs_dir)
+    plan = read_plan(params_file, overrides, runs_dir, reports_dir)
     chosen = next((s for s in plan.subjects if s.name == subject), None) if subject else plan.subjects[0]
     if chosen is None:
         raise ConfigError(f"subject {subject!r}: not in params subjects {[s.name for s in plan.subjects]}")
-    if chosen.dir == DEMO_SUBJECT_DIR and not chosen.dir.exists():
+    if chosen.dir == DEMO_SUBJECT_DIR.absolute() and not chosen.dir.exists():
         sample_task(chosen.dir)
     # prior first: it needs no photo, so a bad photo fails masks with the prior already kept
     prior = prior_task(chosen.class_noun, plan.layout, plan.params)
@@ -57,9 +56,9 @@ def customize(
     metrics = []
     for variant in plan.variants:
         concept = train_task(chosen, variant, masks, augment, bands, prior, plan.layout, plan.params)
-        samples = generate_task(concept, plan.prompt_sets, plan.params)
-        metrics.append(evaluate_task(samples, chosen, plan.params))
-    report = report_task(plan.layout, Path(reports_dir), metrics)
+        samples = generate_task(concept, chosen, variant, plan.layout, plan.prompt_sets, plan.params)
+        metrics.append(evaluate_task(samples, chosen, variant, plan.layout, plan.params))
+    report = report_task(plan.layout, plan.reports, metrics)
     only = {"name": chosen.name, "dir": str(chosen.dir), "class": chosen.class_slug}
     tracked = {**plan.params, "subjects": [only]}
     return track_task(tracked, plan.layout, report, "prefect-customize")

@@ -19,6 +19,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from eqdiff.errors import EqDiffError
+from eqdiff.layout import RunLayout
 from eqdiff.report import build_report
 from eqdiff.sample_subject import make_sample_subject
 from eqdiff.stages.augment import augment_stage
@@ -29,7 +30,7 @@ from eqdiff.stages.masks import masks_stage
 from eqdiff.stages.prior import prior_stage
 from eqdiff.stages.train import train_concept
 from tasks.logs import forward_eqdiff_logs
-from tasks.spec import RunLayout, SubjectSpec
+from tasks.spec import SubjectSpec
 from tasks.tracking import log_pipeline
 
 forward_eqdiff_logs()  # in every process that runs these tasks (the flow's, each Dask worker)
@@ -107,16 +108,18 @@ def train_task(
     )
 
 
-@task(name="generate", task_run_name="generate-{concept.parent.parent.name}-{concept.parent.name}", **RETRYING)
-def generate_task(concept: Path, prompt_sets: dict[str, Path], params: dict[str, Any]) -> Path:
-    """``eqdiff generate``: samples beside the concept (keeps finished images)."""
-    return generate_samples(concept, concept.parent / "samples", params, prompt_sets)
+@task(name="generate", task_run_name="generate-{subject.name}-{variant}", **RETRYING)
+def generate_task(
+    concept: Path, subject: SubjectSpec, variant: str, layout: RunLayout, prompt_sets: dict[str, Path], params: dict
+) -> Path:
+    """``eqdiff generate``: samples of ``concept`` (the train task's output; keeps finished images)."""
+    return generate_samples(concept, layout.samples(subject.name, variant), params, prompt_sets)
 
 
-@task(name="evaluate", task_run_name="evaluate-{subject.name}-{samples.parent.name}", **STAGE)
-def evaluate_task(samples: Path, subject: SubjectSpec, params: dict[str, Any]) -> Path:
-    """``eqdiff evaluate``: ``metrics.json`` beside the samples."""
-    return evaluate_stage(samples, subject.dir, samples.parent / "metrics.json", params)
+@task(name="evaluate", task_run_name="evaluate-{subject.name}-{variant}", **STAGE)
+def evaluate_task(samples: Path, subject: SubjectSpec, variant: str, layout: RunLayout, params: dict) -> Path:
+    """``eqdiff evaluate``: ``metrics.json`` of ``samples`` (the generate task's output)."""
+    return evaluate_stage(samples, subject.dir, layout.metrics(subject.name, variant), params)
 
 
 @task(name="report", **STAGE)

@@ -15,7 +15,8 @@ from pipeline_copy import BIN, TINY, dvc, make_project_copy, project_env
 
 from eqdiff.classes import class_noun, class_slug, read_classes
 from eqdiff.config import ConfigError
-from tasks.spec import RunLayout, read_subjects
+from eqdiff.layout import RunLayout
+from tasks.spec import read_subjects
 
 
 def test_slug_is_lower_case_ascii_joined_by_dashes():

@@ -8,6 +8,7 @@ Every section is built with ``Section(**mapping)``, so an unknown key fails loud
 from eqdiff.config.base import (
     ConfigError,
     Section,
+    apply_cli_overrides,
     load_params,
     parse_override,
     section_to_dict,
@@ -73,6 +74,7 @@ __all__ = [
     "ResizeMode",
     "Section",
     "TrainConfig",
+    "apply_cli_overrides",
     "apply_overrides",
     "load_params",
     "parse_override",

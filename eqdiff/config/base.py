@@ -158,6 +158,20 @@ def parse_override(text: str) -> tuple[str, Any]:
     return dotted.strip(), value
 
 
+def apply_cli_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of the raw params mapping with ``section.key=value`` overrides applied, as ``eqdiff -S`` and
+    ``dvc exp run -S`` read them (unknown keys fail later, loudly, when the section is built)."""
+    params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in params.items()}
+    for text in overrides:
+        dotted, value = parse_override(text)
+        section, _, key = dotted.partition(".")
+        target = params.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{dotted}: section {section!r} is not a mapping")
+        target[key] = value
+    return params
+
+
 class _DuplicateKey(yaml.YAMLError):
     def __init__(self, key: Any, line: int):
         super().__init__(key, line)
