@@ -80,14 +80,12 @@ def wait_workers(scheduler: str, count: int) -> None:
 
 
 def start_worker(cluster: Cluster, name: str) -> subprocess.Popen:
-    """``dask worker`` as on another box: its own empty working directory, cache and Prefect home.
-
-    ``--no-nanny``: the worker is this process, so killing its group is a lost machine, not a restart."""
+    """``dask worker`` as on another box: its own empty working directory, cache and Prefect home. Killing its
+    process group (the nanny and its worker) is losing that box."""
     machine = cluster.root / "machines" / name
     (machine / "work").mkdir(parents=True)
     env = {k: v for k, v in cluster.env(machine).items() if k != "PYTHONPATH"}  # the installed package
-    args = [str(BIN / "dask"), "worker", cluster.scheduler, "--name", name, "--nthreads", "1", "--no-nanny"]
-    args += ["--local-directory", str(machine / "dask-scratch")]
+    args = [str(BIN / "dask"), "worker", cluster.scheduler, "--nthreads", "1", "--name", name]
     return start(args, machine / "work", env, machine / "worker.log")
 
 
@@ -170,7 +168,7 @@ def reference(cluster: Cluster) -> Path:
 
 def store_files(store: Path) -> dict[str, bytes]:
     """Every output under ``runs/`` and ``reports/`` (not the resumable stages' scratch, locks or temporaries),
-    with the store's own path written as ``<store>``."""
+    with the store's own path written as ``<store>`` and the wall time of each training step left out."""
     ignore = re.compile(r"(^|/)\.|concept-work/|prior-work/")
     files = {}
     for top in ("runs", "reports"):
@@ -178,6 +176,9 @@ def store_files(store: Path) -> dict[str, bytes]:
             name = str(path.relative_to(store))
             if path.is_file() and not ignore.search(name):
                 files[name] = path.read_bytes().replace(str(store).encode(), b"<store>")
+                if path.name == "losses.jsonl":
+                    records = [json.loads(line) for line in files[name].splitlines()]
+                    files[name] = json.dumps([{k: v for k, v in r.items() if k != "time"} for r in records]).encode()
     return files
 
 
@@ -237,25 +238,41 @@ def test_benchmark_on_separate_workers_writes_every_artefact_through_the_store(c
 
 
 def prefect_task_runs_and_logs(cluster: Cluster) -> tuple[list[str], list[str]]:
-    """Every task run name and log line the Prefect server holds (the workers reported them)."""
+    """Every task run name and log line that the Prefect server holds (the workers reported them)."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    messages: list[str] = []
     with temporary_settings({PREFECT_API_URL: cluster.prefect_api}), get_client(sync_client=True) as client:
         names = [run.name for run in client.read_task_runs()]
-        messages = [log.message for log in client.read_logs()]
+        # page by page (the server's default page is 200); its text search needs PostgreSQL
+        while page := client.read_logs(limit=200, offset=len(messages)):
+            messages += [log.message for log in page]
     return names, messages
 
 
-def holder(cluster: Cluster, lock: Path) -> str | None:
-    """The worker whose process holds ``lock`` open (the stage's output lock), if any."""
-    for name, process in cluster.workers.items():
-        fds = Path(f"/proc/{process.pid}/fd")
+def group_pids(pgid: int) -> list[int]:
+    """The processes of process group ``pgid`` (a ``dask worker``: its nanny and the worker it started)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if any(os.readlink(fd) == str(lock) for fd in fds.iterdir()):
-                return name
-        except (FileNotFoundError, ProcessLookupError):
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # exited meanwhile
             continue
+        if int(fields[2]) == pgid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def holder(cluster: Cluster, lock: Path) -> str | None:
+    """The worker (machine) one of whose processes holds ``lock`` open (the stage's output lock), if any."""
+    for name, process in cluster.workers.items():
+        for pid in group_pids(process.pid):
+            try:
+                if any(os.readlink(fd) == str(lock) for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                    return name
+            except OSError:
+                continue
     return None
 
 
