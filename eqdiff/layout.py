@@ -4,9 +4,9 @@ MLflow tracking, the report and the tests.
 ``runs/<subject>/{masks,augment,bands}/``, ``runs/prior/<class slug>/``, and per (subject, variant)
 ``runs/<subject>/<variant>/{concept,concept-work,samples}/``, ``losses.jsonl``, ``metrics.json`` and
 ``evaluation.json``. A layout is rooted where the runs live: ``RunLayout.under(store, "runs")`` resolves a
-relative runs folder against a store root (the project directory, or the shared filesystem of a cluster,
-docs/cluster.md), so every path it hands out is absolute and means the same on every machine that mounts the
-store at that path.
+relative runs folder against a store root (the project directory, or the shared filesystem of a cluster:
+README "Scaling out"), so every path it hands out is absolute and means the same on every machine that mounts
+the store at that path.
 """
 
 from __future__ import annotations

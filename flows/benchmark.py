@@ -61,7 +61,9 @@ def benchmark(
 
     ``runs_dir`` and ``reports_dir`` resolve against the store (``orchestration.store``, else the current
     directory), where the inputs are copied first: the workers may be other machines (``tasks.store``)."""
-    plan = read_plan(params_file, overrides, runs_dir, reports_dir).staged()
+    plan = read_plan(params_file, overrides, runs_dir, reports_dir)
+    plan.draw_demo_subject()
+    plan = plan.staged()
     config = OrchestrationConfig.from_mapping(plan.params.get("orchestration"))
     metrics = benchmark_runs.with_options(task_runner=dask_task_runner(config))(plan)
     report = report_task(plan.layout, plan.reports, metrics)

@@ -10,7 +10,15 @@ from typing import Any
 
 from eqdiff.config import OrchestrationConfig, apply_cli_overrides, load_params
 from eqdiff.layout import RunLayout
-from tasks.spec import SubjectSpec, read_prompt_sets, read_subject_classes, read_subjects, read_variants
+from tasks.spec import (
+    DEMO_SUBJECT_DIR,
+    SubjectSpec,
+    read_prompt_sets,
+    read_subject_classes,
+    read_subjects,
+    read_variants,
+)
+from tasks.stages import sample_task
 from tasks.store import stage_inputs, store_root
 
 
@@ -29,6 +37,12 @@ class Plan:
     """The report folder."""
     store: Path
     """The store root: ``runs`` and ``reports`` resolve against it."""
+
+    def draw_demo_subject(self) -> None:
+        """Draw the embedded demo's subject (``eqdiff sample``) when a subject is it and it is missing."""
+        for subject in self.subjects:
+            if subject.dir == DEMO_SUBJECT_DIR.absolute() and not subject.dir.exists():
+                sample_task(subject.dir)
 
     def staged(self) -> Plan:
         """This plan with its subject folders and prompt files copied into the store (``tasks.store``) when

@@ -15,7 +15,6 @@ from prefect import flow
 
 from eqdiff.config import ConfigError
 from flows.common import read_plan
-from tasks.spec import DEMO_SUBJECT_DIR
 from tasks.stages import (
     augment_task,
     bands_task,
@@ -24,7 +23,6 @@ from tasks.stages import (
     masks_task,
     prior_task,
     report_task,
-    sample_task,
     track_task,
     train_task,
 )
@@ -46,8 +44,7 @@ def customize(
     chosen = next((s for s in plan.subjects if s.name == subject), None) if subject else plan.subjects[0]
     if chosen is None:
         raise ConfigError(f"subject {subject!r}: not in params subjects {[s.name for s in plan.subjects]}")
-    if chosen.dir == DEMO_SUBJECT_DIR.absolute() and not chosen.dir.exists():
-        sample_task(chosen.dir)
+    plan.draw_demo_subject()
     # prior first: it needs no photo, so a bad photo fails masks with the prior already kept
     prior = prior_task(chosen.class_noun, plan.layout, plan.params)
     masks = masks_task(chosen, plan.layout, plan.params)
