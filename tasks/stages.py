@@ -110,14 +110,19 @@ def train_task(
 
 @task(name="generate", task_run_name="generate-{subject.name}-{variant}", **RETRYING)
 def generate_task(
-    concept: Path, subject: SubjectSpec, variant: str, layout: RunLayout, prompt_sets: dict[str, Path], params: dict
+    concept: Path,
+    subject: SubjectSpec,
+    variant: str,
+    layout: RunLayout,
+    prompt_sets: dict[str, Path],
+    params: dict[str, Any],
 ) -> Path:
     """``eqdiff generate``: samples of ``concept`` (the train task's output; keeps finished images)."""
     return generate_samples(concept, layout.samples(subject.name, variant), params, prompt_sets)
 
 
 @task(name="evaluate", task_run_name="evaluate-{subject.name}-{variant}", **STAGE)
-def evaluate_task(samples: Path, subject: SubjectSpec, variant: str, layout: RunLayout, params: dict) -> Path:
+def evaluate_task(samples: Path, subject: SubjectSpec, variant: str, layout: RunLayout, params: dict[str, Any]) -> Path:
     """``eqdiff evaluate``: ``metrics.json`` of ``samples`` (the generate task's output)."""
     return evaluate_stage(samples, subject.dir, layout.metrics(subject.name, variant), params)
 
