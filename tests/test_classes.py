@@ -13,9 +13,10 @@ import yaml
 from conftest import DREAMBOOTH, requires_dreambooth
 from pipeline_copy import BIN, TINY, dvc, make_project_copy, project_env
 
-from eqdiff.classes import class_noun, class_slug, read_classes
+from eqdiff.classes import class_slug
 from eqdiff.config import ConfigError
 from eqdiff.layout import RunLayout
+from eqdiff.stages.arguments import class_noun, read_classes
 from tasks.spec import read_subjects
 
 

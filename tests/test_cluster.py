@@ -30,7 +30,7 @@ from pipeline_copy import BIN, TINY, make_project_copy, project_env
 from servers import free_port, stop, wait_healthy
 
 from eqdiff.layout import RunLayout
-from eqdiff.sample_subject import make_sample_subject
+from eqdiff.sample import make_sample_subject
 
 SERVER_START_S = 120  # `prefect server start` migrates a fresh SQLite DB first
 WORKER_START_S = 90  # a worker imports torch, diffusers and the tasks before registering

@@ -1,4 +1,5 @@
-"""``eqdiff report`` (DESIGN §5): two subjects x two variants of real PNG samples -> evaluate -> report."""
+"""``eqdiff report`` (docs/method.md, Evaluation): two subjects x two variants of real PNG samples -> evaluate ->
+report."""
 
 from __future__ import annotations
 
@@ -18,10 +19,9 @@ from PIL import Image
 from eqdiff.artifacts import write_json
 from eqdiff.config import EvaluateConfig
 from eqdiff.errors import DataError
-from eqdiff.metrics import evaluate
+from eqdiff.evaluate import evaluate, split_metrics
 from eqdiff.report import build_report
-from eqdiff.sample_subject import make_sample_subject
-from eqdiff.stages.evaluate import split_metrics
+from eqdiff.sample import make_sample_subject
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_metrics import small_models, write_samples  # noqa: E402
@@ -178,7 +178,7 @@ def test_evaluate_stage_default_architecture_then_report(tmp_path: Path) -> None
     evaluate_stage.add_arguments(parser)
     out = runs / "toy" / "F" / "metrics.json"
     args = parser.parse_args(["--samples", str(samples), "--subject-dir", str(photos), "--out", str(out)])
-    evaluate_stage.run(args, {"evaluate": {"batch_size": 2}})
+    evaluate_stage.main(args, {"evaluate": {"batch_size": 2}})
     metrics = {**json.loads(out.with_name("evaluation.json").read_text()), **json.loads(out.read_text())}
     assert set(json.loads(out.read_text())) == {"unstylized", "stylized", "n_real_images"}
     assert metrics["calibrated"] is False
@@ -188,7 +188,7 @@ def test_evaluate_stage_default_architecture_then_report(tmp_path: Path) -> None
 
     parser = argparse.ArgumentParser()
     report_stage.add_arguments(parser)
-    report_stage.run(parser.parse_args(["--runs", str(runs), "--out", str(tmp_path / "report")]), {})
+    report_stage.main(parser.parse_args(["--runs", str(runs), "--out", str(tmp_path / "report")]), {})
     assert (tmp_path / "report" / "gallery" / "toy.html").is_file()
 
 

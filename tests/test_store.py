@@ -12,7 +12,7 @@ from pipeline_copy import REPO
 from eqdiff.config import ConfigError, OrchestrationConfig
 from eqdiff.errors import DataError
 from eqdiff.layout import RunLayout
-from eqdiff.sample_subject import make_sample_subject
+from eqdiff.sample import make_sample_subject
 from tasks.spec import SubjectSpec
 from tasks.store import stage_inputs, stage_subject
 

@@ -1,4 +1,4 @@
-"""Typed, frozen configuration: one dataclass per ``params.yaml`` section (DESIGN §3, STYLE rule 4).
+"""Typed, frozen configuration: one dataclass per ``params.yaml`` section (docs/architecture.md, Layers).
 
 Every section is built with ``Section(**mapping)``, so an unknown key fails loudly; cross-field checks live in
 ``__post_init__``; derived values are properties and are never written back, so what is logged is what ran.
@@ -8,7 +8,6 @@ Every section is built with ``Section(**mapping)``, so an unknown key fails loud
 from eqdiff.config.base import (
     ConfigError,
     Section,
-    apply_cli_overrides,
     load_params,
     parse_override,
     section_to_dict,
@@ -35,6 +34,7 @@ from eqdiff.config.method import (
     TrainConfig,
     apply_overrides,
 )
+from eqdiff.config.params import Params, apply_cli_overrides
 from eqdiff.config.stages import (
     AugmentConfig,
     ClassScheduler,
@@ -67,6 +67,7 @@ __all__ = [
     "MixedPrecision",
     "ModelConfig",
     "OrchestrationConfig",
+    "Params",
     "PriorConfig",
     "RraConfig",
     "ReferenceNoise",

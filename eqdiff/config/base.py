@@ -1,6 +1,6 @@
 """Configuration machinery: ``Section`` (type coercion, unknown keys are errors), ``ConfigError``, params I/O.
 
-Sections are built with ``Section(**yaml)`` (STYLE rule 4): every field is type-checked against its annotation,
+Sections are built with ``Section(**yaml)``: every field is type-checked against its annotation,
 cross-field checks live in ``validate``, and ``ConfigError`` carries one line naming the field
 (``fdte.p_l``) and what was expected.
 """
@@ -76,6 +76,9 @@ PIPELINE_KEYS = ("subjects", "classes", "variants", "prompts")
 
 MAX_SEED = 2**32 - 1
 """Seeds are in [0, 2**32 - 1]: what every generator downstream (torch, NumPy) accepts as is."""
+
+OFFICIAL_RESOLUTION = 512
+"""The image side of the official recipe: pixel-scale params (FDTE cutoffs, zoom scales) are given at it."""
 
 NUM_TRAIN_TIMESTEPS = 1000
 """The SD v1.x scheduler's ``num_train_timesteps``: DDIM cannot take more inference steps than this."""
@@ -156,20 +159,6 @@ def parse_override(text: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         raise ConfigError(f"{dotted.strip()}: the value {raw!r} is not valid YAML") from None
     return dotted.strip(), value
-
-
-def apply_cli_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A copy of the raw params mapping with ``section.key=value`` overrides applied, as ``eqdiff -S`` and
-    ``dvc exp run -S`` read them (unknown keys fail later, loudly, when the section is built)."""
-    params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in params.items()}
-    for text in overrides:
-        dotted, value = parse_override(text)
-        section, _, key = dotted.partition(".")
-        target = params.setdefault(section, {})
-        if not isinstance(target, dict):
-            raise ConfigError(f"{dotted}: section {section!r} is not a mapping")
-        target[key] = value
-    return params
 
 
 class _DuplicateKey(yaml.YAMLError):
