@@ -38,6 +38,7 @@ from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, ViTConfig, ViTMod
 from eqdiff.config import EvaluateConfig
 from eqdiff.data import discover_subject, load_image
 from eqdiff.errors import DataError, EqDiffError
+from eqdiff.layout import EVALUATION_FILE
 from eqdiff.models import build_clip_tokenizer
 from eqdiff.sample_index import PROMPT_SETS, SampleIndex, read_sample_index
 
@@ -363,7 +364,7 @@ def evaluate(
     return result
 
 
-INFO_FILE = "evaluation.json"
+INFO_FILE = EVALUATION_FILE  # named once, by the run layout
 """The sidecar of ``metrics.json``: what was measured (calibration flags, metric models, per-prompt CLIP-T)."""
 
 METRICS = ("clip_t", "clip_i", "dino_i")

@@ -46,8 +46,8 @@ def benchmark_runs(plan: Plan) -> list[Path]:
         for variant in plan.variants:
             prior = priors[subject.class_noun]
             concept = train_task.submit(subject, variant, masks, augment, bands, prior, layout, params)
-            samples = generate_task.submit(concept, plan.prompt_sets, params)
-            evaluations.append(evaluate_task.submit(samples, subject, params))
+            samples = generate_task.submit(concept, subject, variant, layout, plan.prompt_sets, params)
+            evaluations.append(evaluate_task.submit(samples, subject, variant, layout, params))
     return [future.result() for future in evaluations]
 
 
@@ -58,12 +58,17 @@ def benchmark(
     runs_dir: str = "runs",
     reports_dir: str = "reports",
 ) -> dict[str, Any]:
-    """All subjects x variants of the params; returns the MLflow run ids (``parent_run_id``, ``runs``)."""
-    plan = read_plan(params_file, overrides, runs_dir)
+    """All subjects x variants of the params; returns the MLflow run ids (``parent_run_id``, ``runs``).
+
+    ``runs_dir`` and ``reports_dir`` resolve against the store (``orchestration.store``, else the current
+    directory), where the inputs are copied first: the workers may be other machines (``tasks.store``)."""
+    plan = read_plan(params_file, overrides, runs_dir, reports_dir)
     check_models_task(plan.params, plan.layout)  # before the cluster starts: a wrong model path fails in seconds
+    plan.draw_demo_subject()
+    plan = plan.staged()
     config = OrchestrationConfig.from_mapping(plan.params.get("orchestration"))
     metrics = benchmark_runs.with_options(task_runner=dask_task_runner(config))(plan)
-    report = report_task(plan.layout, Path(reports_dir), metrics)
+    report = report_task(plan.layout, plan.reports, metrics)
     return track_task(plan.params, plan.layout, report, "prefect-benchmark")
 
 

@@ -1,7 +1,8 @@
 """The Dask task runner of the fan-out flows (prefect-dask; ecosystem.md §5).
 
 - ``orchestration.dask_address`` set: connect to that existing scheduler (its workers bring their own GPUs;
-  start one worker per GPU there, e.g. ``CUDA_VISIBLE_DEVICES=i dask worker ADDR --nthreads 1``).
+  start one worker per GPU there, e.g. ``CUDA_VISIBLE_DEVICES=i dask worker ADDR --nthreads 1``). Workers on
+  other machines read and write through ``orchestration.store`` (``tasks.store``).
 - else, with CUDA GPUs here: a local cluster of one single-threaded worker per GPU (at most
   ``orchestration.n_workers``), each started with its own ``CUDA_VISIBLE_DEVICES`` so that ``cuda`` in a task
   is that worker's GPU.

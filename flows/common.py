@@ -1,18 +1,30 @@
-"""What every flow does first: read params (+ ``-S`` overrides) and the pipeline's top-level keys."""
+"""What every flow does first: read params (+ ``-S`` overrides), the pipeline's top-level keys and where the
+runs live (the store, ``tasks.store``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eqdiff.config import apply_cli_overrides, load_params
-from tasks.spec import RunLayout, SubjectSpec, read_prompt_sets, read_subject_classes, read_subjects, read_variants
+from eqdiff.config import OrchestrationConfig, apply_cli_overrides, load_params
+from eqdiff.layout import RunLayout
+from tasks.spec import (
+    DEMO_SUBJECT_DIR,
+    SubjectSpec,
+    read_prompt_sets,
+    read_subject_classes,
+    read_subjects,
+    read_variants,
+)
+from tasks.stages import sample_task
+from tasks.store import stage_inputs, store_root
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The params of one flow run and what they ask for."""
+    """The params of one flow run and what they ask for; every path absolute (a task may run elsewhere)."""
 
     params: dict[str, Any]
     subjects: list[SubjectSpec]
@@ -21,17 +33,44 @@ class Plan:
     variants: list[str]
     prompt_sets: dict[str, Path]
     layout: RunLayout
+    reports: Path
+    """The report folder."""
+    store: Path
+    """The store root: ``runs`` and ``reports`` resolve against it."""
+
+    def draw_demo_subject(self) -> None:
+        """Draw the embedded demo's subject (``eqdiff sample``) when a subject is it and it is missing."""
+        for subject in self.subjects:
+            if subject.dir == DEMO_SUBJECT_DIR.absolute() and not subject.dir.exists():
+                sample_task(subject.dir)
+
+    def staged(self) -> Plan:
+        """This plan with its subject folders and prompt files copied into the store (``tasks.store``) when
+        ``orchestration.store`` is set, so tasks on other machines read them there; else itself."""
+        config = OrchestrationConfig.from_mapping(self.params.get("orchestration"))
+        if not config.store:
+            return self
+        subjects, prompt_sets = stage_inputs(self.subjects, self.prompt_sets, self.store)
+        return dataclasses.replace(self, subjects=subjects, prompt_sets=prompt_sets)
 
 
-def read_plan(params_file: str | Path, overrides: list[str] | None, runs_dir: str | Path) -> Plan:
-    """``params_file`` with ``section.key=value`` overrides applied, as ``eqdiff -S`` and ``dvc exp run -S``."""
+def read_plan(
+    params_file: str | Path, overrides: list[str] | None, runs_dir: str | Path, reports_dir: str | Path = "reports"
+) -> Plan:
+    """``params_file`` with ``section.key=value`` overrides applied, as ``eqdiff -S`` and ``dvc exp run -S``.
+
+    Subject folders and prompt files resolve against the current directory, ``runs_dir`` and ``reports_dir``
+    against the store root (``orchestration.store``, default the current directory)."""
     params = apply_cli_overrides(load_params(params_file), list(overrides or []))
-    subjects = read_subjects(params)
+    root = store_root(OrchestrationConfig.from_mapping(params.get("orchestration")))
+    subjects = [dataclasses.replace(s, dir=s.dir.absolute()) for s in read_subjects(params)]
     return Plan(
         params,
         subjects,
         list(read_subject_classes(subjects).values()),
         read_variants(params),
-        read_prompt_sets(params),
-        RunLayout(Path(runs_dir)),
+        {name: path.absolute() for name, path in read_prompt_sets(params).items()},
+        RunLayout.under(root, runs_dir),
+        (root / reports_dir).absolute(),
+        root,
     )

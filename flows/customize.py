@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
 from eqdiff.config import ConfigError
 from flows.common import read_plan
-from tasks.spec import DEMO_SUBJECT_DIR
 from tasks.stages import (
     augment_task,
     bands_task,
@@ -26,7 +24,6 @@ from tasks.stages import (
     masks_task,
     prior_task,
     report_task,
-    sample_task,
     track_task,
     train_task,
 )
@@ -44,13 +41,12 @@ def customize(
 
     Only the chosen subject is run, reported (its variants) and tracked.
     """
-    plan = read_plan(params_file, overrides, runs_dir)
+    plan = read_plan(params_file, overrides, runs_dir, reports_dir)
     chosen = next((s for s in plan.subjects if s.name == subject), None) if subject else plan.subjects[0]
     if chosen is None:
         raise ConfigError(f"subject {subject!r}: not in params subjects {[s.name for s in plan.subjects]}")
     check_models_task(plan.params, plan.layout)  # a wrong model path fails here, in seconds, not after hours of work
-    if chosen.dir == DEMO_SUBJECT_DIR and not chosen.dir.exists():
-        sample_task(chosen.dir)
+    plan.draw_demo_subject()
     # prior first: it needs no photo, so a bad photo fails masks with the prior already kept
     prior = prior_task(chosen.class_noun, plan.layout, plan.params)
     masks = masks_task(chosen, plan.layout, plan.params)
@@ -59,9 +55,9 @@ def customize(
     metrics = []
     for variant in plan.variants:
         concept = train_task(chosen, variant, masks, augment, bands, prior, plan.layout, plan.params)
-        samples = generate_task(concept, plan.prompt_sets, plan.params)
-        metrics.append(evaluate_task(samples, chosen, plan.params))
-    report = report_task(plan.layout, Path(reports_dir), metrics)
+        samples = generate_task(concept, chosen, variant, plan.layout, plan.prompt_sets, plan.params)
+        metrics.append(evaluate_task(samples, chosen, variant, plan.layout, plan.params))
+    report = report_task(plan.layout, plan.reports, metrics)
     only = {"name": chosen.name, "dir": str(chosen.dir), "class": chosen.class_slug}
     tracked = {**plan.params, "subjects": [only]}
     return track_task(tracked, plan.layout, report, "prefect-customize")

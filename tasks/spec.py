@@ -91,40 +91,5 @@ def read_prompt_sets(params: dict[str, Any]) -> dict[str, Path]:
     return {name: Path(path) for name, path in prompts.items()}
 
 
-@dataclass(frozen=True)
-class RunLayout:
-    """Where each stage writes under ``runs`` (the layout of dvc.yaml; ``eqdiff report`` reads it)."""
-
-    runs: Path
-
-    def masks(self, subject: str) -> Path:
-        return self.runs / subject / "masks"
-
-    def augment(self, subject: str) -> Path:
-        return self.runs / subject / "augment"
-
-    def bands(self, subject: str) -> Path:
-        return self.runs / subject / "bands"
-
-    def prior(self, class_noun: str) -> Path:
-        """``runs/prior/<slug>``: the folder is named by the noun's slug, as dvc.yaml's ``prior@<slug>``."""
-        return self.runs / "prior" / class_slug(class_noun)
-
-    def concept(self, subject: str, variant: str) -> Path:
-        return self.runs / subject / variant / "concept"
-
-    def concept_work(self, subject: str, variant: str) -> Path:
-        return self.runs / subject / variant / "concept-work"
-
-    def losses(self, subject: str, variant: str) -> Path:
-        return self.runs / subject / variant / "losses.jsonl"
-
-    def samples(self, subject: str, variant: str) -> Path:
-        return self.runs / subject / variant / "samples"
-
-    def metrics(self, subject: str, variant: str) -> Path:
-        return self.runs / subject / variant / "metrics.json"
-
-
 DEMO_SUBJECT_DIR = Path("data/subjects/demo_toy")
 """Where the ``sample`` stage (dvc.yaml) and the flows draw the embedded demo's subject."""

@@ -21,9 +21,10 @@ from prefect.cache_policies import NONE
 
 from eqdiff.config import Params
 from eqdiff.errors import EqDiffError
+from eqdiff.layout import RunLayout
 from eqdiff.stages import STAGES
 from tasks.logs import forward_eqdiff_logs
-from tasks.spec import RunLayout, SubjectSpec
+from tasks.spec import SubjectSpec
 from tasks.tracking import log_pipeline
 
 forward_eqdiff_logs()  # in every process that runs these tasks (the flow's, each Dask worker)
@@ -117,18 +118,23 @@ def train_task(
     )
 
 
-@task(
-    name="generate", task_run_name="generate-{concept.parent.parent.name}-{concept.parent.name}", **options("generate")
-)
-def generate_task(concept: Path, prompt_sets: dict[str, Path], params: dict[str, Any]) -> Path:
-    """``eqdiff generate``: samples beside the concept (keeps finished images)."""
-    return run("generate")(concept, concept.parent / "samples", params, prompt_sets)
+@task(name="generate", task_run_name="generate-{subject.name}-{variant}", **options("generate"))
+def generate_task(
+    concept: Path,
+    subject: SubjectSpec,
+    variant: str,
+    layout: RunLayout,
+    prompt_sets: dict[str, Path],
+    params: dict[str, Any],
+) -> Path:
+    """``eqdiff generate``: samples of ``concept`` (the train task's output; keeps finished images)."""
+    return run("generate")(concept, layout.samples(subject.name, variant), params, prompt_sets)
 
 
-@task(name="evaluate", task_run_name="evaluate-{subject.name}-{samples.parent.name}", **options("evaluate"))
-def evaluate_task(samples: Path, subject: SubjectSpec, params: dict[str, Any]) -> Path:
-    """``eqdiff evaluate``: ``metrics.json`` beside the samples."""
-    return run("evaluate")(samples, subject.dir, samples.parent / "metrics.json", params)
+@task(name="evaluate", task_run_name="evaluate-{subject.name}-{variant}", **options("evaluate"))
+def evaluate_task(samples: Path, subject: SubjectSpec, variant: str, layout: RunLayout, params: dict[str, Any]) -> Path:
+    """``eqdiff evaluate``: ``metrics.json`` of ``samples`` (the generate task's output)."""
+    return run("evaluate")(samples, subject.dir, layout.metrics(subject.name, variant), params)
 
 
 @task(name="report", **options("report"))

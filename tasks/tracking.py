@@ -49,7 +49,8 @@ from eqdiff.config import (
     section_to_dict,
 )
 from eqdiff.errors import EqDiffError
-from eqdiff.evaluate import INFO_FILE, METRICS
+from eqdiff.evaluate import METRICS
+from eqdiff.layout import RunLayout
 from eqdiff.sample_index import PROMPT_SETS
 from tasks.run_owners import Terminated, close_stale_runs, owner_tags, raise_terminated
 from tasks.spec import read_subjects, read_variants
@@ -169,16 +170,16 @@ def _log_batches(client, run_id: str, params: dict[str, str], metrics: list) -> 
         client.log_batch(run_id, metrics=metrics[start : start + 1000])
 
 
-def _metric_rows(run_dir: Path) -> list:
+def _metric_rows(layout: RunLayout, subject: str, variant: str) -> list:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
     rows = [
         Metric(key, value, now if wall_time is None else int(wall_time * 1000), step)
-        for step, wall_time, values in read_losses(run_dir / "losses.jsonl")
+        for step, wall_time, values in read_losses(layout.losses(subject, variant))
         for key, value in values.items()
     ]
-    metrics_file = run_dir / "metrics.json"
+    metrics_file = layout.metrics(subject, variant)
     if metrics_file.is_file():
         evaluated = int(metrics_file.stat().st_mtime * 1000)  # when evaluate wrote them, not when tracked
         rows += [Metric(key, value, evaluated, 0) for key, value in final_metrics(read_json(metrics_file)).items()]
@@ -207,20 +208,19 @@ def run_suffix() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def _log_artifacts(client, run_id: str, runs_dir: Path, subject: str, variant: str) -> None:
-    subject_dir, run_dir = runs_dir / subject, runs_dir / subject / variant
+def _log_artifacts(client, run_id: str, layout: RunLayout, subject: str, variant: str) -> None:
     files = {
-        subject_dir / "masks" / "overlay.png": "masks",
-        subject_dir / "bands" / "sheet.png": "bands",
-        subject_dir / "augment" / "sheet.png": "augment",
-        run_dir / "samples" / "grid.png": "samples",
-        run_dir / "metrics.json": "metrics",
+        layout.masks(subject) / "overlay.png": "masks",
+        layout.bands(subject) / "sheet.png": "bands",
+        layout.augment(subject) / "sheet.png": "augment",
+        layout.samples(subject, variant) / "grid.png": "samples",
+        layout.metrics(subject, variant): "metrics",
     }
     for path, artifact_path in files.items():
         if path.is_file():
             client.log_artifact(run_id, str(path), artifact_path)
-    if (run_dir / "concept").is_dir():
-        client.log_artifacts(run_id, str(run_dir / "concept"), "concept")
+    if layout.concept(subject, variant).is_dir():
+        client.log_artifacts(run_id, str(layout.concept(subject, variant)), "concept")
 
 
 def _git_commit() -> str | None:
@@ -235,7 +235,7 @@ def _log_nested_run(
     client,
     experiment_id: str,
     parent_id: str,
-    runs_dir: Path,
+    layout: RunLayout,
     subject,
     variant: str,
     flat: dict[str, str],
@@ -246,8 +246,7 @@ def _log_nested_run(
     """One (subject, variant) run under ``parent_id``: its params, losses, final metrics and artifacts, tagged
     with ``origin`` (git revision, DVC experiment, owning process). While it is being logged its id is first in
     ``open_runs`` (the runs to end if logging dies)."""
-    run_dir = runs_dir / subject.name / variant
-    info = run_dir / INFO_FILE
+    info = layout.evaluation(subject.name, variant)
     calibrated = info.is_file() and read_json(info).get("calibrated", False)
     run = client.create_run(
         experiment_id,
@@ -263,8 +262,8 @@ def _log_nested_run(
     )
     run_id = run.info.run_id
     open_runs.insert(0, run_id)
-    _log_batches(client, run_id, flat, _metric_rows(run_dir))
-    _log_artifacts(client, run_id, runs_dir, subject.name, variant)
+    _log_batches(client, run_id, flat, _metric_rows(layout, subject.name, variant))
+    _log_artifacts(client, run_id, layout, subject.name, variant)
     client.set_terminated(run_id)
     open_runs.remove(run_id)
     return run_id
@@ -305,13 +304,13 @@ def log_pipeline(
     """
     from mlflow.entities import RunTag
 
-    runs_dir = Path(runs_dir)
+    layout = RunLayout(Path(runs_dir))
     config = OrchestrationConfig.from_mapping(params.get("orchestration"))
     subjects, variants = read_subjects(params), read_variants(params)
     for subject in subjects:
         for variant in variants:
-            if not (runs_dir / subject.name / variant / "metrics.json").is_file():
-                raise EqDiffError(f"{runs_dir / subject.name / variant / 'metrics.json'}: missing; run evaluate first")
+            if not layout.metrics(subject.name, variant).is_file():
+                raise EqDiffError(f"{layout.metrics(subject.name, variant)}: missing; run evaluate first")
     tracking_uri = resolve_tracking_uri(config.tracking_uri)
     client = _client(tracking_uri)
     experiment_id = _experiment_id(client, config.experiment, tracking_uri)
@@ -330,13 +329,11 @@ def log_pipeline(
             for variant in variants:
                 flat = flatten_params(params, variant)
                 run_id = _log_nested_run(
-                    client, experiment_id, parent_id, runs_dir, subject, variant, flat, suffix, open_runs, origin
+                    client, experiment_id, parent_id, layout, subject, variant, flat, suffix, open_runs, origin
                 )
                 nested[f"{subject.name}/{variant}"] = run_id
                 run_params.append(flat)
-                run_metrics[subject.name, variant] = final_metrics(
-                    read_json(runs_dir / subject.name / variant / "metrics.json")
-                )
+                run_metrics[subject.name, variant] = final_metrics(read_json(layout.metrics(subject.name, variant)))
         _log_parent_summary(client, parent_id, params, run_params, run_metrics)
         if reports_dir is not None and Path(reports_dir).is_dir():
             client.log_artifacts(parent_id, str(reports_dir), "report")

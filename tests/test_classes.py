@@ -15,8 +15,9 @@ from pipeline_copy import BIN, TINY, dvc, make_project_copy, project_env
 
 from eqdiff.classes import class_slug
 from eqdiff.config import ConfigError
+from eqdiff.layout import RunLayout
 from eqdiff.stages.arguments import class_noun, read_classes
-from tasks.spec import RunLayout, read_subjects
+from tasks.spec import read_subjects
 
 
 def test_slug_is_lower_case_ascii_joined_by_dashes():

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.spec import RunLayout, SubjectSpec
+from eqdiff.layout import RunLayout
+from tasks.spec import SubjectSpec
 
 
 @pytest.fixture(scope="module")

@@ -4,52 +4,19 @@ project's deployments against it, and the benchmark's one-minute cron creating a
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from pipeline_copy import BIN, TINY, make_project_copy, project_env
+from servers import free_port, stop, wait_healthy
 
 from eqdiff.sample import make_sample_subject
 
 SERVER_START_S = 120  # `prefect server start` migrates a fresh SQLite DB first
 SCHEDULED_RUN_S = 420  # next minute boundary + the runner's poll + one tiny benchmark on a shared 2-core box
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the process group (the runner's flow-run subprocesses and Dask workers too), then SIGKILL."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
-
-
-def wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"prefect server exited:\n{log.read_text()[-3000:]}"
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"prefect server not healthy after {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
 
 
 def scheduled_runs(api_url: str) -> list:
@@ -101,7 +68,7 @@ def test_served_benchmark_runs_on_its_schedule_against_a_real_server(project: Pa
                 cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         started.append(server)
-        wait_healthy(api_url, server, server_log)
+        wait_healthy(f"{api_url}/health", server, server_log, SERVER_START_S)
         with serve_log.open("w") as out:
             serving = subprocess.Popen(
                 [str(BIN / "python"), "-m", "flows.deploy", "--params", "params.yaml"],

@@ -214,6 +214,10 @@ class OrchestrationConfig(Section):
     """Address of an existing Dask scheduler (``tcp://host:8786``); null = start a local cluster."""
     n_workers: int = 2
     """Local cluster workers; where GPUs exist, one worker per GPU (at most this many)."""
+    store: str | None = None
+    """Absolute directory that the flow's machine and every Dask worker mount at this same path (a shared
+    filesystem): the flows' ``runs/`` and ``reports/`` go there and subject photos and prompt files are copied
+    there first; null = the flow's working directory, nothing copied."""
     cron: str = "0 3 * * *"
     """Cron schedule of the served benchmark deployment."""
 
@@ -222,6 +226,8 @@ class OrchestrationConfig(Section):
         _check(bool(self.experiment.strip()), "orchestration", "experiment", "a non-empty name", self.experiment)
         _check(self.n_workers > 0, "orchestration", "n_workers", "an integer > 0", self.n_workers)
         _check(len(self.cron.split()) == 5, "orchestration", "cron", "a 5-field cron expression", self.cron)
+        if self.store is not None:
+            _check(self.store.startswith("/"), "orchestration", "store", "an absolute path or null", self.store)
         if self.dask_address is not None:
             _check(
                 "://" in self.dask_address,
