@@ -17,6 +17,10 @@ class DataError(EqDiffError, ValueError):
     """An image, mask, subject folder or prompt is invalid."""
 
 
+class MaskModelError(EqDiffError):
+    """A mask model file is missing, corrupt, foreign or does not match its config; the message names it."""
+
+
 class TrainingError(EqDiffError, RuntimeError):
     """Training cannot go on (a NaN/inf loss, an incompatible checkpoint)."""
 
