@@ -41,7 +41,16 @@ AGREEMENT_SIGMA = 0.06
 LLR_CLIP = 5.0
 """Per-pixel log-likelihood ratios are clipped to +-this, so one rare colour cannot decide a region."""
 FOREIGN_BELOW = -2.0
-"""Mask regions whose averaged log-likelihood ratio is below this look like the backgrounds: removed."""
+"""Mask regions whose averaged log-likelihood ratio is below this look like the backgrounds ..."""
+CHROMA_LEVELS = 32
+"""Levels per axis of the chromaticity histograms (r / (r+g+b), g / (r+g+b)): brightness-free, so a part of
+the subject in shadow keeps the chromaticity it shows in the light."""
+DARK = 40
+"""Pixels whose brightest channel is below this have no reliable chromaticity: they count as shown."""
+SUBJECT_DENSITY = 0.4 / CHROMA_LEVELS**2
+"""... and when, moreover, most of their pixels have a chromaticity of density below this (0.4 x uniform) in the
+other photos' masks, one the subject never shows elsewhere, they are foreign and removed. Both are needed: a
+white clock face looks like white bed sheets, but the clock shows that white in its other photos too."""
 GROW_ABOVE = 2.0
 """Unmasked regions above this that touch the mask and are weakly salient are grown back."""
 GROW_SALIENCY = 0.2
@@ -94,6 +103,22 @@ def colour_bins(photo: np.ndarray) -> np.ndarray:
     return (q[..., 0] * COLOUR_LEVELS + q[..., 1]) * COLOUR_LEVELS + q[..., 2]
 
 
+def chroma_bins(photo: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 -> (H, W) int chromaticity bin in [0, CHROMA_LEVELS**2], the last one for dark pixels."""
+    rgb = photo.astype(np.float32)
+    total = rgb.sum(axis=2) + 1e-6
+    r = np.minimum((rgb[..., 0] / total * CHROMA_LEVELS).astype(np.int64), CHROMA_LEVELS - 1)
+    g = np.minimum((rgb[..., 1] / total * CHROMA_LEVELS).astype(np.int64), CHROMA_LEVELS - 1)
+    return np.where(rgb.max(axis=2) < DARK, CHROMA_LEVELS**2, r * CHROMA_LEVELS + g)
+
+
+def chroma_histogram(bins: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Normalised, one-bin-smoothed histogram (CHROMA_LEVELS**2 + 1,) of ``bins``; the dark bin is infinite."""
+    counts = np.bincount(bins.ravel(), weights=weights.ravel().astype(np.float64), minlength=CHROMA_LEVELS**2 + 1)
+    light = ndimage.gaussian_filter(counts[:-1].reshape(CHROMA_LEVELS, CHROMA_LEVELS), 1.0).ravel()
+    return np.append(light / max(float(light.sum()), 1e-12), np.inf)
+
+
 def colour_histogram(bins: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Normalised, one-bin-smoothed histogram (COLOUR_LEVELS**3,) of ``bins`` weighted by ``weights``."""
     counts = np.bincount(bins.ravel(), weights=weights.ravel().astype(np.float64), minlength=COLOUR_LEVELS**3)
@@ -107,18 +132,36 @@ def _smoothed(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarr
     return ndimage.gaussian_filter((values * weights).astype(np.float32), sigma) / np.maximum(total, 1e-6)
 
 
-def agreement_maps(photos: list[np.ndarray], masks: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Step 2: per photo, (inside, everywhere), both (H, W) float32 at the photo's size.
+@dataclass(frozen=True)
+class Agreement:
+    """Colour agreement of one photo with its subject, each (H, W) float32 at the photo's size.
 
     The per-pixel evidence is log P(colour | subject in the other photos) - log P(colour | all backgrounds),
     clipped to +-LLR_CLIP; ``inside`` averages it over the mask's own pixels nearby (how subject-like a mask
-    region is), ``everywhere`` over all pixels nearby (how subject-like an unmasked region is).
+    region is), ``everywhere`` over all pixels nearby (how subject-like an unmasked region is); ``shown`` is
+    the share of the mask's pixels nearby whose chromaticity the subject shows elsewhere (density >=
+    SUBJECT_DENSITY).
     """
+
+    inside: np.ndarray
+    everywhere: np.ndarray
+    shown: np.ndarray
+
+    @property
+    def foreign(self) -> np.ndarray:
+        """(H, W) bool: regions like the backgrounds, in colours the subject never shows in its other photos."""
+        return (self.inside < FOREIGN_BELOW) & (self.shown < 0.5)
+
+
+def agreement_maps(photos: list[np.ndarray], masks: list[np.ndarray]) -> list[Agreement]:
+    """Step 2: the ``Agreement`` of each photo, given every photo's (H, W) bool initial mask."""
     sizes = [_work_size(photo.shape) for photo in photos]
     small = [np.asarray(Image.fromarray(p).resize(s, Image.Resampling.BOX)) for p, s in zip(photos, sizes, strict=True)]
     small_masks = [_resize(m.astype(np.float32), s) >= 0.5 for m, s in zip(masks, sizes, strict=True)]
     bins = [colour_bins(p) for p in small]
     subject = [colour_histogram(b, m) for b, m in zip(bins, small_masks, strict=True)]
+    chroma = [chroma_bins(p) for p in small]
+    subject_chroma = [chroma_histogram(c, m) for c, m in zip(chroma, small_masks, strict=True)]
     backgrounds = [
         colour_histogram(b, ~ndimage.binary_dilation(m, iterations=2)) for b, m in zip(bins, small_masks, strict=True)
     ]
@@ -131,8 +174,10 @@ def agreement_maps(photos: list[np.ndarray], masks: list[np.ndarray]) -> list[tu
         sigma = AGREEMENT_SIGMA * max(mask.shape)
         inside = _smoothed(llr, mask, sigma)
         everywhere = ndimage.gaussian_filter(llr, sigma)
+        others_chroma = np.mean([h for j, h in enumerate(subject_chroma) if j != k], axis=0)
+        shown = _smoothed((others_chroma[chroma[k]] >= SUBJECT_DENSITY).astype(np.float32), mask, sigma)
         size = (photo.shape[1], photo.shape[0])
-        maps.append((_resize(inside, size), _resize(everywhere, size)))
+        maps.append(Agreement(*(_resize(m, size) for m in (inside, everywhere, shown))))
     return maps
 
 
@@ -150,8 +195,9 @@ def select_components(mask: np.ndarray, agreement: np.ndarray) -> np.ndarray:
     return np.isin(labels, index[keep])
 
 
-def fill_holes(mask: np.ndarray, agreement: np.ndarray) -> np.ndarray:
-    """Step 5: fill each hole that is small or whose mean agreement says subject (>= 0)."""
+def fill_holes(mask: np.ndarray, agreement: np.ndarray, salient: np.ndarray) -> np.ndarray:
+    """Step 5: fill each hole that is small, mostly ``salient`` (step 3 never punches a hole into the subject)
+    or whose mean agreement says subject (>= 0)."""
     holes = ndimage.binary_fill_holes(mask) & ~mask
     labels, count = ndimage.label(holes)
     if count == 0:
@@ -159,7 +205,8 @@ def fill_holes(mask: np.ndarray, agreement: np.ndarray) -> np.ndarray:
     index = np.arange(1, count + 1)
     areas = ndimage.sum(holes, labels, index)
     scores = ndimage.mean(agreement, labels, index)
-    fill = (areas < SMALL_HOLE * mask.size) | (scores >= 0.0)
+    salient_share = ndimage.mean(salient, labels, index)
+    fill = (areas < SMALL_HOLE * mask.size) | (scores >= 0.0) | (salient_share >= 0.5)
     return mask | np.isin(labels, index[fill])
 
 
@@ -186,13 +233,14 @@ def refine_subject(photos: list[np.ndarray], saliencies: list[np.ndarray], thres
     if len(photos) > 1:
         maps = agreement_maps(photos, initial)
     else:
-        maps = [(np.zeros(m.shape, np.float32), np.zeros(m.shape, np.float32)) for m in initial]
+        zeros = np.zeros(initial[0].shape, np.float32)
+        maps = [Agreement(zeros, zeros, zeros + 1.0)]
     results = []
-    for mask, saliency, (inside, everywhere) in zip(initial, soft, maps, strict=True):
-        trimmed = mask & (inside >= FOREIGN_BELOW) if len(photos) > 1 else mask
-        kept = select_components(trimmed, inside)
-        filled = fill_holes(kept, everywhere)
-        grown = grow_parts(filled, saliency, everywhere) if len(photos) > 1 else filled
+    for mask, saliency, agreement in zip(initial, soft, maps, strict=True):
+        trimmed = mask & ~agreement.foreign
+        kept = select_components(trimmed, agreement.inside)
+        filled = fill_holes(kept, agreement.everywhere, mask)
+        grown = grow_parts(filled, saliency, agreement.everywhere) if len(photos) > 1 else filled
         if not grown.any():
             grown = mask  # nothing agreed: keep the saliency's own answer (the self-checks will speak)
         pixels = float(mask.size)

@@ -157,8 +157,8 @@ def compute_masks(subject: Subject, out_dir: str | Path, config: MasksConfig) ->
     Masks are (H, W) at each photo's display-orientation size, mode L, 0 or 255. An empty mask is a
     DataError naming the photo (nothing is written); a mask covering more than ``max_foreground_warn`` of its
     photo, and every finding of the self-checks, is a warning: logged, listed in ``masks.json`` (all of them
-    under ``warnings``, each photo's under its ``checks``) and marked on ``overlay.png``. Unchanged inputs (same key in ``masks.json``)
-    rewrite nothing.
+    under ``warnings``, each photo's under its ``checks``) and marked on ``overlay.png``. Unchanged inputs
+    (same key in ``masks.json``) rewrite nothing.
     """
     out_dir = Path(out_dir)
     for photo in subject.photos:
