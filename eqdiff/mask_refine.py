@@ -10,8 +10,9 @@ goes through the same steps with the same constants, whatever the subject:
 2. **Agreement with the subject**: a colour model of the subject is learnt from the *other* photos' masks
    (leave-one-photo-out) and a background model from every photo's background; their log-likelihood ratio,
    averaged over a neighbourhood inside the mask, says how much each region looks like the subject elsewhere.
-3. **Foreign regions removed**: mask regions far more like the backgrounds than like the subject (a glass beside
-   a can, a saucer under a teapot) are taken out, even when they touch the subject.
+3. **Foreign regions removed**: mask regions in a chromaticity the subject never shows in its other photos, and
+   no more like the subject than like the backgrounds (a glass beside a can, a cup beside a teapot), are taken
+   out, even when they touch the subject.
 4. **Components scored**: the component with the most agreeing area is the subject; another is kept only when
    it is sizeable and agrees with the subject (a subject split by an occluder).
 5. **Holes filled** when small or when they look like the subject (not the background seen through a handle).
@@ -40,8 +41,9 @@ AGREEMENT_SIGMA = 0.06
 """Neighbourhood (Gaussian sigma, fraction of the long side) over which colour evidence is averaged."""
 LLR_CLIP = 5.0
 """Per-pixel log-likelihood ratios are clipped to +-this, so one rare colour cannot decide a region."""
-FOREIGN_BELOW = -2.0
-"""Mask regions whose averaged log-likelihood ratio is below this look like the backgrounds ..."""
+FOREIGN_BELOW = 1.0
+"""Mask regions whose averaged log-likelihood ratio is below this are not clearly subject-like (below 0: more
+like the backgrounds; near 0: colours seen in neither) ..."""
 CHROMA_LEVELS = 32
 """Levels per axis of the chromaticity histograms (r / (r+g+b), g / (r+g+b)): brightness-free, so a part of
 the subject in shadow keeps the chromaticity it shows in the light."""
@@ -52,7 +54,7 @@ SUBJECT_DENSITY = 0.4 / CHROMA_LEVELS**2
 other photos' masks, one the subject never shows elsewhere, they are foreign and removed. Both are needed: a
 white clock face looks like white bed sheets, but the clock shows that white in its other photos too."""
 GROW_ABOVE = 2.0
-"""Unmasked regions above this that touch the mask and are weakly salient are grown back."""
+"""Weakly salient unmasked regions touching the mask whose mean log-likelihood ratio is above this are grown."""
 GROW_SALIENCY = 0.2
 """The saliency a region must at least have to be grown back."""
 PART_OF_MAIN = 0.05
@@ -134,23 +136,29 @@ def _smoothed(values: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarr
 
 @dataclass(frozen=True)
 class Agreement:
-    """Colour agreement of one photo with its subject, each (H, W) float32 at the photo's size.
+    """Colour agreement of one photo with its subject, each (H, W) at the photo's size.
 
-    The per-pixel evidence is log P(colour | subject in the other photos) - log P(colour | all backgrounds),
-    clipped to +-LLR_CLIP; ``inside`` averages it over the mask's own pixels nearby (how subject-like a mask
-    region is), ``everywhere`` over all pixels nearby (how subject-like an unmasked region is); ``shown`` is
-    the share of the mask's pixels nearby whose chromaticity the subject shows elsewhere (density >=
-    SUBJECT_DENSITY).
+    ``pixel`` (float32) is the per-pixel evidence log P(colour | subject in the other photos) - log P(colour |
+    all backgrounds), clipped to +-LLR_CLIP; ``inside`` averages it over the mask's own pixels nearby (how
+    subject-like a mask region is); ``unshown`` (bool) marks pixels whose chromaticity the subject never shows
+    in its other photos (density < SUBJECT_DENSITY) and ``shown`` is the share of the mask's pixels nearby that
+    are not ``unshown``.
     """
 
+    pixel: np.ndarray
     inside: np.ndarray
-    everywhere: np.ndarray
+    unshown: np.ndarray
     shown: np.ndarray
 
-    @property
-    def foreign(self) -> np.ndarray:
-        """(H, W) bool: regions like the backgrounds, in colours the subject never shows in its other photos."""
-        return (self.inside < FOREIGN_BELOW) & (self.shown < 0.5)
+    def foreign(self, mask: np.ndarray) -> np.ndarray:
+        """(H, W) bool: the regions of ``mask`` not clearly subject-like, in chromaticities the subject never
+        shows elsewhere, extended to the unshown pixels connected to them (so the cut follows the photo)."""
+        core = mask & (self.inside < FOREIGN_BELOW) & (self.shown < 0.5)
+        if not core.any():
+            return core
+        labels, _ = ndimage.label(mask & (core | self.unshown))
+        touched = np.unique(labels[core])
+        return np.isin(labels, touched[touched > 0])
 
 
 def agreement_maps(photos: list[np.ndarray], masks: list[np.ndarray]) -> list[Agreement]:
@@ -171,13 +179,18 @@ def agreement_maps(photos: list[np.ndarray], masks: list[np.ndarray]) -> list[Ag
         others = np.mean([h for j, h in enumerate(subject) if j != k], axis=0)
         llr = np.log(others[photo_bins] + 1e-6) - np.log(background[photo_bins] + 1e-6)
         llr = llr.clip(-LLR_CLIP, LLR_CLIP).astype(np.float32)
-        sigma = AGREEMENT_SIGMA * max(mask.shape)
-        inside = _smoothed(llr, mask, sigma)
-        everywhere = ndimage.gaussian_filter(llr, sigma)
         others_chroma = np.mean([h for j, h in enumerate(subject_chroma) if j != k], axis=0)
-        shown = _smoothed((others_chroma[chroma[k]] >= SUBJECT_DENSITY).astype(np.float32), mask, sigma)
+        unshown = (others_chroma[chroma[k]] < SUBJECT_DENSITY).astype(np.float32)
+        sigma = AGREEMENT_SIGMA * max(mask.shape)
         size = (photo.shape[1], photo.shape[0])
-        maps.append(Agreement(*(_resize(m, size) for m in (inside, everywhere, shown))))
+        maps.append(
+            Agreement(
+                pixel=_resize(llr, size, Image.Resampling.NEAREST),
+                inside=_resize(_smoothed(llr, mask, sigma), size),
+                unshown=_resize(unshown, size, Image.Resampling.NEAREST) >= 0.5,
+                shown=_resize(1.0 - _smoothed(unshown, mask, sigma), size),
+            )
+        )
     return maps
 
 
@@ -195,29 +208,33 @@ def select_components(mask: np.ndarray, agreement: np.ndarray) -> np.ndarray:
     return np.isin(labels, index[keep])
 
 
-def fill_holes(mask: np.ndarray, agreement: np.ndarray, salient: np.ndarray) -> np.ndarray:
+def fill_holes(mask: np.ndarray, evidence: np.ndarray, salient: np.ndarray) -> np.ndarray:
     """Step 5: fill each hole that is small, mostly ``salient`` (step 3 never punches a hole into the subject)
-    or whose mean agreement says subject (>= 0)."""
+    or whose pixels' mean ``evidence`` (per-pixel log-likelihood ratio) says subject (>= 0)."""
     holes = ndimage.binary_fill_holes(mask) & ~mask
     labels, count = ndimage.label(holes)
     if count == 0:
         return mask
     index = np.arange(1, count + 1)
     areas = ndimage.sum(holes, labels, index)
-    scores = ndimage.mean(agreement, labels, index)
+    scores = ndimage.mean(evidence, labels, index)
     salient_share = ndimage.mean(salient, labels, index)
     fill = (areas < SMALL_HOLE * mask.size) | (scores >= 0.0) | (salient_share >= 0.5)
     return mask | np.isin(labels, index[fill])
 
 
-def grow_parts(mask: np.ndarray, saliency: np.ndarray, agreement: np.ndarray) -> np.ndarray:
-    """Step 6: add weakly salient, strongly subject-like regions connected to the mask."""
-    candidates = (saliency >= GROW_SALIENCY) & (agreement >= GROW_ABOVE)
-    labels, count = ndimage.label(candidates | mask)
+def grow_parts(mask: np.ndarray, saliency: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+    """Step 6: add each weakly salient region touching the mask whose pixels' mean ``evidence`` is strongly
+    subject-like (>= GROW_ABOVE)."""
+    candidates = (saliency >= GROW_SALIENCY) & ~mask
+    labels, count = ndimage.label(candidates)
     if count == 0:
         return mask
-    touching = np.unique(labels[mask])
-    return mask | (np.isin(labels, touching[touching > 0]) & candidates)
+    index = np.arange(1, count + 1)
+    touching = np.zeros(count + 1, dtype=bool)
+    touching[np.unique(labels[ndimage.binary_dilation(mask) & candidates])] = True
+    strong = ndimage.mean(evidence, labels, index) >= GROW_ABOVE
+    return mask | np.isin(labels, index[touching[1:] & strong])
 
 
 def refine_subject(photos: list[np.ndarray], saliencies: list[np.ndarray], threshold: float) -> list[RefinedMask]:
@@ -234,13 +251,13 @@ def refine_subject(photos: list[np.ndarray], saliencies: list[np.ndarray], thres
         maps = agreement_maps(photos, initial)
     else:
         zeros = np.zeros(initial[0].shape, np.float32)
-        maps = [Agreement(zeros, zeros, zeros + 1.0)]
+        maps = [Agreement(zeros, zeros, zeros > 0, zeros + 1.0)]
     results = []
     for mask, saliency, agreement in zip(initial, soft, maps, strict=True):
-        trimmed = mask & ~agreement.foreign
+        trimmed = mask & ~agreement.foreign(mask)
         kept = select_components(trimmed, agreement.inside)
-        filled = fill_holes(kept, agreement.everywhere, mask)
-        grown = grow_parts(filled, saliency, agreement.everywhere) if len(photos) > 1 else filled
+        filled = fill_holes(kept, agreement.pixel, mask)
+        grown = grow_parts(filled, saliency, agreement.pixel) if len(photos) > 1 else filled
         if not grown.any():
             grown = mask  # nothing agreed: keep the saliency's own answer (the self-checks will speak)
         pixels = float(mask.size)
