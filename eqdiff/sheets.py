@@ -15,6 +15,8 @@ from scipy import ndimage
 
 LABEL_SIZE = 16
 """Font size of tile and column labels, in pixels."""
+HEADER = LABEL_SIZE + 12
+"""Height of a sheet's column-label row, in pixels."""
 MARK_COLOUR = (230, 30, 30)
 """Frame colour of a tile marked as suspect."""
 OUTLINE_COLOUR = (255, 230, 0)
@@ -81,7 +83,7 @@ def contact_sheet(
 ) -> Image.Image:
     """``rows`` of tiles (each fitted to ``side``) on a white sheet, with ``column_labels`` in a header row."""
     columns = max(len(row) for row in rows)
-    header = LABEL_SIZE + 12 if column_labels else 0
+    header = HEADER if column_labels else 0
     width = columns * (side + gap) + gap
     sheet = Image.new("RGB", (width, header + len(rows) * (side + gap) + gap), (255, 255, 255))
     if column_labels:
