@@ -14,11 +14,10 @@ from typing import Any
 
 from eqdiff.artifacts import write_json
 from eqdiff.config import EvaluateConfig
+from eqdiff.evaluations import INFO_FILE
 from eqdiff.metrics import evaluate
 from eqdiff.output_safety import claim_output, optional_path
 from eqdiff.samples import PROMPT_SETS
-
-INFO_FILE = "evaluation.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
