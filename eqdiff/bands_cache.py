@@ -67,8 +67,6 @@ def _load_targets(
 
 
 BAND_SHEET_COLUMNS = ["target", "LOW", "HIGH", "mask"]
-SHEET_MIN_TILE = 128
-"""Tiles of the band sheet are at least this wide (64 px targets are shown enlarged, labels legible)."""
 
 
 def band_sheet(targets: torch.Tensor, low: torch.Tensor, high: torch.Tensor, masks: torch.Tensor) -> Image.Image:
@@ -81,7 +79,7 @@ def band_sheet(targets: torch.Tensor, low: torch.Tensor, high: torch.Tensor, mas
     for target, lo, hi, mask in zip(targets, low, high, masks, strict=True):
         mask_rgb = mask.expand(3, -1, -1) * 2.0 - 1.0
         rows.append([tensor_to_image(t) for t in (target, lo, hi, mask_rgb)])
-    return contact_sheet(rows, max(targets.shape[-1], SHEET_MIN_TILE), column_labels=BAND_SHEET_COLUMNS)
+    return contact_sheet(rows, targets.shape[-1], column_labels=BAND_SHEET_COLUMNS)
 
 
 def band_tensors(targets: torch.Tensor, masks: torch.Tensor, vae, config: FdteConfig) -> dict[str, torch.Tensor]:

@@ -17,6 +17,8 @@ LABEL_SIZE = 16
 """Font size of tile and column labels, in pixels."""
 HEADER = LABEL_SIZE + 12
 """Height of a sheet's column-label row, in pixels."""
+LABELLED_MIN_SIDE = 128
+"""Tiles under column labels are at least this wide (64 px images are shown enlarged), so the labels fit."""
 MARK_COLOUR = (230, 30, 30)
 """Frame colour of a tile marked as suspect."""
 OUTLINE_COLOUR = (255, 230, 0)
@@ -81,9 +83,11 @@ def contact_sheet(
     column_labels: list[str] | None = None,
     gap: int = 2,
 ) -> Image.Image:
-    """``rows`` of tiles (each fitted to ``side``) on a white sheet, with ``column_labels`` in a header row."""
+    """``rows`` of tiles (each fitted to ``side``) on a white sheet, with ``column_labels`` in a header row
+    (then tiles are at least ``LABELLED_MIN_SIDE``)."""
     columns = max(len(row) for row in rows)
     header = HEADER if column_labels else 0
+    side = max(side, LABELLED_MIN_SIDE) if column_labels else side
     width = columns * (side + gap) + gap
     sheet = Image.new("RGB", (width, header + len(rows) * (side + gap) + gap), (255, 255, 255))
     if column_labels:

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eqdiff.bands_cache import BAND_SHEET_COLUMNS, SHEET_MIN_TILE, band_sheet
-from eqdiff.sheets import HEADER, MARK_COLOUR, OUTLINE_COLOUR, contact_sheet, grid, labelled, overlay
+from eqdiff.bands_cache import BAND_SHEET_COLUMNS, band_sheet
+from eqdiff.sheets import HEADER, LABELLED_MIN_SIDE, MARK_COLOUR, OUTLINE_COLOUR, contact_sheet, grid, labelled, overlay
 
 
 def _photo() -> tuple[Image.Image, np.ndarray]:
@@ -36,7 +36,7 @@ def test_band_sheet_columns_are_labelled_and_a_marked_tile_is_framed():
     targets = torch.rand(2, 3, 64, 64) * 2 - 1
     masks = (torch.rand(2, 1, 64, 64) > 0.5).float()
     sheet = np.asarray(band_sheet(targets, targets.abs(), targets.abs(), masks))
-    side = SHEET_MIN_TILE
+    side = LABELLED_MIN_SIDE  # 64 px targets, enlarged under the labels
     assert sheet.shape == (HEADER + 2 * (side + 2) + 2, 4 * (side + 2) + 2, 3)
     for column in range(len(BAND_SHEET_COLUMNS)):  # dark label text above each column of the white header
         header = sheet[:HEADER, 2 + column * (side + 2) : 2 + column * (side + 2) + side]
