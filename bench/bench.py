@@ -42,7 +42,7 @@ from eqdiff.errors import DataError
 from eqdiff.models import load_components
 from eqdiff.pipeline import EqDiffPipeline
 from eqdiff.precision import resolve_device
-from eqdiff.train import EqDiffRecipe
+from eqdiff.recipe import EqDiffRecipe
 from eqdiff.training_data import TrainingData
 
 TARGETS = {  # BENCHMARKS.md "Targets": H200, bf16, random full-size weights

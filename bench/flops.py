@@ -1,4 +1,4 @@
-"""FLOPs of the work ``bench.py`` times, counted on the real code with torch's ``FlopCounterMode`` (issue 6).
+"""FLOPs of the work ``bench.py`` times, counted on the real code with torch's ``FlopCounterMode``.
 
 A count does not depend on the device, the dtype or the machine's load, so it can be taken at full SD v1.x size
 on a CPU and tells what the GPU timings can at best be: the FLOP ratio of EqDiff to its baseline is the time

@@ -1,4 +1,4 @@
-"""Crash-safe artefacts (DESIGN §6): atomic files and directories, output-directory locks, safetensors I/O.
+"""Crash-safe artefacts (docs/robustness.md): atomic files and directories, output-directory locks, safetensors I/O.
 
 Every artefact is written to a temporary sibling and renamed into place, so a reader never sees half a file; a
 directory output is staged whole and swapped in. ``OutputLock`` makes a second run that targets the same output

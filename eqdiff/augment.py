@@ -1,4 +1,4 @@
-"""Reference augmentation (paper §4.3 training references; DESIGN §4.5; official code §1.3-§1.4).
+"""Reference augmentation (paper §4.3 training references; docs/method.md, Data and batch; official code §1.3-§1.4).
 
 * **Instance references** — another photo of the subject, zoomed out onto a mid-grey canvas (p ~ 0.66,
   side s ~ U[170, 512] at 512 px) or zoomed in and randomly cropped (s ~ U[614, 716]), randomly translated;
@@ -24,14 +24,13 @@ from tqdm import tqdm
 
 from eqdiff.artifacts import OutputLock, save_png, staged_directory, write_json
 from eqdiff.config import AugmentConfig, section_to_dict
+from eqdiff.config.base import OFFICIAL_RESOLUTION
 from eqdiff.data import Subject, center_crop_resize, load_image, load_mask
 from eqdiff.sheets import contact_sheet
 from eqdiff.stage_manifest import is_up_to_date, subject_inputs
 
 logger = logging.getLogger(__name__)
 
-REFERENCE_SIDE = 512
-"""Image side at which the zoom scales are expressed (official resolution)."""
 CANVAS_GREY = (128, 128, 128)
 """Zoom-out canvas: the official code pads with 0.0 in [-1, 1], i.e. mid-grey (128 maps to +0.004)."""
 
@@ -43,7 +42,7 @@ def _zoom(image: Image.Image, mask: Image.Image | None, side: int, config: Augme
     zoom_out = rng.random() < config.zoom_out_prob
     low, high = config.zoom_out_scale if zoom_out else config.zoom_in_scale
     # Official: randint(170, 513) / randint(614, 716) at 512 px; a uniform integer side, scaled to ``side``.
-    scale = max(1, round(rng.uniform(low, high) * side / REFERENCE_SIDE))
+    scale = max(1, round(rng.uniform(low, high) * side / OFFICIAL_RESOLUTION))
     image = image.resize((scale, scale), Image.Resampling.BILINEAR)
     mask = mask.resize((scale, scale), Image.Resampling.NEAREST) if mask is not None else None
     if scale == side:
@@ -65,7 +64,7 @@ def _zoom(image: Image.Image, mask: Image.Image | None, side: int, config: Augme
 def reference_views(
     image: Image.Image, mask: np.ndarray | None, side: int, num_views: int, config: AugmentConfig, seed: int
 ) -> list[View]:
-    """Seeded instance reference views of one photo (DESIGN §4.5, official §1.3).
+    """Seeded instance reference views of one photo (docs/method.md, Data and batch, official §1.3).
 
     Args:
         image: the photo, RGB, any size (as ``data.load_image`` returns it).

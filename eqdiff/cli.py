@@ -1,55 +1,28 @@
-"""``eqdiff`` command line: one sub-command per pipeline stage, each a thin door to ``eqdiff.stages.<name>``.
+"""``eqdiff`` command line: one sub-command per registered stage (``eqdiff.stages.STAGES``).
 
-Every stage module exposes ``add_arguments(parser)`` and ``run(args, params)``; the DVC stage and the Prefect
-task call the same ``run`` (DESIGN §3). ``--params`` names the params file (default ``params.yaml`` when it
-exists) and ``-S section.key=value`` overrides a value as ``dvc exp run -S`` does. User errors
-(``EqDiffError``) and operating-system errors (``OSError``: permission denied, no space left, ...) print
-one line naming the path and exit with status 2, never a traceback (DESIGN §6).
+Each sub-command is the stage module's ``main(args, params)``, which calls the stage's typed ``run`` — the
+function the DVC stage (through this CLI) and the Prefect task call (docs/architecture.md). ``--params``
+names the params file (default ``params.yaml`` when it exists) and ``-S section.key=value`` overrides a value
+as ``dvc exp run -S`` does. User errors (``EqDiffError``) and operating-system errors (``OSError``: permission
+denied, no space left, ...) print one line naming the path and exit with status 2, never a traceback
+(docs/robustness.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from eqdiff.errors import EqDiffError, os_error_message
-
-STAGES: dict[str, str] = {
-    "sample": "write the embedded demo's synthetic subject (photos + masks)",
-    "masks": "subject masks (u2netp | grounded-sam | files) and an overlay sheet",
-    "augment": "a seeded, fixed set of reference views per photo",
-    "bands": "FFT band images and their VAE posterior parameters, cached",
-    "prior": "class images for prior preservation",
-    "train": "fine-tune a concept (FDTE + MGDP + RRA)",
-    "generate": "sample images of a concept for prompts",
-    "evaluate": "CLIP-T, CLIP-I and DINO-I of generated images",
-    "report": "tables, trade-off plot and an HTML gallery",
-}
-
-
-def apply_cli_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.key=value`` overrides to a raw params mapping (unknown keys fail later, loudly)."""
-    from eqdiff.config import ConfigError, parse_override
-
-    params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in params.items()}
-    for text in overrides:
-        dotted, value = parse_override(text)
-        section, _, key = dotted.partition(".")
-        target = params.setdefault(section, {})
-        if not isinstance(target, dict):
-            raise ConfigError(f"{dotted}: section {section!r} is not a mapping")
-        target[key] = value
-    return params
+from eqdiff.stages import STAGES
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: a stage name and its arguments (parsed by the stage's own parser)."""
-    stages = "\n".join(f"  {name:<10} {text}" for name, text in STAGES.items())
+    stages = "\n".join(f"  {name:<10} {stage.summary}" for name, stage in STAGES.items())
     parser = argparse.ArgumentParser(
         prog="eqdiff",
         description="Equilibrated Diffusion pipeline stages.",
@@ -64,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_stage_parser(stage: str) -> argparse.ArgumentParser:
     """A stage's parser; only the chosen stage's module is imported."""
-    parser = argparse.ArgumentParser(prog=f"eqdiff {stage}", description=STAGES[stage])
+    parser = argparse.ArgumentParser(prog=f"eqdiff {stage}", description=STAGES[stage].summary)
     parser.add_argument("--params", type=Path, default=None, help="params YAML (default: params.yaml if it exists)")
     parser.add_argument(
         "-S",
@@ -75,7 +48,7 @@ def build_stage_parser(stage: str) -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override one parameter (repeatable)",
     )
-    importlib.import_module(f"eqdiff.stages.{stage}").add_arguments(parser)
+    STAGES[stage].load().add_arguments(parser)
     return parser
 
 
@@ -106,12 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_stage_parser(top.stage).parse_args(top.arguments)
     args.stage = top.stage
     try:
-        from eqdiff.config import load_params
+        from eqdiff.config import Params
 
         params_path = args.params or (Path("params.yaml") if Path("params.yaml").is_file() else None)
-        params = load_params(params_path) if params_path else {}
-        params = apply_cli_overrides(params, args.overrides)
-        importlib.import_module(f"eqdiff.stages.{args.stage}").run(args, params)
+        STAGES[args.stage].load().main(args, Params.load(params_path, args.overrides))
     except EqDiffError as exc:
         print(f"eqdiff {args.stage}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""A learned concept on disk, and resumable training checkpoints (DESIGN §4.6, §6).
+"""A learned concept on disk, and resumable training checkpoints (docs/method.md, Inference; docs/robustness.md).
 
 A concept directory holds exactly two files: ``concept.safetensors`` (the frequency embeddings, every trainable
 processor weight keyed by its UNet parameter name, and the default inference reference image) and
@@ -273,7 +273,7 @@ def attach_concept_modules(
 
 
 def trainable_parameters(unet, embeddings: FrequencyEmbeddings) -> dict[str, torch.nn.Parameter]:
-    """Every trainable tensor of a concept, by the name it is saved under (DESIGN §4.4)."""
+    """Every trainable tensor of a concept, by the name it is saved under (docs/method.md, Losses and optimisation)."""
     return {FREQUENCY_KEY: embeddings.frequency_embeddings, **trainable_state_dict(unet)}
 
 

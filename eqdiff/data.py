@@ -1,4 +1,5 @@
-"""Subject folders, image and mask loading with validation at the boundary, target preprocessing (DESIGN §4.5, §6).
+"""Subject folders, image and mask loading with validation at the boundary, target preprocessing (docs/method.md, Data
+and batch; docs/robustness.md).
 
 A subject folder holds the photos (``*.jpg|*.jpeg|*.png|*.webp``) at its top level; masks, when present, live
 in ``<subject>/masks/<stem>.png`` (the ``masks`` stage writes them there or elsewhere by path). Every image is
@@ -153,7 +154,7 @@ def load_mask(path: str | Path, size: tuple[int, int]) -> np.ndarray:
 
 
 def center_crop_resize(image: Image.Image, side: int, resample: int = Image.Resampling.BICUBIC) -> Image.Image:
-    """Resize the short side to ``side`` and centre-crop a square (DESIGN §4.5)."""
+    """Resize the short side to ``side`` and centre-crop a square (docs/method.md, Data and batch)."""
     width, height = image.size
     scale = side / min(width, height)
     new_w, new_h = max(side, round(width * scale)), max(side, round(height * scale))

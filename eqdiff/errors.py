@@ -1,4 +1,4 @@
-"""The project's user-facing error type (DESIGN §6).
+"""The project's user-facing error type (docs/robustness.md).
 
 Anything raised as ``EqDiffError`` is a problem with the user's input (a file, a field, a directory): the CLI
 prints its one-line message and exits with status 2, with no traceback. Operating-system errors (permission

@@ -2,8 +2,8 @@
 "Report").
 
 ``eqdiff evaluate`` writes ``metrics.json`` (numbers only, what ``dvc metrics`` tabulates) and its sidecar
-``INFO_FILE`` (calibration flags, metric models, ``subject_dir``, ...); a ``Run`` joins the two, validated, with
-where that subject's samples, masks, augment and band outputs are.
+``evaluate.INFO_FILE`` (calibration flags, metric models, ``subject_dir``, ...); a ``Run`` joins the two,
+validated, with where that subject's samples, masks, augment and band outputs are.
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ from typing import Any
 
 from eqdiff.artifacts import ArtifactError, read_json
 from eqdiff.errors import DataError
-from eqdiff.samples import PROMPT_SETS
-
-INFO_FILE = "evaluation.json"
-"""The sidecar ``eqdiff evaluate`` writes beside ``metrics.json``."""
-METRICS = ("clip_t", "clip_i", "dino_i")
+from eqdiff.evaluate import INFO_FILE, METRICS
+from eqdiff.sample_index import PROMPT_SETS
 
 
 @dataclass(frozen=True)

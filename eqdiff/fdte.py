@@ -1,4 +1,4 @@
-"""FDTE: frequency-aware decoupled textual embedding (paper §4.1, Eq. 3-5; DESIGN §4.1).
+"""FDTE: frequency-aware decoupled textual embedding (paper §4.1, Eq. 3-5; docs/method.md, FDTE).
 
 Three pieces:
 
@@ -24,9 +24,7 @@ from transformers import CLIPTextModel
 from transformers.masking_utils import create_causal_mask
 
 from eqdiff.config import BandColour, BandOutput, FdteConfig, FilterShape
-
-REFERENCE_SIDE = 512
-"""Image side at which ``cutoff_low``/``cutoff_high`` are expressed (the official recipe's resolution)."""
+from eqdiff.config.base import OFFICIAL_RESOLUTION
 
 
 class FrequencyBand(enum.IntEnum):
@@ -43,7 +41,7 @@ class FrequencyBand(enum.IntEnum):
 
 def scaled_cutoff(cutoff: float, side: int) -> float:
     """A cutoff given at 512 px, expressed in frequency indices of an image of ``side`` pixels."""
-    return cutoff * side / REFERENCE_SIDE
+    return cutoff * side / OFFICIAL_RESOLUTION
 
 
 def low_pass_mask(
@@ -201,7 +199,7 @@ def encode_posterior(vae, images: torch.Tensor, batch_size: int = 8) -> tuple[to
     """VAE posterior parameters of (B, 3, H, W) images in [-1, 1]: (mean, logvar), each (B, 4, h, w) float32.
 
     Unscaled (multiply a sample by ``vae.config.scaling_factor`` to get SD latents). The posterior of a fixed
-    image is deterministic, so it is computed once and sampled every step (DESIGN §4.1).
+    image is deterministic, so it is computed once and sampled every step (docs/method.md, FDTE).
     """
     means, logvars = [], []
     for chunk in images.split(batch_size):

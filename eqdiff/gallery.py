@@ -23,7 +23,7 @@ from eqdiff.artifacts import ArtifactError, read_json, save_png, write_text
 from eqdiff.data import discover_subject, load_image
 from eqdiff.errors import DataError
 from eqdiff.evaluations import Run
-from eqdiff.samples import PROMPT_SETS, read_sample_index
+from eqdiff.sample_index import PROMPT_SETS, read_sample_index
 from eqdiff.sheets import thumbnail
 from eqdiff.table1 import PAPER_SOURCE, html_table
 

@@ -1,4 +1,5 @@
-"""Grounded-SAM mask backend (DESIGN §2): GroundingDINO finds the class noun's box, SAM segments that box.
+"""Grounded-SAM mask backend (docs/architecture.md, Offline models and data): GroundingDINO finds the class noun's
+box, SAM segments that box.
 
 Every model file comes from a local path in params (``masks.grounding_dino_config``,
 ``masks.grounding_dino_checkpoint``, ``masks.sam_checkpoint``, ``masks.text_encoder_dir``); a missing one is a
@@ -40,7 +41,7 @@ def _require_file(path: str, what: str, directory: bool = False) -> Path:
 
 
 def _load_weights(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """A state dict from a ``.pth`` file, never unpickling arbitrary objects (DESIGN §6)."""
+    """A state dict from a ``.pth`` file, never unpickling arbitrary objects (docs/robustness.md)."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for foreign files; all mean the same here

@@ -1,4 +1,5 @@
-"""Subject masks (docs/method.md, "Masks"): the masks MGDP composes with and L_ra / L_ca supervise.
+"""Subject masks (docs/method.md, Masks and MGDP; docs/architecture.md, Offline models and data): the masks
+MGDP composes with and L_ra / L_ca supervise.
 
 Three backends, one output contract. ``u2netp`` (the offline default) runs U²-Netp (``eqdiff.u2netp``), a
 class-agnostic salient object segmenter shipped in a wheel, and by default refines its saliency across the
@@ -97,8 +98,8 @@ def masks_key(subject: Subject, config: MasksConfig) -> dict[str, Any]:
 
 def _photo_masks(subject: Subject, images: list[Image.Image], config: MasksConfig) -> list[PhotoMask]:
     """Every photo's mask from the configured backend (refined across photos for u2netp unless disabled)."""
-    # Every photo is read before the progress bar starts, so a bad file is one stderr line; the files backend
-    # is instantaneous and shows no bar, so a bad user mask is one line too.
+    # Every photo is read before the progress bar starts, so a bad file is one stderr line (docs/robustness.md);
+    # the files backend is instantaneous and shows no bar, so a bad user mask is one line too.
     bar = tqdm(
         list(zip(subject.photos, images, strict=True)),
         desc=f"masks {subject.name}",

@@ -1,4 +1,4 @@
-"""MGDP: mask-guided diffusion process (paper §4.2, Eq. 6-7; DESIGN §4.2).
+"""MGDP: mask-guided diffusion process (paper §4.2, Eq. 6-7; docs/method.md, MGDP).
 
 The subject mask, binarised and dilated on the latent grid, decides where the forward process adds noise:
 z'_t = M ⊙ z_t + (1 − M) ⊙ z_0 (Eq. 6), so the background stays clean and carries no gradient signal; the

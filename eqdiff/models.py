@@ -1,6 +1,7 @@
-"""Component builders: the ``tiny`` and ``sd-v1`` presets, the CLIP tokenizer, the placeholder token (DESIGN §2).
+"""Component builders: the ``tiny`` and ``sd-v1`` presets, the CLIP tokenizer, the placeholder token
+(docs/architecture.md, Offline models and data).
 
-Stock components only (STYLE rule 3): diffusers ``UNet2DConditionModel``, ``AutoencoderKL``, ``DDPMScheduler``,
+Stock components only: diffusers ``UNet2DConditionModel``, ``AutoencoderKL``, ``DDPMScheduler``,
 transformers ``CLIPTextModel`` and ``CLIPTokenizer``. A preset is a registry entry that yields a diffusers
 directory; every preset is then loaded by the same ``load_components`` a real checkpoint goes through.
 
@@ -79,7 +80,7 @@ class Components:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The CLIP tokenizer from open-clip-torch's bundled BPE file (DESIGN §2).
+# The CLIP tokenizer from open-clip-torch's bundled BPE file (docs/architecture.md, Offline models and data).
 
 
 def clip_bpe_path() -> Path:
@@ -345,7 +346,7 @@ def weights_fingerprint(unet: UNet2DConditionModel, text_encoder: CLIPTextModel)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Placeholder token (DESIGN §4.1).
+# Placeholder token (docs/method.md, FDTE).
 
 
 def add_placeholder_token(components: Components, placeholder: str, initializer_token: str) -> tuple[int, int]:

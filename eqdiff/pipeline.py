@@ -1,4 +1,4 @@
-"""``EqDiffPipeline``: inference with a learned concept, diffusers-style (paper §4.3; DESIGN §4.6).
+"""``EqDiffPipeline``: inference with a learned concept, diffusers-style (paper §4.3; docs/method.md, Inference).
 
 Each DDIM step runs the reference pass (the same UNet with stock processors, writing F^r) on the reference
 latent — the clean posterior mean by default (official) or noised to the current t — and then the main pass with
@@ -6,7 +6,7 @@ RRA reading it. Both CFG rows get reference features: the unconditional row from
 conditional row from the reference prompt (the prompt without the placeholder, as in training). The condition
 is the prompt with S_ori injected at the placeholder's true token positions.
 
-Two exact fast paths (issue 6): the reference and main rows run in one UNet call per step, and a batch computes
+Two exact fast paths: the reference and main rows run in one UNet call per step, and a batch computes
 each distinct reference row once — with the clean reference, the unconditional rows of every image share one
 row and the samples of one prompt share another (``reference_rows``), so the reference branch of a batch of 8
 costs 2 rows instead of 16.
@@ -27,13 +27,14 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from eqdiff import rra
-from eqdiff.concept import Concept, apply_concept, load_concept
+from eqdiff.concept import MANIFEST_FILE, Concept, ConceptError, apply_concept, load_concept
 from eqdiff.config import ModelConfig, ReferenceNoise
 from eqdiff.data import center_crop_resize, image_to_tensor
 from eqdiff.errors import DataError
 from eqdiff.fdte import FrequencyEmbeddings, encode_prompt
-from eqdiff.models import Components, Denoiser, load_components
+from eqdiff.models import RANDOM_PRESETS, Components, Denoiser, load_components
 from eqdiff.prompts import remove_placeholder, tokenize, training_reference_prompt
+from eqdiff.reference import UnconditionalReferenceCache, reference_rows
 
 
 @dataclass
@@ -43,7 +44,13 @@ class EqDiffPipelineOutput:
 
 
 class EqDiffPipeline(DiffusionPipeline):
-    """Stock SD v1.x components + a concept's frequency embeddings and processors."""
+    """Stock SD v1.x components + a concept's frequency embeddings and processors.
+
+    diffusers' contract: ``from_pretrained`` loads the base model, ``load_concept`` attaches a concept (as
+    ``load_lora_weights`` attaches LoRA weights), ``to`` moves everything. ``from_concept_dir`` does both for a
+    concept's own base model. ``save_pretrained`` is diffusers' own and writes the base components only: the
+    concept is its own small directory (``eqdiff.concept.save_concept``), never a copy of the base model.
+    """
 
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
         super().__init__()
@@ -66,15 +73,67 @@ class EqDiffPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(
         cls,
+        pretrained_model_name_or_path: str | Path | ModelConfig,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> EqDiffPipeline:
+        """The base model alone, as diffusers' ``from_pretrained``: a random preset's name (``"tiny"``), a local
+        diffusers directory, or a ``ModelConfig``. Attach a concept with ``load_concept``."""
+        source = pretrained_model_name_or_path
+        if isinstance(source, ModelConfig):
+            model = source
+        elif str(source) in RANDOM_PRESETS:
+            model = ModelConfig(preset=str(source))
+        else:
+            if (Path(source) / MANIFEST_FILE).is_file():
+                raise ConceptError(
+                    f"{source}: is a concept directory, not a base model; use "
+                    "EqDiffPipeline.from_concept_dir(path) or pipe.load_concept(path)"
+                )
+            model = ModelConfig(preset="sd-v1", path=str(source))
+        components = load_components(model).to(device, dtype)
+        return cls.from_components(components, None, -1, "", rra.ReferenceBank(), False, components.native_resolution)
+
+    def load_concept(self, concept_dir: str | Path) -> EqDiffPipeline:
+        """Attach the concept in ``concept_dir`` (it must have been trained on this base model): its frequency
+        embeddings, RRA / Custom Diffusion processors and reference image. Returns the pipeline."""
+        if self.embeddings is not None:
+            raise ConceptError(f"{concept_dir}: this pipeline already has a concept; load the base model again")
+        self._attach(load_concept(concept_dir), concept_dir)
+        return self
+
+    def _attach(self, concept: Concept, where: str | Path) -> None:
+        self.bank = rra.ReferenceBank()
+        self.embeddings, self.placeholder_id = apply_concept(concept, self._base, self.bank, where)
+        self.placeholder, self.use_rra = concept.placeholder, concept.rra
+        self.resolution = int(concept.manifest["resolution"])
+        self.reference_image = concept.reference_image
+        self._unconditional_reference = UnconditionalReferenceCache()
+        if concept.manifest.get("instance_prompt"):
+            self.default_reference_prompt = training_reference_prompt(
+                concept.manifest["instance_prompt"], concept.placeholder, concept.manifest["class_noun"]
+            )
+
+    @classmethod
+    def from_concept_dir(
+        cls,
         concept_dir: str | Path,
         model: ModelConfig | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
     ) -> EqDiffPipeline:
-        """Load the base model (the concept's own model config unless ``model`` is given) and the concept."""
+        """The base model the concept was trained on (its manifest's model config, unless ``model`` is given)
+        with the concept attached: what ``eqdiff generate`` samples."""
         concept = load_concept(concept_dir)
         model = model or ModelConfig.from_mapping(concept.manifest["config"]["model"])
         return cls.from_concept(concept, load_components(model), device, dtype, where=concept_dir)
+
+    def to(self, *args, **kwargs) -> EqDiffPipeline:
+        """diffusers' ``to``, and the concept's frequency embeddings with the text encoder."""
+        super().to(*args, **kwargs)
+        if self.embeddings is not None:
+            self.embeddings.to(self.text_encoder.device)
+        return self
 
     @classmethod
     def from_concept(
@@ -88,29 +147,15 @@ class EqDiffPipeline(DiffusionPipeline):
         """Place the base components on ``device`` in ``dtype`` and attach a loaded concept to them (processor
         weights in the UNet's dtype; ``where`` names the concept in errors)."""
         components = components.to(device, dtype)
-        bank = rra.ReferenceBank()
-        embeddings, placeholder_id = apply_concept(concept, components, bank, where)
-        pipe = cls.from_components(
-            components,
-            embeddings,
-            placeholder_id,
-            concept.placeholder,
-            bank,
-            use_rra=concept.rra,
-            resolution=int(concept.manifest["resolution"]),
-        )
-        pipe.reference_image = concept.reference_image
-        if concept.manifest.get("instance_prompt"):
-            pipe.default_reference_prompt = training_reference_prompt(
-                concept.manifest["instance_prompt"], concept.placeholder, concept.manifest["class_noun"]
-            )
+        pipe = cls.from_components(components, None, -1, "", rra.ReferenceBank(), False, components.native_resolution)
+        pipe._attach(concept, where)
         return pipe
 
     @classmethod
     def from_components(
         cls,
-        components,
-        embeddings: FrequencyEmbeddings,
+        components: Components,
+        embeddings: FrequencyEmbeddings | None,
         placeholder_id: int,
         placeholder: str,
         bank: rra.ReferenceBank,
@@ -126,6 +171,7 @@ class EqDiffPipeline(DiffusionPipeline):
             placeholder,
         )
         pipe.use_rra, pipe.resolution = use_rra, resolution
+        pipe._base = components  # the identity (fingerprint) a concept is checked against
         return pipe
 
     # ------------------------------------------------------------------------------------------------------
@@ -144,10 +190,11 @@ class EqDiffPipeline(DiffusionPipeline):
     def _text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L, d) conditions with S_ori injected, and the (1, L, d) empty-prompt states."""
         for prompt in prompts:
-            if self.placeholder not in prompt.split():
+            if self.embeddings is not None and self.placeholder not in prompt.split():
                 raise DataError(f"prompt {prompt!r}: missing the concept's placeholder {self.placeholder}")
         ids = tokenize(self.tokenizer, prompts, self.device)
-        vectors = self.embeddings.s_ori.expand(len(prompts), -1)
+        # Without a concept (the base model alone) nothing is injected: plain SD v1.x.
+        vectors = self.embeddings.s_ori.expand(len(prompts), -1) if self.embeddings is not None else None
         cond = encode_prompt(self.text_encoder, ids, self.placeholder_id, vectors)
         uncond = self.text_encoder(tokenize(self.tokenizer, [""], self.device))[0]
         return cond, uncond
@@ -295,104 +342,9 @@ class EqDiffPipeline(DiffusionPipeline):
         return EqDiffPipelineOutput(images=[Image.fromarray(a) for a in arrays])
 
 
-class UnconditionalReferenceCache:
-    """Reference features of the unconditional CFG row, per timestep, kept across calls of one pipeline.
-
-    With the clean reference, the unconditional row's reference pass (empty prompt, the reference latent, timestep
-    t, the frozen base UNet) is the same for every prompt, image and call of a run: it is computed once per
-    timestep, alone, and every call — the first one too — reads it from here, so an image never depends on
-    whether the cache was cold or warm. It is rebuilt when the reference latent or the empty-prompt states change.
-    Memory: one row of mid+up self-attention inputs per timestep (about 14 MB in bf16 at 512 px; 0.7 GB for 50).
-    """
-
-    def __init__(self):
-        self._key: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._features: dict[int, dict[str, torch.Tensor]] = {}
-
-    def __len__(self) -> int:
-        return len(self._features)
-
-    def use(self, reference_latents: torch.Tensor, uncond_text: torch.Tensor) -> None:
-        """Select the reference latent (1, 4, h, w) and empty-prompt states (1, L, d) of this call."""
-        key = self._key
-        same = (
-            key is not None
-            and all(
-                a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
-                for a, b in zip(key, (reference_latents, uncond_text), strict=True)
-            )
-            and torch.equal(key[0], reference_latents)
-            and torch.equal(key[1], uncond_text)
-        )
-        if not same:
-            self._key, self._features = (reference_latents.clone(), uncond_text.clone()), {}
-
-    def features(self, pipe: EqDiffPipeline, t: torch.Tensor) -> dict[str, torch.Tensor]:
-        """layer -> (1, N, d) reference features at timestep ``t`` (a host tensor), computed on first use."""
-        step = int(t)
-        if step not in self._features:
-            reference_latents, uncond_text = self._key
-            pipe.bank.clear()
-            pipe.bank.mode = rra.BankMode.WRITE
-            pipe.denoiser(reference_latents, t, uncond_text)
-            self._features[step] = dict(pipe.bank.features)
-            pipe.bank.clear()
-        return self._features[step]
-
-
-def reference_rows(reference_prompts: list[str], per_image: bool) -> tuple[list[tuple[int, str | None]], list[int]]:
-    """The distinct reference rows of a batch, and the row each main row ([uncond ×B; cond ×B]) reads.
-
-    A reference row is (the image whose reference noise it uses, its prompt — None for the empty prompt of the
-    unconditional rows). With the clean reference (the default) no row depends on its image, so a batch needs
-    1 + (distinct reference prompts) rows instead of 2B: 2 for 8 samples of one prompt, not 16. ``per_image``
-    (noised reference, or sharing switched off) keeps one row per main row.
-    """
-    keys = [(i if per_image else 0, None) for i in range(len(reference_prompts))]
-    keys += [(i if per_image else 0, prompt) for i, prompt in enumerate(reference_prompts)]
-    rows = list(dict.fromkeys(keys))
-    position = {key: n for n, key in enumerate(rows)}
-    return rows, [position[key] for key in keys]
-
-
 def image_generator(
     seed: int, prompt_index: int, sample_index: int, device: str | torch.device = "cpu"
 ) -> torch.Generator:
-    """The generator of one image, from (seed, prompt index, sample index) alone (DESIGN §4.6)."""
+    """The generator of one image, from (seed, prompt index, sample index) alone (docs/method.md, Inference)."""
     key = (seed * 1_000_003 + prompt_index) * 1_009 + sample_index
     return torch.Generator(device=device).manual_seed(key % (2**63))
-
-
-def validation_images(recipe, path: Path) -> Path:
-    """Sample the validation prompt with the live training weights and write a PNG grid."""
-    from eqdiff.artifacts import save_png
-    from eqdiff.prompts import subject_prompt
-
-    cfg = recipe.config
-    pipe = EqDiffPipeline.from_components(
-        recipe.components,
-        recipe.embeddings,
-        recipe.placeholder_id,
-        cfg.concept.placeholder,
-        recipe.bank,
-        cfg.rra.enabled,
-        cfg.train.resolution,
-    )
-    pipe.reference_image = recipe.data.reference_image
-    pipe.default_reference_prompt = training_reference_prompt(
-        cfg.train.instance_prompt, cfg.concept.placeholder, recipe.class_noun
-    )
-    prompt = subject_prompt(cfg.train.validation_prompt, cfg.concept.placeholder, recipe.class_noun)
-    generators = [image_generator(cfg.train.seed, 0, i) for i in range(2)]
-    images = pipe(
-        [prompt] * 2,
-        generator=generators,
-        num_inference_steps=cfg.generate.num_inference_steps,
-        guidance_scale=cfg.generate.guidance_scale,
-        progress=False,
-    ).images
-    grid = Image.new("RGB", (sum(i.width for i in images), images[0].height))
-    for k, image in enumerate(images):
-        grid.paste(image, (k * image.width, 0))
-    save_png(path, grid)
-    return path

@@ -1,4 +1,4 @@
-"""Class images for prior preservation (DESIGN §4.4; official code §1.1).
+"""Class images for prior preservation (docs/method.md, Losses and optimisation; official code §1.1).
 
 Two sources, one output layout (``<dir>/NNNN.png`` + ``<dir>/prior.json``):
 
@@ -205,7 +205,7 @@ def copy_real_class_images(source_dir: str | Path, out_dir: str | Path, num_imag
     if is_up_to_date(out_dir / MANIFEST_FILE, key, paths):
         logger.info("%s: up to date, nothing rewritten", out_dir)
         return paths
-    # No progress bar while validating: an error must stay a single stderr line (DESIGN §6).
+    # No progress bar while validating: an error must stay a single stderr line (docs/robustness.md).
     images = [load_image(p) for p in sources]
     with OutputLock(out_dir), staged_directory(out_dir) as staging:
         for path, image in tqdm(list(zip(paths, images, strict=True)), desc="prior (copy)", unit="image"):

@@ -1,4 +1,5 @@
-"""Prompts: the subject slot, the placeholder, tokenisation limits and prompt files (DESIGN §4.1, §4.6, §5).
+"""Prompts: the subject slot, the placeholder, tokenisation limits and prompt files (docs/method.md, FDTE, Inference,
+Evaluation).
 
 ``{}`` in a template is the subject slot: it becomes ``"<placeholder> <class noun>"`` ("a <new1> toy on the
 beach"). The reference prompt and the CLIP-T text are the same prompt with the placeholder removed ("a toy on

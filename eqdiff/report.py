@@ -1,4 +1,5 @@
-"""The evaluation report: Table 1 layout, CLIP-T vs DINO-I trade-off (Fig. 7 lower), gallery.
+"""The evaluation report (docs/method.md, "Report"): Table 1's layout, CLIP-T vs DINO-I trade-off (Fig. 7
+lower), gallery.
 
 Input layout (``RUNS``), one folder per subject and variant::
 
@@ -40,10 +41,11 @@ matplotlib.use("Agg")  # headless: the report is built on CI and servers without
 import matplotlib.pyplot as plt  # noqa: E402
 
 from eqdiff.artifacts import OutputLock, staged_directory, write_json, write_text  # noqa: E402
-from eqdiff.evaluations import METRICS, Run, discover_runs  # noqa: E402
+from eqdiff.evaluate import METRICS  # noqa: E402
+from eqdiff.evaluations import Run, discover_runs  # noqa: E402
 from eqdiff.gallery import write_gallery  # noqa: E402
 from eqdiff.output_safety import claim_output  # noqa: E402
-from eqdiff.samples import PROMPT_SETS  # noqa: E402
+from eqdiff.sample_index import PROMPT_SETS  # noqa: E402
 from eqdiff.table1 import PAPER_SOURCE, markdown_table  # noqa: E402
 
 logger = logging.getLogger(__name__)

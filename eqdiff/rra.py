@@ -1,6 +1,7 @@
-"""RRA: residual reference attention (paper §4.3, Eq. 8-10; DESIGN §4.3), its losses, and the cross-attention K/V.
+"""RRA: residual reference attention (paper §4.3, Eq. 8-10; docs/method.md, RRA), its losses, and the cross-attention
+K/V.
 
-Everything enters the UNet through attention processors installed with ``unet.set_attn_processor`` (STYLE rule 2):
+Everything enters the UNet through attention processors installed with ``unet.set_attn_processor``:
 
 * ``ReferenceBank`` — one explicit, typed object per call. In ``WRITE`` mode (the reference pass: the same UNet,
   stock behaviour everywhere) each mid+up self-attention layer stores the hidden states entering it (the block's
@@ -325,7 +326,7 @@ def trainable_state_dict(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Losses on the recorded maps (DESIGN §4.3).
+# Losses on the recorded maps (docs/method.md, RRA).
 
 
 def _grid_mask(mask: torch.Tensor, tokens: int) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 A cached stage records, in a JSON manifest beside its outputs, a *key*: the SHA-256 of every input file,
 the options that shape its outputs and (where a model is involved) the model fingerprint. A re-run whose key
-equals the recorded one and whose outputs all exist rewrites nothing (DESIGN §6: unchanged inputs, untouched
+equals the recorded one and whose outputs all exist rewrites nothing (docs/robustness.md: unchanged inputs, untouched
 outputs), so DVC, Prefect caching and ``make``-style callers see stable files.
 """
 

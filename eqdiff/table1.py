@@ -11,9 +11,9 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from eqdiff.samples import PROMPT_SETS
+from eqdiff.evaluate import METRICS
+from eqdiff.sample_index import PROMPT_SETS
 
-METRICS = ("clip_t", "clip_i", "dino_i")
 METRIC_TITLES = {"clip_t": "CLIP-T", "clip_i": "CLIP-I", "dino_i": "DINO-I"}
 PAPER_SOURCE = "Equilibrated Diffusion (ACM MM 2024), Table 1"
 PAPER_ROWS: dict[str, dict[str, dict[str, float]]] = {

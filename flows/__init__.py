@@ -1,1 +1,2 @@
-"""Prefect flows (DESIGN §3): compose the tasks of ``tasks/``; deployments, schedules and Dask fan-out."""
+"""Prefect flows (docs/architecture.md, Stages): compose the tasks of ``tasks/``; deployments, schedules and Dask
+fan-out."""

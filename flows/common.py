@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eqdiff.cli import apply_cli_overrides
-from eqdiff.config import load_params
+from eqdiff.config import apply_cli_overrides, load_params
 from tasks.spec import RunLayout, SubjectSpec, read_prompt_sets, read_subject_classes, read_subjects, read_variants
 
 

@@ -1,4 +1,4 @@
-"""The ``customize`` flow: one subject through every stage, then the report and MLflow (DESIGN §1).
+"""The ``customize`` flow: one subject through every stage, then the report and MLflow (docs/architecture.md).
 
 The same stages, the same typed functions and the same output layout as ``dvc repro`` (dvc.yaml), run in
 this process one after another. A re-run after a failure resumes where it failed: each stage keeps outputs

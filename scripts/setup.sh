@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=""
-# Prefer 3.11, the version the pinned stack was checked on (DESIGN §2); any 3.11+ works.
+# Prefer 3.11, the version the pinned stack was checked on (docs/architecture.md, Offline models and data); any 3.11+ works.
 for candidate in python3.11 python3.12 python3.13 python3; do
   if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     PY="$candidate"; break

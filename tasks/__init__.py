@@ -1,1 +1,2 @@
-"""Prefect tasks, one per pipeline stage, and MLflow tracking (DESIGN §3): thin doors to ``eqdiff`` functions."""
+"""Prefect tasks, one per pipeline stage, and MLflow tracking (docs/architecture.md, Stages): thin doors to ``eqdiff``
+functions."""

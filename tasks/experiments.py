@@ -21,7 +21,6 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
-from eqdiff.cli import apply_cli_overrides
 from eqdiff.config import (
     AugmentConfig,
     ConfigError,
@@ -30,6 +29,7 @@ from eqdiff.config import (
     MethodConfig,
     OrchestrationConfig,
     PriorConfig,
+    apply_cli_overrides,
     load_params,
 )
 from eqdiff.errors import EqDiffError

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eqdiff.classes import class_slug, read_classes
+from eqdiff.classes import class_slug
 from eqdiff.config import VARIANTS, ConfigError
+from eqdiff.stages.arguments import read_classes
 
 # What DVC may paste unquoted into a shell command: dvc.yaml interpolates names and paths into its cmds.
 _COMMAND_SAFE = re.compile(r"[A-Za-z0-9_.+/-]+")

@@ -1,13 +1,14 @@
-"""One Prefect task per pipeline stage (DESIGN §3): each calls the stage's function in ``eqdiff/stages/``.
+"""One Prefect task per pipeline stage: each calls the stage's ``run`` of the registry ``eqdiff.stages.STAGES``.
 
-That function (``masks_stage``, ``train_concept``, …) is the one the ``eqdiff <stage>`` CLI — and so the DVC
-stage — calls, with the same params mapping, so a flow and ``dvc repro`` produce the same artefacts. Tasks take
-and return paths. Prefect caching is off (``cache_policy=NONE``): the stages skip work whose inputs are
-unchanged, and DVC caches the DVC path.
+That ``run`` is the one the ``eqdiff <stage>`` CLI — and so the DVC stage — calls, with the same params, so a
+flow and ``dvc repro`` produce the same artefacts (docs/architecture.md). Tasks take and return paths; the
+run folders come from the layout. Prefect caching is off (``cache_policy=NONE``): the stages skip work whose
+inputs are unchanged, and DVC caches the DVC path.
 
-Retries only where one can help: ``prior``, ``train`` and ``generate`` resume from what they already wrote (a
-lost worker, a CUDA OOM beside another job), and ``track`` may meet a locked SQLite store. A user error
-(``EqDiffError``: a corrupt photo, a bad param) is never retried: the run fails with the stage's one line.
+Retries only where one can help: the registry's ``resumable`` stages (``prior``, ``train``, ``generate``)
+resume from what they already wrote (a lost worker, a CUDA OOM beside another job), and ``track`` may meet a
+locked SQLite store. A user error (``EqDiffError``: a corrupt photo, a bad param) is never retried: the run
+fails with the stage's one line.
 """
 
 from __future__ import annotations
@@ -18,16 +19,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NONE
 
+from eqdiff.config import Params
 from eqdiff.errors import EqDiffError
-from eqdiff.report import build_report
-from eqdiff.sample_subject import make_sample_subject
-from eqdiff.stages.augment import augment_stage
-from eqdiff.stages.bands import bands_stage
-from eqdiff.stages.evaluate import evaluate_stage
-from eqdiff.stages.generate import generate_samples
-from eqdiff.stages.masks import masks_stage
-from eqdiff.stages.prior import prior_stage
-from eqdiff.stages.train import train_concept
+from eqdiff.stages import STAGES
 from tasks.logs import forward_eqdiff_logs
 from tasks.spec import RunLayout, SubjectSpec
 from tasks.tracking import log_pipeline
@@ -50,37 +44,47 @@ STAGE = {"cache_policy": NONE, "persist_result": False}
 RETRYING = {**STAGE, "retries": 2, "retry_delay_seconds": 10, "retry_condition_fn": retry_unless_user_error}
 
 
-@task(name="sample", task_run_name="sample-{out.name}", **STAGE)
+def options(stage: str) -> dict[str, Any]:
+    """The task options of a registered stage: retried when it is resumable."""
+    return RETRYING if STAGES[stage].resumable else STAGE
+
+
+def run(stage: str):
+    """The typed ``run`` of a registered stage (its module imported in the process that runs the task)."""
+    return STAGES[stage].load().run
+
+
+@task(name="sample", task_run_name="sample-{out.name}", **options("sample"))
 def sample_task(out: Path, num_photos: int = 4, seed: int = 0) -> Path:
     """The demo's synthetic subject (``eqdiff sample``)."""
-    return make_sample_subject(out, num_photos=num_photos, seed=seed)
+    return run("sample")(out, num_photos, seed)
 
 
-@task(name="masks", task_run_name="masks-{subject.name}", **STAGE)
+@task(name="masks", task_run_name="masks-{subject.name}", **options("masks"))
 def masks_task(subject: SubjectSpec, layout: RunLayout, params: dict[str, Any]) -> Path:
     """``eqdiff masks``: subject masks + overlay sheet."""
-    return masks_stage(subject.dir, subject.class_noun, layout.masks(subject.name), params)
+    return run("masks")(subject.dir, subject.class_noun, layout.masks(subject.name), params)
 
 
-@task(name="augment", task_run_name="augment-{subject.name}", **STAGE)
+@task(name="augment", task_run_name="augment-{subject.name}", **options("augment"))
 def augment_task(subject: SubjectSpec, masks: Path, layout: RunLayout, params: dict[str, Any]) -> Path:
     """``eqdiff augment``: seeded reference views (``masks`` = the masks task's output)."""
-    return augment_stage(subject.dir, masks, layout.augment(subject.name), params)
+    return run("augment")(subject.dir, masks, layout.augment(subject.name), params)
 
 
-@task(name="bands", task_run_name="bands-{subject.name}", **STAGE)
+@task(name="bands", task_run_name="bands-{subject.name}", **options("bands"))
 def bands_task(subject: SubjectSpec, masks: Path, layout: RunLayout, params: dict[str, Any]) -> Path:
     """``eqdiff bands``: band images and their VAE posteriors."""
-    return bands_stage(subject.dir, masks, layout.bands(subject.name), params)
+    return run("bands")(subject.dir, masks, layout.bands(subject.name), params)
 
 
-@task(name="prior", task_run_name="prior-{class_noun}", **RETRYING)
+@task(name="prior", task_run_name="prior-{class_noun}", **options("prior"))
 def prior_task(class_noun: str, layout: RunLayout, params: dict[str, Any]) -> Path:
     """``eqdiff prior``: class images (resumable)."""
-    return prior_stage(class_noun, layout.prior(class_noun), params)
+    return run("prior")(class_noun, layout.prior(class_noun), params)
 
 
-@task(name="train", task_run_name="train-{subject.name}-{variant}", **RETRYING)
+@task(name="train", task_run_name="train-{subject.name}-{variant}", **options("train"))
 def train_task(
     subject: SubjectSpec,
     variant: str,
@@ -92,12 +96,11 @@ def train_task(
     params: dict[str, Any],
 ) -> Path:
     """``eqdiff train -S train.variant=<variant>``: the concept (resumes from its checkpoints)."""
-    variant_params = {**params, "train": {**(params.get("train") or {}), "variant": variant}}
-    return train_concept(
+    return run("train")(
         subject.dir,
         subject.class_noun,
         layout.concept(subject.name, variant),
-        variant_params,
+        Params.of(params).with_variant(variant),
         masks=masks,
         augment=augment,
         bands=bands,
@@ -107,23 +110,25 @@ def train_task(
     )
 
 
-@task(name="generate", task_run_name="generate-{concept.parent.parent.name}-{concept.parent.name}", **RETRYING)
+@task(
+    name="generate", task_run_name="generate-{concept.parent.parent.name}-{concept.parent.name}", **options("generate")
+)
 def generate_task(concept: Path, prompt_sets: dict[str, Path], params: dict[str, Any]) -> Path:
     """``eqdiff generate``: samples beside the concept (keeps finished images)."""
-    return generate_samples(concept, concept.parent / "samples", params, prompt_sets)
+    return run("generate")(concept, concept.parent / "samples", params, prompt_sets)
 
 
-@task(name="evaluate", task_run_name="evaluate-{subject.name}-{samples.parent.name}", **STAGE)
+@task(name="evaluate", task_run_name="evaluate-{subject.name}-{samples.parent.name}", **options("evaluate"))
 def evaluate_task(samples: Path, subject: SubjectSpec, params: dict[str, Any]) -> Path:
     """``eqdiff evaluate``: ``metrics.json`` beside the samples."""
-    return evaluate_stage(samples, subject.dir, samples.parent / "metrics.json", params)
+    return run("evaluate")(samples, subject.dir, samples.parent / "metrics.json", params)
 
 
-@task(name="report", **STAGE)
+@task(name="report", **options("report"))
 def report_task(layout: RunLayout, out: Path, metrics: list[Path]) -> Path:
     """``eqdiff report`` of the runs whose ``<subject>/<variant>/metrics.json`` are ``metrics`` (this flow's
     evaluations), not of every folder under ``layout.runs``."""
-    return build_report(layout.runs, out, [(path.parent.parent.name, path.parent.name) for path in metrics])
+    return run("report")(layout.runs, out, [(path.parent.parent.name, path.parent.name) for path in metrics])
 
 
 @task(name="track", **RETRYING)

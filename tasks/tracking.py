@@ -1,4 +1,4 @@
-"""MLflow tracking of pipeline results (DESIGN §3; ecosystem.md §4.3, §4.5).
+"""MLflow tracking of pipeline results (docs/architecture.md, Stages; ecosystem.md §4.3, §4.5).
 
 One parent run per pipeline invocation and one nested run per (subject, variant), logged after the fact from
 the files the stages wrote, so the DVC ``track`` stage and the Prefect flows log exactly the same things:
@@ -49,14 +49,13 @@ from eqdiff.config import (
     section_to_dict,
 )
 from eqdiff.errors import EqDiffError
-from eqdiff.samples import PROMPT_SETS
-from eqdiff.stages.evaluate import INFO_FILE
+from eqdiff.evaluate import INFO_FILE, METRICS
+from eqdiff.sample_index import PROMPT_SETS
 from tasks.run_owners import Terminated, close_stale_runs, owner_tags, raise_terminated
 from tasks.spec import read_subjects, read_variants
 
 logger = logging.getLogger(__name__)
 
-FINAL_METRICS = ("clip_t", "clip_i", "dino_i")
 _BATCH = 100  # MLflow's log_batch limit for params (metrics allow 1000)
 
 
@@ -107,7 +106,7 @@ def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         f"{prompt_set}/{name}": float(metrics[prompt_set][name])
         for prompt_set in PROMPT_SETS
         if prompt_set in metrics
-        for name in FINAL_METRICS
+        for name in METRICS
     }
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny real components built offline (STYLE rule 9), a synthetic subject, one CPU thread."""
+"""Shared fixtures: tiny real components built offline, a synthetic subject, one CPU thread."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def tiny_components():
 @pytest.fixture
 def subject_dir(tmp_path: Path) -> Path:
     """Three synthetic photos of one toy, with masks in ``masks/``."""
-    from eqdiff.sample_subject import make_sample_subject
+    from eqdiff.sample import make_sample_subject
 
     return make_sample_subject(tmp_path / "toy", num_photos=3)
 

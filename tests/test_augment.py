@@ -1,4 +1,5 @@
-"""Reference augmentation (DESIGN §4.5, official §1.3-§1.4): seeded views, joint mask geometry, MoCo views."""
+"""Reference augmentation (docs/method.md, Data and batch, official §1.3-§1.4): seeded views, joint mask geometry,
+MoCo views."""
 
 from __future__ import annotations
 

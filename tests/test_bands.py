@@ -1,4 +1,4 @@
-"""Band images and the band cache (paper §4.1; DESIGN §4.1; official code §2.2 and §8.4)."""
+"""Band images and the band cache (paper §4.1; docs/method.md, FDTE; official code §2.2 and §8.4)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from conftest import DREAMBOOTH, requires_dreambooth
 
 from eqdiff.artifacts import ArtifactError
-from eqdiff.bands_cache import POSTERIOR_KEYS, compute_band_cache, load_band_cache
+from eqdiff.bands import POSTERIOR_KEYS, compute_band_cache, load_band_cache
 from eqdiff.config import FdteConfig, ModelConfig
 from eqdiff.data import discover_subject, preprocess_target
 from eqdiff.fdte import band_images, band_posteriors, band_spectra
@@ -31,7 +31,7 @@ def _smooth_image(side: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("cutoff", [5.0, 37.5, 50.0])
 @pytest.mark.parametrize("size", [(64, 64), (96, 80)])
 def test_low_plus_high_reconstructs_the_input_before_the_modulus(shape, colour, cutoff, size):
-    # Acceptance 3 / STYLE rule 10: with equal cutoffs the high-pass is the exact complement of the low-pass,
+    # with equal cutoffs the high-pass is the exact complement of the low-pass,
     # so the complex bands partition the spectrum and sum to the (grey or colour) input to 1e-5.
     images = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(1)) * 2 - 1
     config = FdteConfig(shape=shape, colour=colour, cutoff_low=cutoff, cutoff_high=cutoff)

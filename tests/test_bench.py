@@ -1,4 +1,4 @@
-"""The benchmark scripts run end to end on the tiny preset on CPU (issue 6: CI-sized, unchanged on a GPU)."""
+"""The benchmark scripts run end to end on the tiny preset on CPU (CI-sized, unchanged on a GPU)."""
 
 from __future__ import annotations
 

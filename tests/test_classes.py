@@ -13,8 +13,9 @@ import yaml
 from conftest import DREAMBOOTH, requires_dreambooth
 from pipeline_copy import BIN, TINY, dvc, make_project_copy, project_env
 
-from eqdiff.classes import class_noun, class_slug, read_classes
+from eqdiff.classes import class_slug
 from eqdiff.config import ConfigError
+from eqdiff.stages.arguments import class_noun, read_classes
 from tasks.spec import RunLayout, read_subjects
 
 

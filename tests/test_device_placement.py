@@ -17,7 +17,7 @@ from emulated_cuda import DtypeMismatchError, emulated_cuda
 from test_metrics import small_clip_config, small_dino_config
 from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError
 
-from eqdiff import bands_cache, prior
+from eqdiff import bands, prior
 from eqdiff.concept import load_concept
 from eqdiff.config import (
     AugmentConfig,
@@ -29,11 +29,11 @@ from eqdiff.config import (
     TrainConfig,
 )
 from eqdiff.data import discover_subject
-from eqdiff.metrics import embed_images, embed_texts, load_metric_models
+from eqdiff.evaluate import embed_images, embed_texts, load_metric_models
 from eqdiff.models import load_components
 from eqdiff.pipeline import EqDiffPipeline, image_generator
 from eqdiff.precision import inference_dtype
-from eqdiff.train import EqDiffRecipe
+from eqdiff.recipe import EqDiffRecipe
 from eqdiff.training_data import prepare_training_data, sample_batch
 
 CUDA = torch.device("cuda")
@@ -146,10 +146,10 @@ def test_class_image_generation_runs_on_cuda(tiny_components, monkeypatch):
 
 def test_band_encoding_runs_on_cuda(subject_dir, tiny_components):
     subject = discover_subject(subject_dir, "toy")
-    targets, masks = bands_cache._load_targets(subject, subject_dir / "masks", 32, TrainConfig().resize)
+    targets, masks = bands._load_targets(subject, subject_dir / "masks", 32, TrainConfig().resize)
     with emulated_cuda():
         tiny_components.vae.to(CUDA)  # as the bands stage does where CUDA is available
-        tensors = bands_cache.band_tensors(targets, masks, tiny_components.vae, FdteConfig())
+        tensors = bands.band_tensors(targets, masks, tiny_components.vae, FdteConfig())
     assert tensors["full_mean"].device.type == "cpu" and tensors["low"].shape == targets.shape
 
 

@@ -1,4 +1,5 @@
-"""Each fast path of issue 6 against its plain path on the tiny preset (GPU-only checks are marked ``gpu``)."""
+"""Each exact fast path (docs/devices.md) against its plain path on the tiny preset (GPU-only checks are marked
+``gpu``)."""
 
 from __future__ import annotations
 

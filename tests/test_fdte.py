@@ -1,4 +1,4 @@
-"""FDTE invariants: injection, frequency vectors, band sampling, filter geometry (DESIGN §4.1)."""
+"""FDTE invariants: injection, frequency vectors, band sampling, filter geometry (docs/method.md, FDTE)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Prefect flows on tiny real models: the benchmark fanned out on a 2-worker local Dask cluster with nested
 MLflow runs, a failing stage that fails its flow with the stage's one line and resumes once fixed, the
-served deployment's schedule and the sweep grid (issue 5 acceptance 3-4; STYLE rule 11)."""
+served deployment's schedule and the sweep grid."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pipeline_copy import REPO, TINY
 
 from eqdiff.classes import class_slug
 from eqdiff.prompts import builtin_prompt_file
-from eqdiff.sample_subject import make_sample_subject
+from eqdiff.sample import make_sample_subject
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from test_pipeline import _perturbed_concept
 
 from eqdiff.pipeline import EqDiffPipeline, image_generator
 from eqdiff.prompts import tokenize
-from eqdiff.stages.generate import generate_samples
+from eqdiff.stages.generate import run as generate_samples
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ OPTIONS = {"num_inference_steps": 3, "output_type": "pt", "progress": False}
 
 @torch.no_grad()
 def test_reference_rows_default_to_the_training_reference_prompt_and_the_empty_prompt(concept):
-    pipe = EqDiffPipeline.from_pretrained(concept)
+    pipe = EqDiffPipeline.from_concept_dir(concept)
     assert pipe.default_reference_prompt == "photo of a toy"
     calls = record_calls(pipe)
     prompts = ["a watercolor painting of a <new1> toy"] * 2
@@ -84,7 +84,7 @@ def test_the_generation_prompt_without_placeholder_is_the_option(concept, tmp_pa
         out = generate_samples(concept, tmp_path / choice, params, {"set": prompt_file}, device="cpu")
         images[choice] = list(Image.open(out / "set" / "000_00.png").convert("RGB").getdata())
     assert images["instance"] != images["prompt"]
-    pipe = EqDiffPipeline.from_pretrained(concept)
+    pipe = EqDiffPipeline.from_concept_dir(concept)
     calls = record_calls(pipe)
     explicit = pipe(
         "a watercolor painting of a <new1> toy",
@@ -106,7 +106,7 @@ def test_every_image_of_a_batch_has_its_own_generator(concept, tmp_path):
     params = fast_params(generate={"num_inference_steps": 2, "batch_size": 2})
     out = generate_samples(concept, tmp_path / "out", params, {"set": prompt_file}, device="cpu")
     batched = np.asarray(Image.open(out / "set" / "001_00.png").convert("RGB"), dtype=np.int16)
-    pipe = EqDiffPipeline.from_pretrained(concept)
+    pipe = EqDiffPipeline.from_concept_dir(concept)
     with torch.no_grad():
         alone = pipe(
             "a <new1> toy in the snow", generator=[image_generator(0, 1, 0)], num_inference_steps=2, progress=False

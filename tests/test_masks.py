@@ -1,5 +1,6 @@
 """Subject masks: u2netp on real weights, the files backend, grounded-sam on tiny random-config models built
-offline and loaded by path through the same code a real checkpoint goes through (DESIGN §2, §6)."""
+offline and loaded by path through the same code a real checkpoint goes through (docs/architecture.md, Offline models
+and data; docs/robustness.md)."""
 
 from __future__ import annotations
 

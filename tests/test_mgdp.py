@@ -1,4 +1,4 @@
-"""MGDP invariants: dilation, composition, masked loss (DESIGN §4.2)."""
+"""MGDP invariants: dilation, composition, masked loss (docs/method.md, MGDP)."""
 
 from __future__ import annotations
 

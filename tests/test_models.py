@@ -1,4 +1,5 @@
-"""The tiny preset, the real CLIP vocabulary, placeholder tokens, and model-directory errors (DESIGN §2)."""
+"""The tiny preset, the real CLIP vocabulary, placeholder tokens, and model-directory errors (docs/architecture.md,
+Offline models and data)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from eqdiff.models import ModelError, add_placeholder_token, load_components, pr
 
 
 def test_clip_vocabulary_matches_openai_ids(tiny_components):
-    # Provenance: DESIGN §2 ("a photo of a cat" → [49406, 320, 1125, 539, 320, 2368, 49407]).
+    # Provenance: docs/architecture.md, Offline models and data ("a photo of a cat" → [49406, 320, 1125, 539, 320,
+    # 2368, 49407]).
     assert tiny_components.tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
     assert len(tiny_components.tokenizer) == 49408
 

@@ -1,6 +1,6 @@
 """The DVC pipeline: every param is read by a stage, stages list the right params, a real ``dvc repro`` of
 the demo (tiny settings) is stable, ``dvc exp run`` re-runs only what a change touches, and the ``customize``
-flow writes the same artefacts as the DVC path (STYLE rule 5, 11; issue 5 acceptance 2-3)."""
+flow writes the same artefacts as the DVC path."""
 
 from __future__ import annotations
 

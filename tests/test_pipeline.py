@@ -1,4 +1,5 @@
-"""Concepts and inference: the CLI end to end, reproducibility, loading that cannot ignore weights (DESIGN §4.6)."""
+"""Concepts and inference: the CLI end to end, reproducibility, loading that cannot ignore weights (docs/method.md,
+Inference)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from eqdiff.concept import FREQUENCY_KEY, ConceptError, load_concept, save_conce
 from eqdiff.config import ModelConfig, ReferenceNoise
 from eqdiff.errors import DataError
 from eqdiff.models import load_components
-from eqdiff.pipeline import EqDiffPipeline, image_generator, reference_rows
+from eqdiff.pipeline import EqDiffPipeline, image_generator
+from eqdiff.reference import reference_rows
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A concept trained by the CLI on 3 synthetic photos with masks, and its generated samples."""
-    from eqdiff.sample_subject import make_sample_subject
+    from eqdiff.sample import make_sample_subject
 
     root = tmp_path_factory.mktemp("cli")
     subject = make_sample_subject(root / "toy", num_photos=3)
@@ -77,7 +79,7 @@ def test_generate_is_byte_identical_for_the_same_seed(trained):
 
 def test_any_single_image_reproduces_alone(trained):
     index = json.loads((trained / "samples" / "index.json").read_text())
-    pipe = EqDiffPipeline.from_pretrained(trained / "concept")
+    pipe = EqDiffPipeline.from_concept_dir(trained / "concept")
     image = index["images"][3]  # the second prompt set's first image, generated in a batch of two
     generator = image_generator(image["seed"], 100_000 + image["prompt_index"], image["sample_index"])
     alone = pipe(image["prompt"], generator=[generator], num_inference_steps=2, progress=False).images[0]
@@ -126,14 +128,14 @@ def _image(pipe):
 
 def test_loaded_concept_weights_change_the_images_and_are_really_loaded(tmp_path):
     path, weights = _perturbed_concept(tmp_path)
-    loaded = EqDiffPipeline.from_pretrained(path)
+    loaded = EqDiffPipeline.from_concept_dir(path)
     for name, param in loaded.unet.named_parameters():
         if name in weights:
             assert torch.equal(param, weights[name]), name
     assert torch.equal(loaded.embeddings.frequency_embeddings, weights[FREQUENCY_KEY])
     # Base behaviour: the same concept with its trainable tensors at their initial (copied) values.
     base_weights = load_concept(path).weights
-    pipe = EqDiffPipeline.from_pretrained(path)
+    pipe = EqDiffPipeline.from_concept_dir(path)
     with torch.no_grad():
         for name, param in pipe.unet.named_parameters():
             if "_custom_diffusion" in name:
@@ -144,6 +146,25 @@ def test_loaded_concept_weights_change_the_images_and_are_really_loaded(tmp_path
     assert base_weights.keys() == weights.keys()
 
 
+def test_base_model_then_load_concept_is_the_concept_pipeline_and_to_moves_the_embeddings(tmp_path):
+    """diffusers' contract: ``from_pretrained`` is the base model, ``load_concept`` attaches a concept."""
+    path, _ = _perturbed_concept(tmp_path)
+    base = EqDiffPipeline.from_pretrained("tiny")
+    assert base.embeddings is None and not base.use_rra
+    plain = base(
+        "a toy", generator=[torch.Generator().manual_seed(0)], num_inference_steps=2, output_type="pt", progress=False
+    ).images  # the base model alone samples plain SD v1.x: no placeholder needed
+    assert plain.shape == (1, 3, 64, 64)  # the base model's native resolution (tiny: 64 px)
+    assert base.load_concept(path) is base and base.use_rra and base.placeholder == "<new1>"
+    assert torch.equal(_image(base), _image(EqDiffPipeline.from_concept_dir(path)))
+    with pytest.raises(ConceptError, match="already has a concept"):
+        base.load_concept(path)
+    with pytest.raises(ConceptError, match="is a concept directory, not a base model"):
+        EqDiffPipeline.from_pretrained(path)
+    moved = base.to("meta")
+    assert moved is base and base.embeddings.frequency_embeddings.device.type == "meta"
+
+
 def test_loader_fails_when_a_weight_is_missing_or_foreign(tmp_path):
     path, weights = _perturbed_concept(tmp_path)
     weights.pop(next(n for n in weights if "to_k_res" in n))
@@ -151,11 +172,11 @@ def test_loader_fails_when_a_weight_is_missing_or_foreign(tmp_path):
     manifest.pop("format")
     broken = save_concept(tmp_path / "broken", weights, torch.zeros(3, 32, 32), manifest)
     with pytest.raises(ConceptError, match="missing .*to_k_res"):
-        EqDiffPipeline.from_pretrained(broken)
+        EqDiffPipeline.from_concept_dir(broken)
     manifest["base_model_fingerprint"] = "0" * 16
     foreign = save_concept(tmp_path / "foreign", load_concept(path).weights, torch.zeros(3, 32, 32), manifest)
     with pytest.raises(ConceptError, match="trained on base model"):
-        EqDiffPipeline.from_pretrained(foreign)
+        EqDiffPipeline.from_concept_dir(foreign)
     (path / "concept.safetensors").write_bytes((path / "concept.safetensors").read_bytes()[:64])
     with pytest.raises(Exception, match="not a valid safetensors file"):
         load_concept(path)
@@ -163,7 +184,7 @@ def test_loader_fails_when_a_weight_is_missing_or_foreign(tmp_path):
 
 def test_prompts_are_validated(tmp_path):
     path, _ = _perturbed_concept(tmp_path)
-    pipe = EqDiffPipeline.from_pretrained(path)
+    pipe = EqDiffPipeline.from_concept_dir(path)
     with pytest.raises(DataError, match="missing the concept's placeholder"):
         pipe("a toy", progress=False)
     with pytest.raises(DataError, match="tokens, the text encoder takes at most 77"):
@@ -203,10 +224,10 @@ def test_reference_rows_are_shared_by_the_images_of_a_batch():
 
 @pytest.mark.parametrize("reference_noise", [ReferenceNoise.CLEAN, ReferenceNoise.NOISED])
 def test_fused_and_shared_reference_rows_match_the_plain_two_calls(tmp_path, reference_noise):
-    # Fast paths (issue 6): [reference; main] rows in one UNet call, and each distinct reference row computed once
+    # Fast paths: [reference; main] rows in one UNet call, and each distinct reference row computed once
     # per batch, against a reference pass row for row and a separate main pass.
     path, _ = _perturbed_concept(tmp_path)
-    pipe = EqDiffPipeline.from_pretrained(path)
+    pipe = EqDiffPipeline.from_concept_dir(path)
     prompts = ["a <new1> toy", "a watercolor painting of a <new1> toy", "a <new1> toy"]
     outputs = {}
     for fuse in (True, False):
@@ -230,7 +251,7 @@ def test_fused_and_shared_reference_rows_match_the_plain_two_calls(tmp_path, ref
 @pytest.mark.parametrize("fuse", [True, False], ids=["fused", "two-call"])
 def test_the_cached_unconditional_reference_is_exact_and_reused_across_calls(tmp_path, fuse):
     path, _ = _perturbed_concept(tmp_path)
-    pipe = EqDiffPipeline.from_pretrained(path)
+    pipe = EqDiffPipeline.from_concept_dir(path)
     rows = []  # rows of every UNet call
     denoiser = pipe.denoiser
     pipe.denoiser = lambda sample, t, text: (rows.append(sample.shape[0]), denoiser(sample, t, text))[1]
@@ -264,7 +285,7 @@ def test_the_cached_unconditional_reference_is_exact_and_reused_across_calls(tmp
 
 def test_an_explicit_reference_prompt_is_used_and_checked(tmp_path):
     path, _ = _perturbed_concept(tmp_path)
-    pipe = EqDiffPipeline.from_pretrained(path)
+    pipe = EqDiffPipeline.from_concept_dir(path)
     options = {"num_inference_steps": 2, "output_type": "pt", "progress": False}
     derived = pipe("a <new1> toy", generator=[torch.Generator().manual_seed(0)], **options).images
     same = pipe("a <new1> toy", generator=[torch.Generator().manual_seed(0)], reference_prompt="a toy", **options)
@@ -277,7 +298,7 @@ def test_an_explicit_reference_prompt_is_used_and_checked(tmp_path):
 
 def test_compile_falls_back_to_eager_when_compilation_fails(tmp_path, caplog):
     path, _ = _perturbed_concept(tmp_path)
-    pipe = EqDiffPipeline.from_pretrained(path)
+    pipe = EqDiffPipeline.from_concept_dir(path)
     eager = _image(pipe)
 
     def broken_backend(graph_module, example_inputs):
@@ -294,7 +315,7 @@ def test_compiled_fused_pipeline_matches_eager_without_graph_breaks(tmp_path):
     from torch._dynamo.utils import counters
 
     path, _ = _perturbed_concept(tmp_path)
-    pipe = EqDiffPipeline.from_pretrained(path)
+    pipe = EqDiffPipeline.from_concept_dir(path)
     eager = _image(pipe)
     torch._dynamo.reset()
     counters.clear()

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from pipeline_copy import BIN, TINY, make_project_copy, project_env
 
-from eqdiff.sample_subject import make_sample_subject
+from eqdiff.sample import make_sample_subject
 
 SERVER_START_S = 120  # `prefect server start` migrates a fresh SQLite DB first
 SCHEDULED_RUN_S = 420  # next minute boundary + the runner's poll + one tiny benchmark on a shared 2-core box

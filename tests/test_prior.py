@@ -1,4 +1,5 @@
-"""Class images for prior preservation (DESIGN §4.4): seeded, batched, resumable generation; real folders."""
+"""Class images for prior preservation (docs/method.md, Losses and optimisation): seeded, batched, resumable
+generation; real folders."""
 
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def test_the_class_prompt_is_the_class_noun_alone_by_default():
 
 def test_stage_with_a_work_dir_publishes_the_finished_set_and_keeps_it(tmp_path):
     """dvc.yaml's form: images made (resumably) in the work folder, then ``--out`` holds exactly that set."""
-    from eqdiff.stages.prior import prior_stage
+    from eqdiff.stages.prior import run as prior_stage
 
     params = {"prior": {"num_inference_steps": 2, "batch_size": 2}, "train": {"num_class_images": 2, "resolution": 32}}
     out, work = tmp_path / "prior" / "toy", tmp_path / "prior-work" / "toy"

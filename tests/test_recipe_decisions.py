@@ -22,7 +22,7 @@ from eqdiff.data import discover_subject
 from eqdiff.fdte import FrequencyBand, encode_prompt
 from eqdiff.models import load_components
 from eqdiff.prompts import tokenize
-from eqdiff.train import EqDiffRecipe
+from eqdiff.recipe import EqDiffRecipe
 from eqdiff.training_data import BAND_KEYS, prepare_training_data, sample_batch
 
 WEIGHTS = {"prior_loss_weight": 0.7, "reference_attention": 0.3, "cross_attention": 0.2}
@@ -141,7 +141,7 @@ def step_with_band_images_in_prior_and_instance_rows(recipe) -> int:
 def full(tmp_path_factory):
     """Variant F with prior preservation and non-default loss weights, S_LF ≠ S_HF (both start as the initializer
     row), and a step in which a prior row and an instance row draw a band image."""
-    from eqdiff.sample_subject import make_sample_subject
+    from eqdiff.sample import make_sample_subject
 
     root = tmp_path_factory.mktemp("decisions")
     subject = make_sample_subject(root / "toy", num_photos=3)

@@ -28,10 +28,11 @@ import torch
 from eqdiff.config import AugmentConfig, MethodConfig
 from eqdiff.data import discover_subject
 from eqdiff.models import load_components
-from eqdiff.pipeline import EqDiffPipeline, image_generator
-from eqdiff.sample_subject import make_sample_subject
-from eqdiff.train import EqDiffRecipe
+from eqdiff.pipeline import image_generator
+from eqdiff.recipe import EqDiffRecipe
+from eqdiff.sample import make_sample_subject
 from eqdiff.training_data import prepare_training_data
+from eqdiff.validation import live_pipeline
 
 LOSS_RTOL, LOSS_ATOL = 1e-3, 1e-7
 IMAGE_ATOL = 1e-4
@@ -109,18 +110,8 @@ def _image_corner(recipe: EqDiffRecipe) -> list[list[list[float]]]:
         generator = torch.Generator().manual_seed(0)
         for param in recipe.parameters.values():
             param.add_(0.2 * torch.randn(param.shape, generator=generator))
-        cfg = recipe.config
-        pipe = EqDiffPipeline.from_components(
-            recipe.components,
-            recipe.embeddings,
-            recipe.placeholder_id,
-            cfg.concept.placeholder,
-            recipe.bank,
-            cfg.rra.enabled,
-            cfg.train.resolution,
-        )
-        pipe.reference_image = recipe.data.reference_image
-        pipe.default_reference_prompt = "photo of a toy"
+        pipe = live_pipeline(recipe)
+        assert pipe.default_reference_prompt == "photo of a toy"
         image = pipe(
             "a <new1> toy on the beach",
             generator=[image_generator(0, 0, 0)],

@@ -20,16 +20,15 @@ from PIL import Image
 
 from eqdiff.artifacts import save_png, write_json
 from eqdiff.augment import augment_subject
-from eqdiff.bands_cache import band_sheet
+from eqdiff.bands import band_sheet
 from eqdiff.config import AugmentConfig, EvaluateConfig, FdteConfig, MasksConfig
 from eqdiff.data import discover_subject, preprocess_target
 from eqdiff.errors import DataError
+from eqdiff.evaluate import evaluate, split_metrics
 from eqdiff.fdte import band_images
 from eqdiff.masks import compute_masks
-from eqdiff.metrics import evaluate
 from eqdiff.report import build_report
-from eqdiff.sample_subject import make_sample_subject
-from eqdiff.stages.evaluate import split_metrics
+from eqdiff.sample import make_sample_subject
 from eqdiff.table1 import PAPER_ROWS
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -209,7 +208,7 @@ def test_evaluate_stage_default_architecture_then_report(tmp_path: Path) -> None
     evaluate_stage.add_arguments(parser)
     out = runs / "toy" / "F" / "metrics.json"
     args = parser.parse_args(["--samples", str(samples), "--subject-dir", str(photos), "--out", str(out)])
-    evaluate_stage.run(args, {"evaluate": {"batch_size": 2}})
+    evaluate_stage.main(args, {"evaluate": {"batch_size": 2}})
     metrics = {**json.loads(out.with_name("evaluation.json").read_text()), **json.loads(out.read_text())}
     assert set(json.loads(out.read_text())) == {"unstylized", "stylized", "n_real_images"}
     assert metrics["calibrated"] is False
@@ -219,7 +218,7 @@ def test_evaluate_stage_default_architecture_then_report(tmp_path: Path) -> None
 
     parser = argparse.ArgumentParser()
     report_stage.add_arguments(parser)
-    report_stage.run(parser.parse_args(["--runs", str(runs), "--out", str(tmp_path / "report")]), {})
+    report_stage.main(parser.parse_args(["--runs", str(runs), "--out", str(tmp_path / "report")]), {})
     assert (tmp_path / "report" / "gallery" / "toy.html").is_file()
 
 

@@ -1,4 +1,5 @@
-"""RRA invariants on the tiny preset's real UNet (DESIGN §4.3; official-eqdiff-code.md §8.1-§8.3, §8.9-§8.11)."""
+"""RRA invariants on the tiny preset's real UNet (docs/method.md, RRA; official-eqdiff-code.md §8.1-§8.3,
+§8.9-§8.11)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from eqdiff.bands_cache import BAND_SHEET_COLUMNS, band_sheet
+from eqdiff.bands import BAND_SHEET_COLUMNS, band_sheet
 from eqdiff.sheets import HEADER, LABELLED_MIN_SIDE, MARK_COLOUR, OUTLINE_COLOUR, contact_sheet, grid, labelled, overlay
 
 

@@ -23,7 +23,7 @@ def metrics_file(clip_t: float) -> dict:
 @pytest.fixture
 def tracked(tmp_path: Path, subject_dir: Path) -> tuple[dict, Path]:
     """Params of 2 subjects x variants A, F; toy/F really trained (its losses.jsonl), every run evaluated."""
-    from eqdiff.stages.train import train_concept
+    from eqdiff.stages.train import run as train_concept
 
     runs = tmp_path / "runs"
     params = fast_params(train={"steps": 3, "with_prior_preservation": False})

@@ -1,4 +1,5 @@
-"""The training recipe: trainable sets, the reference pass's gradients, exact resume, batch layout (DESIGN §4.4)."""
+"""The training recipe: trainable sets, the reference pass's gradients, exact resume, batch layout (docs/method.md,
+Losses and optimisation)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from eqdiff.config import VARIANTS, AugmentConfig, MethodConfig
 from eqdiff.data import discover_subject
 from eqdiff.errors import TrainingError
 from eqdiff.models import load_components
-from eqdiff.train import EqDiffRecipe, noisy_reference
+from eqdiff.recipe import EqDiffRecipe, noisy_reference
 from eqdiff.training_data import prepare_training_data, sample_batch
 
 
@@ -36,7 +37,8 @@ def make_recipe(subject_dir, tmp_path, variant="F", prior=False, device="cpu", *
 
 
 def expected_trainable(variant: str) -> tuple[int, int, int]:
-    """(frequency vectors, Custom Diffusion K/V tensors, RRA tensors) of DESIGN §4.4 for a variant."""
+    """(frequency vectors, Custom Diffusion K/V tensors, RRA tensors) of docs/method.md, Losses and optimisation for a
+    variant."""
     resolved = MethodConfig.from_dict({"train": {"variant": variant}}).resolved()
     return (2 if resolved.fdte.enabled else 1), 32, (40 if resolved.rra.enabled else 0)
 
@@ -55,7 +57,8 @@ def test_requires_grad_is_exactly_the_trainable_set(variant, subject_dir, tmp_pa
     assert sum("_custom_diffusion" in n for n in trainable) == kv
     assert sum("_res" in n for n in trainable) == rra
     assert not any(n.startswith("down_blocks") and "_res" in n for n in trainable)
-    # One AdamW group, constant lr, over exactly these tensors (official §8.13 with the lr of DESIGN §4.4).
+    # One AdamW group, constant lr, over exactly these tensors (official §8.13 with the lr of docs/method.md, Losses
+    # and optimisation).
     group = recipe.optimizer.param_groups
     assert len(group) == 1 and group[0]["lr"] == 4e-5 and len(group[0]["params"]) == len(trainable) + 1
 
@@ -117,7 +120,7 @@ KILLER = textwrap.dedent(
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    from eqdiff.stages.train import train_concept
+    from eqdiff.stages.train import run as train_concept
     from conftest import fast_params
     params = fast_params(train={"steps": 5, "checkpointing_steps": 2, "with_prior_preservation": False})
 
@@ -131,7 +134,7 @@ KILLER = textwrap.dedent(
 
 
 def test_killed_and_resumed_training_is_bitwise_identical(subject_dir, tmp_path):
-    from eqdiff.stages.train import train_concept
+    from eqdiff.stages.train import run as train_concept
 
     params = fast_params(train={"steps": 5, "checkpointing_steps": 2, "with_prior_preservation": False})
     straight = train_concept(subject_dir, "toy", tmp_path / "straight", params)
@@ -202,7 +205,7 @@ def test_lowering_steps_resumes_from_the_last_checkpoint_at_or_below_them(subjec
     import json
     import logging
 
-    from eqdiff.stages.train import train_concept
+    from eqdiff.stages.train import run as train_concept
 
     def params(steps: int) -> dict:
         return fast_params(train={"steps": steps, "checkpointing_steps": 2, "with_prior_preservation": False})

@@ -1,4 +1,4 @@
-"""Typed, frozen configuration: one dataclass per ``params.yaml`` section (DESIGN §3, STYLE rule 4).
+"""Typed, frozen configuration: one dataclass per ``params.yaml`` section (docs/architecture.md, Layers).
 
 Every section is built with ``Section(**mapping)``, so an unknown key fails loudly; cross-field checks live in
 ``__post_init__``; derived values are properties and are never written back, so what is logged is what ran.
@@ -34,6 +34,7 @@ from eqdiff.config.method import (
     TrainConfig,
     apply_overrides,
 )
+from eqdiff.config.params import Params, apply_cli_overrides
 from eqdiff.config.stages import (
     AugmentConfig,
     ClassScheduler,
@@ -66,6 +67,7 @@ __all__ = [
     "MixedPrecision",
     "ModelConfig",
     "OrchestrationConfig",
+    "Params",
     "PriorConfig",
     "RraConfig",
     "ReferenceNoise",
@@ -73,6 +75,7 @@ __all__ = [
     "ResizeMode",
     "Section",
     "TrainConfig",
+    "apply_cli_overrides",
     "apply_overrides",
     "load_params",
     "parse_override",

@@ -1,6 +1,6 @@
 """Configuration machinery: ``Section`` (type coercion, unknown keys are errors), ``ConfigError``, params I/O.
 
-Sections are built with ``Section(**yaml)`` (STYLE rule 4): every field is type-checked against its annotation,
+Sections are built with ``Section(**yaml)``: every field is type-checked against its annotation,
 cross-field checks live in ``validate``, and ``ConfigError`` carries one line naming the field
 (``fdte.p_l``) and what was expected.
 """
@@ -76,6 +76,9 @@ PIPELINE_KEYS = ("subjects", "classes", "variants", "prompts")
 
 MAX_SEED = 2**32 - 1
 """Seeds are in [0, 2**32 - 1]: what every generator downstream (torch, NumPy) accepts as is."""
+
+OFFICIAL_RESOLUTION = 512
+"""The image side of the official recipe: pixel-scale params (FDTE cutoffs, zoom scales) are given at it."""
 
 NUM_TRAIN_TIMESTEPS = 1000
 """The SD v1.x scheduler's ``num_train_timesteps``: DDIM cannot take more inference steps than this."""

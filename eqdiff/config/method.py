@@ -1,4 +1,4 @@
-"""The method's params sections (DESIGN §4) and ``MethodConfig``, which applies an ablation variant."""
+"""The method's params sections (docs/method.md) and ``MethodConfig``, which applies an ablation variant."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ class MixedPrecision(enum.StrEnum):
 
 @dataclass(frozen=True)
 class ModelConfig(Section):
-    """Which base model to build or load (DESIGN §2)."""
+    """Which base model to build or load (docs/architecture.md, Offline models and data)."""
 
     SECTION = "model"
     LIMITS = {"seed": (0, MAX_SEED, "a seed torch and NumPy accept")}
@@ -80,7 +80,7 @@ class ModelConfig(Section):
 
 @dataclass(frozen=True)
 class ConceptConfig(Section):
-    """The learned concept's token (DESIGN §4.1)."""
+    """The learned concept's token (docs/method.md, FDTE)."""
 
     SECTION = "concept"
     placeholder: str = "<new1>"
@@ -100,7 +100,7 @@ class ConceptConfig(Section):
 
 @dataclass(frozen=True)
 class FdteConfig(Section):
-    """Frequency-aware decoupled textual embedding (DESIGN §4.1)."""
+    """Frequency-aware decoupled textual embedding (docs/method.md, FDTE)."""
 
     SECTION = "fdte"
     enabled: bool = True
@@ -130,7 +130,7 @@ class FdteConfig(Section):
             _check(0.0 <= value <= 1.0, "fdte", name, "a probability in [0, 1]", value)
         total = self.p_l + self.p_h + self.p_o
         _check(abs(total - 1.0) < 1e-6, "fdte", "p_l", f"p_l + p_h + p_o = 1 (they sum to {total:g})", self.p_l)
-        # Nyquist at 512 px is 256 frequency indices (DESIGN §4.1, §6).
+        # Nyquist at 512 px is 256 frequency indices (docs/method.md, FDTE; docs/robustness.md).
         for name in ("cutoff_low", "cutoff_high"):
             value = getattr(self, name)
             _check(0.0 < value <= 256.0, "fdte", name, "a cutoff in (0, 256] (Nyquist at 512 px)", value)
@@ -138,7 +138,7 @@ class FdteConfig(Section):
 
 @dataclass(frozen=True)
 class MgdpConfig(Section):
-    """Mask-guided diffusion process (DESIGN §4.2)."""
+    """Mask-guided diffusion process (docs/method.md, MGDP)."""
 
     SECTION = "mgdp"
     LIMITS = {"dilate_radius": (0, 512, "the latent side at 4096 px; the dilation pads the mask by it")}
@@ -154,7 +154,7 @@ class MgdpConfig(Section):
 
 @dataclass(frozen=True)
 class RraConfig(Section):
-    """Residual reference attention (DESIGN §4.3, §4.6)."""
+    """Residual reference attention (docs/method.md, RRA, Inference)."""
 
     SECTION = "rra"
     LIMITS = {"time_gap": (0, NUM_TRAIN_TIMESTEPS - 1, "timesteps of the SD v1.x scheduler")}
@@ -171,7 +171,7 @@ class RraConfig(Section):
 
 @dataclass(frozen=True)
 class LossConfig(Section):
-    """Loss weights (DESIGN §4.2-§4.3)."""
+    """Loss weights (docs/method.md, MGDP, RRA)."""
 
     SECTION = "losses"
     prior_loss_weight: float = 1.0
@@ -201,13 +201,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "E": {"mgdp.mode": "masked_loss"},
     "F": {},
 }
-"""Ablation presets A-F (DESIGN §4.4): A = Custom Diffusion, B = +RRA, C = +L_ra (and the official L_ca),
+"""Ablation presets A-F (docs/method.md, Losses and optimisation): A = Custom Diffusion, B = +RRA, C = +L_ra (and the
+official L_ca),
 D = +FDTE, E = D + MDL, F = D + MGDP (the full method)."""
 
 
 @dataclass(frozen=True)
 class TrainConfig(Section):
-    """The training recipe (DESIGN §4.4)."""
+    """The training recipe (docs/method.md, Losses and optimisation)."""
 
     SECTION = "train"
     LIMITS = {
@@ -279,7 +280,7 @@ class TrainConfig(Section):
 
 @dataclass(frozen=True)
 class GenerateConfig(Section):
-    """Sampling (DESIGN §4.6)."""
+    """Sampling (docs/method.md, Inference)."""
 
     SECTION = "generate"
     LIMITS = {

@@ -1,4 +1,5 @@
-"""Params sections of the preparation, evaluation and orchestration stages (DESIGN §2, §4.5, §5)."""
+"""Params sections of the preparation, evaluation and orchestration stages (docs/architecture.md, Offline models and
+data; docs/method.md, Data and batch, Evaluation)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from eqdiff.config.base import MAX_SEED, NUM_TRAIN_TIMESTEPS, Section, _check, _
 
 @dataclass(frozen=True)
 class AugmentConfig(Section):
-    """Reference views of the instance photos (DESIGN §4.5; official Custom Diffusion zoom rule)."""
+    """Reference views of the instance photos (docs/method.md, Data and batch; official Custom Diffusion zoom rule)."""
 
     SECTION = "augment"
     LIMITS = {
@@ -55,7 +56,7 @@ class ClassScheduler(enum.StrEnum):
 
 @dataclass(frozen=True)
 class PriorConfig(Section):
-    """Class images for prior preservation (DESIGN §4.4; official §1.1)."""
+    """Class images for prior preservation (docs/method.md, Losses and optimisation; official §1.1)."""
 
     SECTION = "prior"
     LIMITS = {
@@ -96,7 +97,7 @@ class PriorConfig(Section):
 
 @dataclass(frozen=True)
 class EvaluateConfig(Section):
-    """Evaluation models (DESIGN §5): CLIP ViT-B/32 and DINO ViT-S/16 from local directories."""
+    """Evaluation models (docs/method.md, Evaluation): CLIP ViT-B/32 and DINO ViT-S/16 from local directories."""
 
     SECTION = "evaluate"
     LIMITS = {
@@ -127,7 +128,8 @@ class MaskBackend(enum.StrEnum):
 
 @dataclass(frozen=True)
 class MasksConfig(Section):
-    """Subject masks (DESIGN §2, §4.2): the backend, its thresholds and its local model files."""
+    """Subject masks (docs/architecture.md, Offline models and data; docs/method.md, MGDP): the backend, its
+    thresholds and its local model files."""
 
     SECTION = "masks"
     LIMITS = {"detection_size": (32, 2048, "GroundingDINO's memory grows with its square")}
@@ -201,7 +203,8 @@ class MasksConfig(Section):
 
 @dataclass(frozen=True)
 class OrchestrationConfig(Section):
-    """Where runs are tracked and how flows fan out (DESIGN §3); read by ``tasks/`` and ``flows/`` only."""
+    """Where runs are tracked and how flows fan out (docs/architecture.md, Stages); read by ``tasks/`` and ``flows/``
+    only."""
 
     SECTION = "orchestration"
     LIMITS = {"n_workers": (1, 1024, "local Dask workers, each a process")}

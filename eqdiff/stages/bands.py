@@ -1,6 +1,6 @@
-"""``eqdiff bands``: band images and their VAE posterior parameters, cached (DESIGN §4.1).
+"""``eqdiff bands``: band images and their VAE posterior parameters, cached (docs/method.md, FDTE).
 
-The work is ``eqdiff.bands_cache.compute_band_cache``. Reads params sections ``model``, ``fdte`` (band options
+The work is ``eqdiff.bands.compute_band_cache``. Reads params sections ``model``, ``fdte`` (band options
 only: ``shape``, ``colour``, ``output``, ``cutoff_low``, ``cutoff_high``) and ``train`` (``resolution``, ``resize``).
 Runs on CUDA when it is available.
 """
@@ -8,11 +8,12 @@ Runs on CUDA when it is available.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from eqdiff.bands_cache import compute_band_cache
-from eqdiff.config import FdteConfig, ModelConfig, TrainConfig
+from eqdiff.bands import compute_band_cache
+from eqdiff.config import FdteConfig, ModelConfig, Params, TrainConfig
 from eqdiff.data import discover_subject
 from eqdiff.output_safety import claim_output, model_input
 
@@ -23,11 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (bands.safetensors, sheet.png)")
 
 
-def bands_stage(subject_dir: Path, masks: Path, out: Path, params: dict[str, Any]) -> Path:
+def run(subject_dir: Path, masks: Path, out: Path, params: Params | Mapping[str, Any]) -> Path:
     """The stage (every door calls this): band images and VAE posteriors of ``subject_dir``'s photos into ``out``."""
-    model = ModelConfig.from_mapping(params.get("model"))
-    fdte = FdteConfig.from_mapping(params.get("fdte"))
-    train = TrainConfig.from_mapping(params.get("train"))
+    params = Params.of(params)
+    model, fdte, train = params.section(ModelConfig), params.section(FdteConfig), params.section(TrainConfig)
     # The class noun is not read by this stage; the folder name stands in for it.
     subject = discover_subject(subject_dir, Path(subject_dir).name)
     reads = [masks, model_input(model)]
@@ -35,5 +35,5 @@ def bands_stage(subject_dir: Path, masks: Path, out: Path, params: dict[str, Any
     return compute_band_cache(subject, masks, out, train.resolution, model, fdte, train.resize)
 
 
-def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    bands_stage(args.subject_dir, args.masks, args.out, params)
+def main(args: argparse.Namespace, params: Params) -> None:
+    run(args.subject_dir, args.masks, args.out, params)

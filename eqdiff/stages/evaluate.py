@@ -1,4 +1,5 @@
-"""``eqdiff evaluate``: CLIP-T, CLIP-I, DINO-I of one samples directory (DESIGN §5) -> ``metrics.evaluate``.
+"""``eqdiff evaluate``: CLIP-T, CLIP-I, DINO-I of one samples directory (docs/method.md, Evaluation) ->
+``metrics.evaluate``.
 
 Reads params section ``evaluate``. Writes, atomically, ``--out`` (``metrics.json``: numbers only, per prompt set
 ``clip_t``, ``clip_t_cosine``, ``clip_i``, ``dino_i``, ``n_images``, ``n_prompts``, and ``n_real_images``; what
@@ -9,15 +10,14 @@ flags, metric model ids, subject, variant, ``subject_dir`` and per-prompt CLIP-T
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from eqdiff.artifacts import write_json
-from eqdiff.config import EvaluateConfig
-from eqdiff.evaluations import INFO_FILE
-from eqdiff.metrics import evaluate
+from eqdiff.config import EvaluateConfig, Params
+from eqdiff.evaluate import evaluate, info_path, split_metrics
 from eqdiff.output_safety import claim_output, optional_path
-from eqdiff.samples import PROMPT_SETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,22 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--info", type=Path, help="JSON of what was measured (default: evaluation.json beside --out)")
 
 
-def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``metrics.evaluate``'s mapping as (numbers: the prompt-set blocks and ``n_real_images``, the rest)."""
-    numeric = {k for k, v in result.items() if k in PROMPT_SETS or (isinstance(v, int) and not isinstance(v, bool))}
-    return {k: result[k] for k in numeric}, {k: v for k, v in result.items() if k not in numeric}
-
-
-def info_path(metrics: Path) -> Path:
-    """Where ``eqdiff evaluate`` writes the sidecar of ``metrics`` by default (and ``eqdiff report`` reads it)."""
-    return Path(metrics).with_name(INFO_FILE)
-
-
-def evaluate_stage(
-    samples: Path, subject_dir: Path, out: Path, params: dict[str, Any], info: Path | None = None
+def run(
+    samples: Path, subject_dir: Path, out: Path, params: Params | Mapping[str, Any], info: Path | None = None
 ) -> Path:
     """The stage (every door calls this): CLIP-T, CLIP-I, DINO-I of ``samples`` written to ``out`` (JSON)."""
-    config = EvaluateConfig.from_mapping(params.get("evaluate"))
+    config = Params.of(params).section(EvaluateConfig)
     info = info or info_path(out)
     reads = [samples, optional_path(config.clip_model), optional_path(config.dino_model)]
     # An existing file is replaced only when it is an earlier output: numbers (metrics.json; older versions also
@@ -56,5 +45,5 @@ def evaluate_stage(
     return Path(out)
 
 
-def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    evaluate_stage(args.samples, args.subject_dir, args.out, params, args.info)
+def main(args: argparse.Namespace, params: Params) -> None:
+    run(args.samples, args.subject_dir, args.out, params, args.info)

@@ -1,4 +1,5 @@
-"""``eqdiff masks``: subject masks and an overlay sheet (DESIGN §2, §4.2).
+"""``eqdiff masks``: subject masks and an overlay sheet (docs/architecture.md, Offline models and data;
+docs/method.md, MGDP).
 
 The work is ``eqdiff.masks.compute_masks``. Reads params section ``masks``.
 """
@@ -6,14 +7,15 @@ The work is ``eqdiff.masks.compute_masks``. Reads params section ``masks``.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from eqdiff.classes import add_class_arguments, class_noun_argument
-from eqdiff.config import MasksConfig
+from eqdiff.config import MasksConfig, Params
 from eqdiff.data import discover_subject
 from eqdiff.masks import compute_masks
 from eqdiff.output_safety import claim_output, optional_path
+from eqdiff.stages.arguments import add_class_arguments, class_noun_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,9 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder: <stem>.png, overlay.png, masks.json")
 
 
-def masks_stage(subject_dir: Path, class_noun: str, out: Path, params: dict[str, Any]) -> Path:
+def run(subject_dir: Path, class_noun: str, out: Path, params: Params | Mapping[str, Any]) -> Path:
     """The stage (every door calls this): masks of ``subject_dir``'s photos into ``out``."""
-    config = MasksConfig.from_mapping(params.get("masks"))
+    config = Params.of(params).section(MasksConfig)
     subject = discover_subject(subject_dir, class_noun)
     model_files = (
         "files_dir",
@@ -38,5 +40,5 @@ def masks_stage(subject_dir: Path, class_noun: str, out: Path, params: dict[str,
     return compute_masks(subject, out, config)
 
 
-def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    masks_stage(args.subject_dir, class_noun_argument(args, params), args.out, params)
+def main(args: argparse.Namespace, params: Params) -> None:
+    run(args.subject_dir, class_noun_argument(args, params), args.out, params)

@@ -1,4 +1,4 @@
-"""``eqdiff prior``: class images for prior preservation (DESIGN §4.4).
+"""``eqdiff prior``: class images for prior preservation (docs/method.md, Losses and optimisation).
 
 The work is ``eqdiff.prior.prepare_class_images``. Reads params sections ``model``, ``prior`` and ``train``
 (``num_class_images``, ``resolution``). The images are made resumably where they are written: in ``--out``
@@ -13,14 +13,15 @@ from __future__ import annotations
 import argparse
 import filecmp
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from eqdiff.artifacts import staged_directory
-from eqdiff.classes import add_class_arguments, class_noun_argument
-from eqdiff.config import ModelConfig, PriorConfig, TrainConfig
+from eqdiff.config import ModelConfig, Params, PriorConfig, TrainConfig
 from eqdiff.output_safety import claim_output, model_input, optional_path
 from eqdiff.prior import MANIFEST_FILE, prepare_class_images
+from eqdiff.stages.arguments import add_class_arguments, class_noun_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,11 +41,10 @@ def publish_class_images(work_dir: Path, images: list[Path], out: Path) -> None:
             shutil.copy2(work_dir / name, staging / name)
 
 
-def prior_stage(class_noun: str, out: Path, params: dict[str, Any], work_dir: Path | None = None) -> Path:
+def run(class_noun: str, out: Path, params: Params | Mapping[str, Any], work_dir: Path | None = None) -> Path:
     """The stage (every door calls this): class images of ``class_noun`` into ``out`` (resumable)."""
-    model = ModelConfig.from_mapping(params.get("model"))
-    prior = PriorConfig.from_mapping(params.get("prior"))
-    train = TrainConfig.from_mapping(params.get("train"))
+    params = Params.of(params)
+    model, prior, train = params.section(ModelConfig), params.section(PriorConfig), params.section(TrainConfig)
     real = optional_path(prior.real_images_dir)
     reads = [model_input(model)] if real is None else []
     for path in (out, work_dir):  # the published folder and the resumable one are both this stage's own
@@ -57,5 +57,5 @@ def prior_stage(class_noun: str, out: Path, params: dict[str, Any], work_dir: Pa
     return Path(out)
 
 
-def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    prior_stage(class_noun_argument(args, params), args.out, params, args.work_dir)
+def main(args: argparse.Namespace, params: Params) -> None:
+    run(class_noun_argument(args, params), args.out, params, args.work_dir)

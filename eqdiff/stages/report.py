@@ -1,4 +1,5 @@
-"""``eqdiff report``: tables, trade-off plot, HTML gallery over many runs (DESIGN §5) -> ``build_report``.
+"""``eqdiff report``: tables, trade-off plot, HTML gallery over many runs (docs/method.md, Evaluation) ->
+``build_report``.
 
 Reads the top-level ``subjects`` (names) and ``variants`` of the params: the report covers exactly those
 (subject, variant) runs, each of which must have its ``--runs/<subject>/<variant>/metrics.json``; other
@@ -10,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-from eqdiff.config import ConfigError
+from eqdiff.config import ConfigError, Params
 from eqdiff.report import build_report
 
 
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="report folder to write (replaced)")
 
 
-def selected_runs(params: dict[str, Any]) -> list[tuple[str, str]] | None:
+def selected_runs(params: Params) -> list[tuple[str, str]] | None:
     """``subjects`` x ``variants`` (default ``[F]``) of ``params`` as (subject, variant) pairs; None without
     ``subjects``."""
     subjects = params.get("subjects")
@@ -36,5 +36,11 @@ def selected_runs(params: dict[str, Any]) -> list[tuple[str, str]] | None:
     return [(subject["name"], variant) for subject in subjects for variant in dict.fromkeys(variants)]
 
 
-def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    build_report(args.runs, args.out, selected_runs(params))
+def run(runs: Path, out: Path, selected: list[tuple[str, str]] | None = None) -> Path:
+    """The stage (every door calls this): the report of the ``selected`` (subject, variant) runs (``None``:
+    every run under ``runs``) into ``out``."""
+    return build_report(runs, out, selected)
+
+
+def main(args: argparse.Namespace, params: Params) -> None:
+    run(args.runs, args.out, selected_runs(Params.of(params)))

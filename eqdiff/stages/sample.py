@@ -1,4 +1,5 @@
-"""``eqdiff sample``: write the embedded demo's synthetic subject (DESIGN §2) -> ``make_sample_subject``.
+"""``eqdiff sample``: write the embedded demo's synthetic subject (docs/architecture.md, Offline models and data) ->
+``make_sample_subject``.
 
 Reads no params section. Writes ``--out/NN.png`` photos and ``--out/masks/NN.png`` masks, each file atomically;
 nothing is downloaded or copied. The same ``--num-photos`` and ``--seed`` give the same bytes, so the DVC stage
@@ -9,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
+from eqdiff.config import Params
 from eqdiff.config.base import MAX_SEED
 from eqdiff.errors import DataError
-from eqdiff.sample_subject import make_sample_subject
+from eqdiff.sample import make_sample_subject
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,9 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the drawings (default 0)")
 
 
-def run(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    if not 2 <= args.num_photos <= 1000:
-        raise DataError(f"--num-photos: expected 2 to 1000 photos (RRA needs a second photo), got {args.num_photos}")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise DataError(f"--seed: expected 0 to {MAX_SEED}, got {args.seed}")
-    make_sample_subject(args.out, num_photos=args.num_photos, seed=args.seed)
+def run(out: Path, num_photos: int = 4, seed: int = 0) -> Path:
+    """The stage (every door calls this): the demo subject's photos and masks into ``out``."""
+    if not 2 <= num_photos <= 1000:
+        raise DataError(f"--num-photos: expected 2 to 1000 photos (RRA needs a second photo), got {num_photos}")
+    if not 0 <= seed <= MAX_SEED:
+        raise DataError(f"--seed: expected 0 to {MAX_SEED}, got {seed}")
+    return make_sample_subject(out, num_photos=num_photos, seed=seed)
+
+
+def main(args: argparse.Namespace, params: Params) -> None:
+    run(args.out, args.num_photos, args.seed)

@@ -1,1 +1,1 @@
-"""Reliability suite (DESIGN §6): bad-input corpus, properties, kill/resume, safe loading and locks."""
+"""Reliability suite (docs/robustness.md): bad-input corpus, properties, kill/resume, safe loading and locks."""

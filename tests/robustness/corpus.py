@@ -1,4 +1,5 @@
-"""The bad-input corpus (DESIGN §6): every kind of bad or odd input, the stage it is fed to, the expected outcome.
+"""The bad-input corpus (docs/robustness.md): every kind of bad or odd input, the stage it is fed to, the expected
+outcome.
 
 Each ``Case`` builds its inputs in a fresh folder and says how to run the stage on them (``harness.Invocation``).
 A bad input must be refused: exit 2, one stderr line naming the file or field, no traceback, no output (and an
@@ -17,7 +18,7 @@ from PIL import Image
 
 from eqdiff.artifacts import load_tensors
 from eqdiff.data import load_image
-from eqdiff.sample_subject import make_sample_subject
+from eqdiff.sample import make_sample_subject
 from robustness import corpus_artifacts as art
 from robustness import corpus_limits, corpus_outputs, corpus_readback
 from robustness.harness import Case, Env, Invocation, make_subject, masks_run, train_run

@@ -1,4 +1,4 @@
-"""Running a corpus case through the real ``eqdiff`` CLI and judging the outcome (DESIGN §6).
+"""Running a corpus case through the real ``eqdiff`` CLI and judging the outcome (docs/robustness.md).
 
 ``Env`` holds the expensive shared inputs (a synthetic subject, one trained tiny concept, its samples, a band
 cache made with another base model), each built once on first use. ``run_case`` runs one case in-process
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eqdiff import cli
-from eqdiff.sample_subject import make_sample_subject
+from eqdiff.sample import make_sample_subject
 from robustness.images import mask, photo
 
 TRAIN_ARGS = [
@@ -192,7 +192,7 @@ class Env:
 
     @functools.cached_property
     def subject(self) -> Path:
-        """Three synthetic 'toy' photos with masks in ``masks/`` (``eqdiff.sample_subject``)."""
+        """Three synthetic 'toy' photos with masks in ``masks/`` (``eqdiff.sample``)."""
         return make_sample_subject(self.root / "toy", num_photos=3)
 
     def _cli(self, argv: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""Every corpus case through the real CLI (DESIGN §6): refused cleanly, or handled correctly."""
+"""Every corpus case through the real CLI (docs/robustness.md): refused cleanly, or handled correctly."""
 
 from __future__ import annotations
 

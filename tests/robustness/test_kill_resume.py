@@ -1,4 +1,4 @@
-"""Kill -9 at a random point, re-run, and end exactly where an uninterrupted run ends (DESIGN §6).
+"""Kill -9 at a random point, re-run, and end exactly where an uninterrupted run ends (docs/robustness.md).
 
 Each test runs the real ``eqdiff`` CLI in a subprocess (one CPU thread, as the in-process reference runs),
 watches its outputs appear and SIGKILLs it after a seeded random number of them; the re-run must finish with

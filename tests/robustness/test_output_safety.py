@@ -20,7 +20,7 @@ import pytest
 from eqdiff import cli
 from eqdiff.config import ModelConfig
 from eqdiff.models import preset_directory
-from eqdiff.sample_subject import make_sample_subject
+from eqdiff.sample import make_sample_subject
 from robustness.harness import GENERATE_ARGS, TRAIN_ARGS, error_lines
 
 RES = ["-S", "train.resolution=32"]

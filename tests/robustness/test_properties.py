@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis) of the two boundary loaders: params sections and images (DESIGN §6)."""
+"""Property-based tests (hypothesis) of the two boundary loaders: params sections and images (docs/robustness.md)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from eqdiff.stage_manifest import check_cache_inputs
 
 def test_params_prompt_set_keys_cannot_leave_the_samples_folder(tmp_path):
     """The params ``prompts:`` keys reach ``generate_samples`` directly (Prefect door): refused before any write."""
-    from eqdiff.stages.generate import generate_samples
+    from eqdiff.stages.generate import run as generate_samples
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("a {}\n")
@@ -103,7 +103,7 @@ def test_tracking_names_a_half_written_loss_line(tmp_path):
 
 def test_cache_of_a_photo_no_longer_there_is_refused(tmp_path):
     from eqdiff.data import discover_subject
-    from eqdiff.sample_subject import make_sample_subject
+    from eqdiff.sample import make_sample_subject
     from eqdiff.stage_manifest import subject_inputs
 
     subject_dir = make_sample_subject(tmp_path / "toy", num_photos=3)

@@ -1,4 +1,4 @@
-"""Safe loading, safetensors-only artefacts, output locks and NaN/inf stops (DESIGN §6)."""
+"""Safe loading, safetensors-only artefacts, output locks and NaN/inf stops (docs/robustness.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from eqdiff.config import AugmentConfig, MethodConfig
 from eqdiff.data import discover_subject
 from eqdiff.errors import TrainingError
 from eqdiff.models import load_components
-from eqdiff.train import EqDiffRecipe
+from eqdiff.recipe import EqDiffRecipe
 from eqdiff.training_data import prepare_training_data
 from robustness.harness import Case as _Case
 from robustness.harness import error_lines, masks_run, run_case

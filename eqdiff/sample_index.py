@@ -1,4 +1,4 @@
-"""The samples directory ``eqdiff generate`` writes and ``evaluate``/``report`` read: ``SAMPLES/index.json``.
+"""A samples folder's ``index.json``: ``eqdiff generate`` writes it, ``evaluate`` and ``report`` read it.
 
 ``index.json`` holds the subject, class noun, placeholder, variant, whether the weights were real
 (``calibrated``) and, per image, its file, prompt, prompt set, prompt and sample indices and seed.

@@ -1,4 +1,5 @@
-"""A synthetic sample subject the project makes itself: the embedded demo's and the tests' input (DESIGN §2).
+"""A synthetic sample subject the project makes itself: the embedded demo's and the tests' input
+(docs/architecture.md, Offline models and data).
 
 Nothing is downloaded or copied: each photo is a seeded drawing of the same "toy" (a two-colour body with eyes
 and a base) at a different position, scale and rotation on a different textured background, with its exact
@@ -15,8 +16,6 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from eqdiff.artifacts import write_bytes
 from eqdiff.output_safety import OutputError, check_parent
-
-SAMPLE_CLASS_NOUN = "toy"
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:

@@ -1,4 +1,4 @@
-"""The band cache (paper §4.1 Eq. 3-5; DESIGN §4.1): preprocessed targets, their LOW/HIGH band images and the
+"""The band cache (paper §4.1 Eq. 3-5; docs/method.md, FDTE): preprocessed targets, their LOW/HIGH band images and the
 VAE posterior parameters of all three, computed once per subject by the ``bands`` stage.
 
 Training samples latents from the cached posteriors every step (same semantics as encoding every step, without
