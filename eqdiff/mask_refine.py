@@ -1,7 +1,7 @@
 """Subject-mask refinement across a subject's photos, on top of U²-Netp saliency (docs/method.md, "Masks").
 
 A saliency model marks whatever stands out, one photo at a time; a subject is what its photos share. Given each
-photo's soft saliency (ideally ``u2netp.flip_averaged_saliency``, the flip test-time augmentation), every photo
+photo's soft saliency (ideally ``u2netp.multi_scale_saliency``, flip and zoom test-time augmentation), every photo
 goes through the same steps with the same constants, whatever the subject:
 
 1. **Edge-aware refinement at photo resolution**: U²-Netp sees 320x320; its saliency, resized to the photo, is

@@ -3,7 +3,7 @@ MGDP composes with and L_ra / L_ca supervise.
 
 Three backends, one output contract. ``u2netp`` (the offline default) runs U²-Netp (``eqdiff.u2netp``), a
 class-agnostic salient object segmenter shipped in a wheel, and by default refines its saliency across the
-subject's photos (``eqdiff.mask_refine``: flip test-time augmentation, edge-aware refinement at photo
+subject's photos (``eqdiff.mask_refine``: flip and zoom test-time augmentation, edge-aware refinement at photo
 resolution, foreign regions and components scored by their agreement with the subject, holes filled, missed
 parts grown back); ``masks.refine: false`` keeps the plain thresholded saliency. ``grounded-sam``
 (``eqdiff.grounded_sam``) prompts GroundingDINO with the class noun, keeps the best box and asks SAM for that
@@ -36,7 +36,7 @@ from eqdiff.mask_checks import check_masks
 from eqdiff.mask_refine import refine_subject
 from eqdiff.sheets import contact_sheet, grid, labelled, overlay
 from eqdiff.stage_manifest import file_digest, is_up_to_date, normalised
-from eqdiff.u2netp import flip_averaged_saliency, u2netp_saliency
+from eqdiff.u2netp import multi_scale_saliency, u2netp_saliency
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _photo_masks(subject: Subject, images: list[Image.Image], config: MasksConfi
         disable=config.backend == MaskBackend.FILES,
     )
     if config.backend == MaskBackend.U2NETP and config.refine:
-        saliencies = [flip_averaged_saliency(image) for _, image in bar]
+        saliencies = [multi_scale_saliency(image, config.threshold) for _, image in bar]
         photos = [np.asarray(image.convert("RGB")) for image in images]
         refined = refine_subject(photos, saliencies, config.threshold)
         return [PhotoMask(r.mask, config.threshold, {"refined": True, **r.details}) for r in refined]

@@ -80,3 +80,29 @@ def flip_averaged_saliency(image: Image.Image) -> np.ndarray:
     """
     mirrored = u2netp_saliency(ImageOps.mirror(image))[:, ::-1]
     return 0.5 * (u2netp_saliency(image) + mirrored)
+
+
+ZOOM_MARGIN = 0.15
+"""The zoomed view of ``multi_scale_saliency`` is the salient box grown by this fraction of its size per side."""
+
+
+def multi_scale_saliency(image: Image.Image, threshold: float = 0.5) -> np.ndarray:
+    """Test-time augmentation over flips and scales: (H, W) float32 in [0, 1].
+
+    U²-Netp sees every photo at 320x320, so a small subject gets few of its pixels. The flip-averaged saliency of
+    the whole photo is averaged, inside the box around its pixels >= ``threshold`` (grown by ZOOM_MARGIN), with
+    the flip-averaged saliency of that box seen on its own, at 320x320 again: a second, closer scale. A photo
+    with nothing salient keeps its one view.
+    """
+    saliency = flip_averaged_saliency(image)
+    rows, columns = np.nonzero(saliency >= threshold)
+    if rows.size == 0:
+        return saliency
+    height, width = saliency.shape
+    top, bottom, left, right = rows.min(), rows.max() + 1, columns.min(), columns.max() + 1
+    grow_y, grow_x = int((bottom - top) * ZOOM_MARGIN) + 4, int((right - left) * ZOOM_MARGIN) + 4
+    top, bottom = max(0, top - grow_y), min(height, bottom + grow_y)
+    left, right = max(0, left - grow_x), min(width, right + grow_x)
+    zoomed = flip_averaged_saliency(image.crop((int(left), int(top), int(right), int(bottom))))
+    saliency[top:bottom, left:right] = 0.5 * (saliency[top:bottom, left:right] + zoomed)
+    return saliency
