@@ -97,6 +97,17 @@ def test_a_second_object_in_the_subjects_colours_is_flagged():
     assert not any(findings[name] for name in "abc")
 
 
+def test_salient_specks_apart_from_the_subject_are_dropped():
+    """A few salient pixels in the subject's colours (a reflection, a logo on the wall): not the subject."""
+    photos, truths, saliencies = _subject()
+    speck = _square(110, 10, 115, 15)
+    photos[3] = _photo(truths[3] | speck, 3)
+    saliencies[3] = np.where(truths[3] | speck, 0.9, 0.05).astype(np.float32)
+    refined = refine_subject(photos, saliencies, 0.5)
+    assert not refined[3].mask[speck].any() and refined[3].details["dropped_components"] > 0
+    assert _iou(refined[3].mask, truths[3]) > 0.97
+
+
 def test_a_hole_in_the_saliency_is_filled_but_a_real_hole_is_kept():
     photos, truths, saliencies = _subject()
     hole = _disc(45, 64, 8)
