@@ -161,6 +161,19 @@ def test_report_is_replaced_whole_and_refuses_bad_metrics(runs_dir: Path, tmp_pa
         build_report(tmp_path / "report", tmp_path / "other")
 
 
+def test_a_masks_manifest_that_is_not_one_is_named(runs_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "runs"
+    shutil.copytree(runs_dir, broken)
+    manifest = broken / "can" / "masks" / "masks.json"
+    manifest.write_text('{"warnings": "none"}')
+    with pytest.raises(DataError, match=rf"^{re.escape(str(manifest))}: 'warnings' is not a list of lines"):
+        build_report(broken, tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+    manifest.write_text("[1, 2")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(manifest))}: not an `eqdiff masks` manifest"):
+        build_report(broken, tmp_path / "report")
+
+
 def test_dvc_reads_the_metrics(runs_dir: Path, tmp_path: Path) -> None:
     dvc = Path(sys.executable).with_name("dvc")
     if not dvc.is_file():
