@@ -17,7 +17,7 @@ import pytest
 from conftest import SHARED
 from PIL import Image
 
-from eqdiff.config import MasksConfig
+from eqdiff.config import ConfigError, MasksConfig
 from eqdiff.data import discover_subject
 from eqdiff.mask_checks import border_run, check_masks, sizeable_components
 from eqdiff.mask_refine import refine_subject
@@ -185,6 +185,9 @@ def test_warnings_reach_masks_json_the_log_and_the_overlay(subject_dir: Path, tm
 
 
 def test_plain_u2netp_stays_selectable(subject_dir: Path, tmp_path: Path):
+    assert MasksConfig().refine is True
+    with pytest.raises(ConfigError, match="masks.refine: expected true or false, got 'yes'"):
+        MasksConfig.from_mapping({"refine": "yes"})
     subject = discover_subject(subject_dir, "toy")
     out = compute_masks(subject, tmp_path / "masks", MasksConfig(refine=False))
     record = json.loads((out / "masks.json").read_text())["photos"]["00"]
