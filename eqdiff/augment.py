@@ -26,6 +26,7 @@ from eqdiff.artifacts import OutputLock, save_png, staged_directory, write_json
 from eqdiff.config import AugmentConfig, section_to_dict
 from eqdiff.config.base import OFFICIAL_RESOLUTION
 from eqdiff.data import Subject, center_crop_resize, load_image, load_mask
+from eqdiff.sheets import contact_sheet
 from eqdiff.stage_manifest import is_up_to_date, subject_inputs
 
 logger = logging.getLogger(__name__)
@@ -176,24 +177,14 @@ def view_seed(seed: int, stem: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{stem}".encode()).digest()[:8], "little")
 
 
-def contact_sheet(rows: list[list[Image.Image]], side: int, gap: int = 2) -> Image.Image:
-    """Tile equal-size images into a white-gapped grid, one list per row."""
-    columns = max(len(row) for row in rows)
-    sheet = Image.new("RGB", (columns * (side + gap) + gap, len(rows) * (side + gap) + gap), (255, 255, 255))
-    for r, row in enumerate(rows):
-        for c, tile in enumerate(row):
-            sheet.paste(tile.convert("RGB"), (gap + c * (side + gap), gap + r * (side + gap)))
-    return sheet
-
-
 def augment_subject(subject: Subject, masks_dir: Path, out_dir: Path, side: int, config: AugmentConfig) -> Path:
     """Write ``views_per_photo`` reference views and masks per photo, a manifest and a contact sheet.
 
     Layout: ``out_dir/views/<stem>_<k>.png`` (RGB side x side), ``out_dir/masks/<stem>_<k>.png``
     (L, {0, 255}), ``out_dir/augment.json`` (per photo its view file names; the key: input digests + options +
-    side) and ``out_dir/sheet.png`` (per photo: each view with its mask beside it). Every input is validated
-    before anything is written; the directory is swapped in whole. With unchanged inputs and options nothing
-    is rewritten.
+    side) and ``out_dir/sheet.png`` (per photo: each view with its mask beside it, labelled columns). Every
+    input is validated before anything is written; the directory is swapped in whole. With unchanged inputs and
+    options nothing is rewritten.
     """
     out_dir = Path(out_dir)
     key = {
@@ -222,7 +213,8 @@ def augment_subject(subject: Subject, masks_dir: Path, out_dir: Path, side: int,
                 names.append(name)
             views_of[stem] = names
             sheet_rows.append([tile for view, view_mask in views for tile in (view, view_mask)])
-        save_png(staging / "sheet.png", contact_sheet(sheet_rows, side))
+        labels = [f"{what} {k + 1}" for k in range(config.views_per_photo) for what in ("view", "mask")]
+        save_png(staging / "sheet.png", contact_sheet(sheet_rows, side, column_labels=labels))
         write_json(staging / "augment.json", {"key": key, "views": views_of})
     logger.info("%s: %d views of %d photos", out_dir, sum(map(len, views_of.values())), len(loaded))
     return out_dir

@@ -10,7 +10,7 @@ the VAE encoder in the loop). Layout of ``<dir>``:
   ``vae.config.scaling_factor``).
 * ``bands.json`` — ``stems`` (row order), ``resolution``, ``resize``, ``band_options`` (shape, colour, output, cutoffs),
   ``fingerprint`` (base model) and ``key`` (what a re-run compares to skip: inputs' SHA-256 + the above).
-* ``sheet.png`` — per photo: target | LOW | HIGH | mask.
+* ``sheet.png`` — per photo: target | LOW | HIGH | mask, under those column labels.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from eqdiff.artifacts import (
     staged_directory,
     write_json,
 )
-from eqdiff.augment import contact_sheet
 from eqdiff.config import FdteConfig, ModelConfig, ResizeMode, section_to_dict
 from eqdiff.data import Subject, preprocess_target, tensor_to_image
 from eqdiff.fdte import band_images, band_posteriors
 from eqdiff.models import load_components
+from eqdiff.sheets import contact_sheet
 from eqdiff.stage_manifest import is_up_to_date, normalised, subject_inputs
 
 logger = logging.getLogger(__name__)
@@ -66,8 +66,11 @@ def _load_targets(
     return torch.stack(targets), torch.stack(masks)
 
 
+BAND_SHEET_COLUMNS = ["target", "LOW", "HIGH", "mask"]
+
+
 def band_sheet(targets: torch.Tensor, low: torch.Tensor, high: torch.Tensor, masks: torch.Tensor) -> Image.Image:
-    """One row per photo: target | LOW | HIGH | mask.
+    """One row per photo: target | LOW | HIGH | mask, under those column labels.
 
     Bands are shown as the VAE sees them (clamped to [-1, 1]): ``abs`` bands are >= 0, so they appear in the
     upper half of the grey range, as in the official code.
@@ -76,7 +79,7 @@ def band_sheet(targets: torch.Tensor, low: torch.Tensor, high: torch.Tensor, mas
     for target, lo, hi, mask in zip(targets, low, high, masks, strict=True):
         mask_rgb = mask.expand(3, -1, -1) * 2.0 - 1.0
         rows.append([tensor_to_image(t) for t in (target, lo, hi, mask_rgb)])
-    return contact_sheet(rows, targets.shape[-1])
+    return contact_sheet(rows, targets.shape[-1], column_labels=BAND_SHEET_COLUMNS)
 
 
 def band_tensors(targets: torch.Tensor, masks: torch.Tensor, vae, config: FdteConfig) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ MIN_SIDE = 16
 """Smaller sides carry no usable subject."""
 MAX_ASPECT = 8.0
 """A 10000x10 strip is not a photo."""
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+"""The ImageNet normalisation the mask models (U²-Netp, GroundingDINO) were trained with."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,16 @@ class Subject:
 
     def mask_path(self, masks_dir: Path, photo: Path) -> Path:
         return masks_dir / f"{photo.stem}.png"
+
+
+@dataclass(frozen=True)
+class PhotoMask:
+    """One photo's mask as a mask backend returns it: ``mask`` (H, W) bool at the photo's size, the threshold
+    that made it and backend-specific ``details`` (recorded in ``masks.json``)."""
+
+    mask: np.ndarray
+    threshold: float
+    details: dict[str, Any]
 
 
 def discover_subject(directory: str | Path, class_noun: str, min_photos: int = 2) -> Subject:

@@ -21,6 +21,10 @@ class ModelError(EqDiffError, ValueError):
     """A model directory or checkpoint file is missing, incomplete or incompatible; the message names the path."""
 
 
+class MaskModelError(ModelError):
+    """A mask model file is missing, corrupt, foreign or does not match its config; the message names it."""
+
+
 class TrainingError(EqDiffError, RuntimeError):
     """Training cannot go on (a NaN/inf loss, an incompatible checkpoint)."""
 

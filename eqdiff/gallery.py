@@ -1,10 +1,15 @@
-"""The report's static HTML gallery (docs/method.md, Evaluation): per subject, the reference photos and masks, then each
-variant's images prompt by prompt. Pages use relative paths to thumbnails copied into ``gallery/assets/``, so
-the report is self-contained and opens from the file system with no server.
+"""The report's static HTML gallery (docs/method.md, "Report").
 
-Each page ends with a small inline script that, once the page has loaded, sets
-``document.body.dataset.imagesLoaded = "<loaded>/<total>"``; a headless browser test reads it to check that
-every image resolves.
+``index.html``: the averaged table in Table 1's layout with the paper's rows (marked), the trade-off plot, then
+per subject its own Table 1 table, its mask self-check warnings and a link to its page. ``gallery/<subject>.html``:
+the subject's table; its mask self-check warnings; its photos and the masks overlay sheet; the band sheet (target
+| LOW | HIGH | mask) and the augment sheet when those stages ran; then per prompt set one row per prompt with the
+variants side by side. Pages use relative paths to images copied into ``gallery/assets/``, so the report is
+self-contained and opens from the file system with no server.
+
+Each page ends with a small inline script that, once the page has loaded, sets on ``document.body``:
+``data-images-loaded = "<loaded>/<total>"`` and ``data-side-by-side`` ("true" when, in every prompt row, the
+variants' images are laid out left to right on one line); a headless browser test reads both.
 """
 
 from __future__ import annotations
@@ -12,38 +17,51 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from PIL import Image
-
-from eqdiff.artifacts import save_png, write_text
+from eqdiff.artifacts import ArtifactError, read_json, save_png, write_text
 from eqdiff.data import discover_subject, load_image
 from eqdiff.errors import DataError
+from eqdiff.evaluations import Run
 from eqdiff.sample_index import PROMPT_SETS, read_sample_index
-
-if TYPE_CHECKING:
-    from eqdiff.report import Run
+from eqdiff.sheets import thumbnail
+from eqdiff.table1 import PAPER_SOURCE, html_table
 
 THUMBNAIL_SIDE = 256
 """Longest side of a gallery thumbnail in pixels (smaller images are copied as they are)."""
+SHEET_SIDE = 1600
+"""Longest side of a copied sheet (overlay, band, augment sheets) in pixels."""
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 .banner { background: #b22222; color: #fff; padding: .6em 1em; font-weight: bold; font-size: 1.1em; }
 table { border-collapse: collapse; margin: .5em 0 1.5em; }
 td, th { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
-td:first-child, td:nth-child(2), th { text-align: left; }
+td:first-child, th { text-align: left; }
+caption { text-align: left; font-size: .85em; color: #555; }
+tr.paper td { font-style: italic; background: #f3f3e8; color: #555; }
+table.variants td { text-align: left; vertical-align: top; }
+.warnings li { color: #b22222; }
 .row { display: flex; flex-wrap: wrap; gap: .5em; align-items: flex-start; }
 figure { margin: 0; font-size: .8em; max-width: 160px; }
 figure img { width: 160px; height: auto; display: block; }
-h3 { margin-bottom: .2em; }
+img.sheet { max-width: 100%; height: auto; display: block; }
 """
 
-_COUNT_SCRIPT = """<script>
+_PAGE_SCRIPT = """<script>
 window.addEventListener("load", function () {
   var images = Array.prototype.slice.call(document.images);
   var loaded = images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
   document.body.dataset.imagesLoaded = loaded + "/" + images.length;
+  var rows = Array.prototype.slice.call(document.querySelectorAll("tr.prompt"));
+  var sideBySide = rows.length > 0 && rows.every(function (row) {
+    var cells = Array.prototype.slice.call(row.querySelectorAll("td.variant img"));
+    var boxes = cells.map(function (i) { return i.getBoundingClientRect(); });
+    return boxes.length > 1 && boxes.every(function (b, k) {
+      return k === 0 || (b.left >= boxes[k - 1].right && b.top < boxes[k - 1].bottom);
+    });
+  });
+  document.body.dataset.sideBySide = String(sideBySide);
 });
 </script>"""
 
@@ -57,32 +75,16 @@ def _page(title: str, calibrated: bool, body: Iterable[str]) -> str:
             "samples of the tiny preset; they exercise the pipeline and mean nothing.</p>"
         )
     )
+    head = f'<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>'
     return "\n".join(
-        [
-            "<!DOCTYPE html>",
-            '<html lang="en">',
-            "<head>",
-            '<meta charset="utf-8">',
-            f"<title>{html.escape(title)}</title>",
-            f"<style>{_STYLE}</style>",
-            "</head>",
-            "<body>",
-            f"<h1>{html.escape(title)}</h1>",
-            banner,
-            *body,
-            _COUNT_SCRIPT,
-            "</body>",
-            "</html>",
-            "",
-        ]
+        ["<!DOCTYPE html>", '<html lang="en">', "<head>", head, "</head>", "<body>", f"<h1>{html.escape(title)}</h1>"]
+        + [banner, *body, _PAGE_SCRIPT, "</body>", "</html>", ""]
     )
 
 
-def _thumbnail(source: Path, destination: Path) -> None:
-    """Copy ``source`` (validated by ``load_image``) as a PNG no larger than ``THUMBNAIL_SIDE``."""
-    image = load_image(source)
-    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
-    save_png(destination, image)
+def _copy_image(source: Path, destination: Path, side: int) -> None:
+    """Copy ``source`` (validated by ``load_image``) as a PNG no larger than ``side``."""
+    save_png(destination, thumbnail(load_image(source), side))
 
 
 def _figure(src: str, caption: str) -> str:
@@ -91,95 +93,127 @@ def _figure(src: str, caption: str) -> str:
     return f"<figure>{image}<figcaption>{text}</figcaption></figure>"
 
 
-def metrics_table(blocks: dict[str, dict[str, Any]], count_key: str) -> str:
-    """An HTML table with rows = variant x prompt set, columns CLIP-T, CLIP-I, DINO-I and a count."""
-    rows = [
-        "<table>",
-        f"<tr><th>Variant</th><th>Prompts</th><th>CLIP-T</th><th>CLIP-I</th><th>DINO-I</th>"
-        f"<th>{html.escape(count_key)}</th></tr>",
-    ]
-    for variant, sets in blocks.items():
-        for prompt_set, row in sets.items():
-            cells = "".join(f"<td>{row[k]:.3f}</td>" for k in ("clip_t", "clip_i", "dino_i"))
-            rows.append(
-                f"<tr><td>{html.escape(variant)}</td><td>{prompt_set}</td>{cells}<td>{row[count_key]}</td></tr>"
-            )
-    return "\n".join(rows + ["</table>"])
+def mask_warnings(run: Run) -> list[str] | None:
+    """The masks stage's warnings for ``run``'s subject (``masks/masks.json``), or None without that file."""
+    manifest = run.masks_dir / "masks.json"
+    if not manifest.is_file():
+        return None
+    try:
+        warnings = read_json(manifest).get("warnings")
+    except (ArtifactError, AttributeError):
+        raise DataError(f"{manifest}: not an `eqdiff masks` manifest (re-run the masks stage)") from None
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise DataError(f"{manifest}: 'warnings' is not a list of lines (re-run the masks stage)")
+    return warnings
 
 
-def _references(runs: list[Run], gallery: Path, subject: str) -> list[str]:
-    """Copy the subject's photos (and masks, where present) and return their HTML section."""
-    subject_dir = Path(runs[0].metrics["subject_dir"])
+def _warnings_section(run: Run) -> list[str]:
+    warnings = mask_warnings(run)
+    if warnings is None:
+        return [f'<p class="mask-checks">No masks.json at {html.escape(str(run.masks_dir))}.</p>']
+    if not warnings:
+        return ['<p class="mask-checks">Mask self-checks: no warning.</p>']
+    items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+    summary = f'<p class="mask-checks">Mask self-checks: {len(warnings)} warning(s).</p>'
+    return [summary, f'<ul class="warnings">{items}</ul>']
+
+
+def _sheets(run: Run, gallery: Path) -> list[str]:
+    """Copy the subject's photos and sheets (masks overlay, band sheet, augment sheet) and return their HTML."""
+    subject_dir = Path(run.metrics["subject_dir"])
     if not subject_dir.is_dir():
         raise DataError(
-            f"{subject_dir}: subject folder named in {runs[0].samples_dir.parent / 'metrics.json'} "
+            f"{subject_dir}: subject folder named in {run.samples_dir.parent / 'evaluation.json'} "
             "not found (run the report from the directory evaluate ran in)"
         )
-    photos = discover_subject(subject_dir, subject, min_photos=1).photos
-    masks_dir = runs[0].masks_dir
     figures = []
-    for index, photo in enumerate(photos):
-        relative = f"assets/{subject}/reference/{index:02d}.png"
-        _thumbnail(photo, gallery / relative)
+    for index, photo in enumerate(discover_subject(subject_dir, run.subject, min_photos=1).photos):
+        relative = f"assets/{run.subject}/reference/{index:02d}.png"
+        _copy_image(photo, gallery / relative, THUMBNAIL_SIDE)
         figures.append(_figure(relative, photo.name))
-        mask = masks_dir / f"{photo.stem}.png"
-        if mask.is_file():
-            mask_relative = f"assets/{subject}/reference/{index:02d}_mask.png"
-            _thumbnail(mask, gallery / mask_relative)
-            figures.append(_figure(mask_relative, f"mask {photo.stem}"))
-    note = "" if masks_dir.is_dir() else f"<p>No masks folder at {html.escape(str(masks_dir))}.</p>"
-    return ["<h2>Reference photos and masks</h2>", note, '<div class="row">', *figures, "</div>"]
-
-
-def _variant_section(run: Run, gallery: Path) -> list[str]:
-    """Copy one variant's generated images and return its HTML: prompt set, then prompt by prompt."""
-    index = read_sample_index(run.samples_dir)
-    section = [f"<h2>Variant {html.escape(run.variant)}</h2>"]
-    for prompt_set in PROMPT_SETS:
-        images = sorted(
-            (im for im in index.images if im.prompt_set == prompt_set),
-            key=lambda im: (im.prompt_index, im.sample_index),
-        )
-        if not images:
+    section = ["<h2>Reference photos</h2>", '<div class="row">', *figures, "</div>"]
+    sheets = (
+        ("masks", "masks/overlay.png", "Masks overlay (background dimmed, mask outlined; red frame: a warning)"),
+        ("bands", "bands/sheet.png", "Band sheet: target | LOW | HIGH | mask"),
+        ("augment", "augment/sheet.png", "Augment sheet: reference views and their masks"),
+    )
+    for name, path, title in sheets:
+        source = run.subject_root / path
+        section.append(f"<h2>{html.escape(title)}</h2>")
+        if not source.is_file():
+            section.append(f"<p>No {html.escape(path)} under {html.escape(str(run.subject_root))}.</p>")
             continue
-        section.append(f"<h3>{prompt_set}</h3>")
-        current = None
-        for image in images:
-            if image.prompt_index != current:
-                if current is not None:
-                    section.append("</div>")
-                current = image.prompt_index
-                section += [f"<p>{html.escape(image.prompt)}</p>", '<div class="row">']
-            relative = (
-                f"assets/{run.subject}/{run.variant}/{prompt_set}/{image.prompt_index:03d}_{image.sample_index:02d}.png"
-            )
-            _thumbnail(image.path, gallery / relative)
-            section.append(_figure(relative, f"sample {image.sample_index}"))
-        section.append("</div>")
+        relative = f"assets/{run.subject}/{name}_sheet.png"
+        _copy_image(source, gallery / relative, SHEET_SIDE)
+        section.append(f'<img class="sheet {name}" src="{relative}" alt="{html.escape(title)}">')
     return section
 
 
+def _variants_side_by_side(runs: list[Run], gallery: Path) -> list[str]:
+    """Copy every variant's images and return, per prompt set, a table: one row per prompt, one column per
+    variant."""
+    images: dict[tuple[str, int], dict[str, list[str]]] = {}
+    prompts: dict[tuple[str, int], str] = {}
+    for run in runs:
+        for image in read_sample_index(run.samples_dir).images:
+            where = (image.prompt_set, image.prompt_index)
+            prompts[where] = image.prompt
+            relative = (
+                f"assets/{run.subject}/{run.variant}/{image.prompt_set}/"
+                f"{image.prompt_index:03d}_{image.sample_index:02d}.png"
+            )
+            _copy_image(image.path, gallery / relative, THUMBNAIL_SIDE)
+            images.setdefault(where, {}).setdefault(run.variant, []).append(relative)
+    variants = [run.variant for run in runs]
+    section = ["<h2>Samples: the variants side by side</h2>"]
+    for prompt_set in PROMPT_SETS:
+        rows = sorted(index for s, index in prompts if s == prompt_set)
+        if not rows:
+            continue
+        header = "".join(f"<th>{html.escape(v)}</th>" for v in variants)
+        section += [f"<h3>{prompt_set}</h3>", f'<table class="variants" data-prompt-set="{prompt_set}">']
+        section.append(f"<tr><th>Prompt</th>{header}</tr>")
+        for index in rows:
+            cells = []
+            for variant in variants:
+                shown = images[(prompt_set, index)].get(variant, [])
+                figures = "".join(_figure(src, f"{variant} #{k}") for k, src in enumerate(sorted(shown)))
+                cells.append(f'<td class="variant" data-variant="{html.escape(variant)}">{figures or "—"}</td>')
+            prompt = html.escape(prompts[(prompt_set, index)])
+            section.append(f'<tr class="prompt"><td>{prompt}</td>{"".join(cells)}</tr>')
+        section.append("</table>")
+    return section
+
+
+def _caption(sets: dict[str, dict[str, Any]], count_key: str) -> str:
+    counts = {s: row[count_key] for variant in sets.values() for s, row in variant.items()}
+    what = "subjects" if count_key == "n_subjects" else "images"
+    return "; ".join(f"{s}: {n} {what}" for s, n in counts.items())
+
+
 def write_gallery(runs: list[Run], summary: dict[str, Any], out_dir: Path) -> None:
-    """Write ``out_dir/index.html`` and ``out_dir/gallery/<subject>.html`` with their thumbnails."""
+    """Write ``out_dir/index.html`` and ``out_dir/gallery/<subject>.html`` with their images."""
     gallery = out_dir / "gallery"
     calibrated = summary["calibrated"]
     subjects = sorted({run.subject for run in runs})
+    per_subject: list[str] = ["<h2>Per subject</h2>"]
     for subject in subjects:
         subject_runs = [run for run in runs if run.subject == subject]
-        body = [
-            '<p><a href="../index.html">back to the summary</a></p>',
-            metrics_table(summary["subjects"][subject], "n_images"),
-        ]
-        body += _references(subject_runs, gallery, subject)
-        for run in subject_runs:
-            body += _variant_section(run, gallery)
+        blocks = summary["subjects"][subject]
+        table = html_table(blocks, _caption(blocks, "n_images"), subject=subject)
+        checks = _warnings_section(subject_runs[0])
+        body = ['<p><a href="../index.html">back to the summary</a></p>', table, *checks]
+        body += _sheets(subject_runs[0], gallery)
+        body += _variants_side_by_side(subject_runs, gallery)
         write_text(gallery / f"{subject}.html", _page(f"EqDiff gallery: {subject}", calibrated, body))
-    links = "".join(f'<li><a href="gallery/{html.escape(s)}.html">{html.escape(s)}</a></li>' for s in subjects)
+        link = f'<a href="gallery/{html.escape(subject)}.html">{html.escape(subject)}</a>'
+        per_subject += [f"<h3>{link}</h3>", table, *checks]
+    average = html_table(summary["variants"], _caption(summary["variants"], "n_subjects"), paper=True)
     body = [
         "<h2>Average over subjects</h2>",
-        metrics_table(summary["variants"], "n_subjects"),
+        f"<p>Rows marked <em>paper:</em> are the values of {PAPER_SOURCE}, for reference; not measured here.</p>",
+        average,
         '<img src="tradeoff.png" alt="CLIP-T vs DINO-I trade-off" width="600">',
-        "<h2>Subjects</h2>",
-        f"<ul>{links}</ul>",
+        *per_subject,
     ]
     write_text(out_dir / "index.html", _page("EqDiff evaluation report", calibrated, body))

@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 
 from eqdiff.config import ConfigError, MasksConfig
-from eqdiff.errors import DataError
-from eqdiff.masks import IMAGENET_MEAN, IMAGENET_STD, MaskModelError, PhotoMask
+from eqdiff.data import IMAGENET_MEAN, IMAGENET_STD, PhotoMask
+from eqdiff.errors import DataError, MaskModelError
 
 logger = logging.getLogger(__name__)
 

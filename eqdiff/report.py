@@ -1,12 +1,15 @@
-"""The evaluation report (docs/method.md, Evaluation): Table 1's layout, CLIP-T vs DINO-I trade-off (Fig. 7 lower),
-gallery.
+"""The evaluation report (docs/method.md, "Report"): Table 1's layout, CLIP-T vs DINO-I trade-off (Fig. 7
+lower), gallery.
 
 Input layout (``RUNS``), one folder per subject and variant::
 
     RUNS/<subject>/<variant>/metrics.json    written by ``eqdiff evaluate`` (numbers)
     RUNS/<subject>/<variant>/evaluation.json written by ``eqdiff evaluate`` (calibration, subject_dir, ...)
     RUNS/<subject>/<variant>/samples/        written by ``eqdiff generate`` (index.json + PNGs)
-    RUNS/<subject>/masks/<stem>.png          written by ``eqdiff masks`` (optional; shown in the gallery)
+    RUNS/<subject>/masks/                    written by ``eqdiff masks`` (optional: overlay.png and masks.json's
+                                             self-check warnings are shown in the gallery)
+    RUNS/<subject>/augment/sheet.png         written by ``eqdiff augment`` (optional; shown in the gallery)
+    RUNS/<subject>/bands/sheet.png           written by ``eqdiff bands`` (optional; shown in the gallery)
 
 The subject's photos are found through the ``subject_dir`` field that ``eqdiff evaluate`` records in
 ``evaluation.json`` (a relative path is taken from the current directory, as DVC stages run from the repository
@@ -15,7 +18,8 @@ root). Output (``OUT``), built in a staging folder and swapped in whole:
     summary.json      per variant x prompt set: CLIP-T, CLIP-I, DINO-I averaged over subjects (dvc metrics:
                       numbers only)
     report.json       the report's flags: ``{"calibrated": bool}``
-    table.md          per subject and averaged, rows = variant x {unstylized, stylized}
+    table.md          Table 1's layout (rows = variants; unstylized, stylized x CLIP-T, CLIP-I, DINO-I), averaged
+                      with the paper's rows (marked ``paper:``), then per subject
     tradeoff.png      CLIP-T vs DINO-I, one labelled point per variant x prompt set
     tradeoff.csv/json the same points for ``dvc plots`` (x: dino_i, y: clip_t)
     index.html, gallery/<subject>.html, gallery/assets/   a static gallery that works from the file system
@@ -28,7 +32,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,75 +40,17 @@ import matplotlib
 matplotlib.use("Agg")  # headless: the report is built on CI and servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from eqdiff.artifacts import ArtifactError, OutputLock, read_json, staged_directory, write_json, write_text  # noqa: E402
-from eqdiff.errors import DataError  # noqa: E402
-from eqdiff.evaluate import INFO_FILE, METRICS  # noqa: E402
+from eqdiff.artifacts import OutputLock, staged_directory, write_json, write_text  # noqa: E402
+from eqdiff.evaluate import METRICS  # noqa: E402
+from eqdiff.evaluations import Run, discover_runs  # noqa: E402
 from eqdiff.gallery import write_gallery  # noqa: E402
 from eqdiff.output_safety import claim_output  # noqa: E402
 from eqdiff.sample_index import PROMPT_SETS  # noqa: E402
+from eqdiff.table1 import PAPER_SOURCE, markdown_table  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 UNCALIBRATED = "uncalibrated (random weights)"
-
-
-@dataclass(frozen=True)
-class Run:
-    """One (subject, variant) evaluation: its ``metrics.json`` and where its samples and masks are."""
-
-    subject: str
-    variant: str
-    metrics: dict[str, Any]
-    samples_dir: Path
-    masks_dir: Path
-
-    @property
-    def calibrated(self) -> bool:
-        return bool(self.metrics["calibrated"])
-
-
-def _check_metrics(path: Path, metrics: Any) -> None:
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("calibrated"), bool):
-        raise DataError(f"{path}: not an `eqdiff evaluate` metrics file (no boolean 'calibrated')")
-    blocks = [s for s in PROMPT_SETS if s in metrics]
-    if not blocks:
-        raise DataError(f"{path}: has no {' or '.join(PROMPT_SETS)} block")
-    for prompt_set in blocks:
-        for key in (*METRICS, "n_images"):
-            if not isinstance(metrics[prompt_set].get(key), int | float):
-                raise DataError(f"{path}: {prompt_set}.{key} missing or not a number")
-    if not isinstance(metrics.get("subject_dir"), str):
-        raise DataError(f"{path}: field 'subject_dir' missing (re-run `eqdiff evaluate`)")
-
-
-def discover_runs(runs_dir: str | Path, selection: list[tuple[str, str]] | None = None) -> list[Run]:
-    """The ``RUNS/<subject>/<variant>/metrics.json`` of ``selection`` ((subject, variant) pairs; each must
-    exist), or every one under ``RUNS`` when None; sorted by subject then variant."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise DataError(f"{runs_dir}: runs folder not found")
-    if selection is None:
-        paths = sorted(runs_dir.glob("*/*/metrics.json"))
-    else:
-        paths = sorted(runs_dir / subject / variant / "metrics.json" for subject, variant in set(selection))
-        for path in paths:
-            if not path.is_file():
-                raise DataError(f"{path}: missing; run evaluate for this subject and variant first")
-    runs = []
-    for path in paths:
-        info = path.with_name(INFO_FILE)
-        if not info.is_file():
-            raise DataError(f"{info}: missing beside {path.name} (re-run `eqdiff evaluate`)")
-        try:
-            metrics = {**read_json(info), **read_json(path)}
-        except ArtifactError as exc:
-            raise DataError(str(exc)) from None
-        _check_metrics(path, metrics)
-        subject_root = path.parent.parent
-        runs.append(Run(subject_root.name, path.parent.name, metrics, path.parent / "samples", subject_root / "masks"))
-    if not runs:
-        raise DataError(f"{runs_dir}: no <subject>/<variant>/metrics.json found")
-    return runs
 
 
 def summarize(runs: list[Run]) -> dict[str, Any]:
@@ -141,20 +86,9 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
     return {"calibrated": calibrated, "variants": variants, "subjects": subjects}
 
 
-def _markdown_table(blocks: dict[str, dict[str, Any]], count_key: str, count_title: str) -> list[str]:
-    lines = [
-        f"| Variant | Prompts | CLIP-T | CLIP-I | DINO-I | {count_title} |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for variant, sets in blocks.items():
-        for prompt_set, row in sets.items():
-            numbers = " | ".join(f"{row[k]:.3f}" for k in METRICS)
-            lines.append(f"| {variant} | {prompt_set} | {numbers} | {row[count_key]} |")
-    return lines
-
-
 def markdown_report(summary: dict[str, Any]) -> str:
-    """``table.md``: the averaged table, then one per subject; an uncalibrated banner when it applies."""
+    """``table.md``: Table 1's layout averaged (with the paper's rows, marked), then one table per subject; an
+    uncalibrated banner when it applies."""
     lines = ["# EqDiff evaluation", ""]
     if not summary["calibrated"]:
         lines += [
@@ -164,15 +98,14 @@ def markdown_report(summary: dict[str, Any]) -> str:
         ]
     lines += [
         "CLIP-T = mean 2.5·max(cos, 0) (CLIPScore, w = 2.5); CLIP-I, DINO-I = mean cosine over all",
-        "(generated, real) pairs. Paper Table 1 (EqDiff, unstylized / stylized): CLIP-T 0.782 / 0.790,",
-        "CLIP-I 0.810 / 0.755, DINO-I 0.670 / 0.584.",
+        f"(generated, real) pairs. Rows marked `paper:` are the values of {PAPER_SOURCE}, not measured here.",
         "",
     ]
     lines += [f"## Average over {len(summary['subjects'])} subject(s)", ""]
-    lines += _markdown_table(summary["variants"], "n_subjects", "Subjects")
+    lines += markdown_table(summary["variants"], paper=True)
     for subject, variants in summary["subjects"].items():
         lines += ["", f"## {subject}", ""]
-        lines += _markdown_table(variants, "n_images", "Images")
+        lines += markdown_table(variants)
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ from stage_cli import run_cli
 
 from eqdiff.augment import CANVAS_GREY, moco_view, reference_views
 from eqdiff.config import AugmentConfig
+from eqdiff.sheets import HEADER, LABELLED_MIN_SIDE
 
 
 def _red_square_photo(width: int = 120, height: int = 90) -> tuple[Image.Image, np.ndarray]:
@@ -101,4 +102,5 @@ def test_augment_stage_writes_views_masks_manifest_and_sheet(subject_dir, tmp_pa
         for name in names:
             assert Image.open(out / "views" / name).size == (64, 64)
             assert Image.open(out / "masks" / name).mode == "L"
-    assert Image.open(out / "sheet.png").size[1] == 3 * 66 + 2
+    # labelled columns over 3 rows of 64 px views, enlarged to LABELLED_MIN_SIDE
+    assert Image.open(out / "sheet.png").size[1] == HEADER + 3 * (LABELLED_MIN_SIDE + 2) + 2

@@ -20,8 +20,9 @@ from eqdiff.artifacts import ArtifactError, OutputLock
 from eqdiff.config import ConfigError, MasksConfig
 from eqdiff.data import discover_subject
 from eqdiff.errors import DataError, EqDiffError
-from eqdiff.masks import U2NETP_SHA256, compute_masks, u2netp_path
+from eqdiff.masks import compute_masks
 from eqdiff.stage_manifest import file_digest
+from eqdiff.u2netp import U2NETP_SHA256, u2netp_path
 
 
 def _mask(path: Path) -> np.ndarray:
@@ -55,11 +56,12 @@ def test_u2netp_masks_match_the_drawn_subject(subject_dir: Path, tmp_path: Path)
         # The synthetic toy is the only salient object: U²-Netp must find it (measured IoU ~0.99).
         assert _iou(mask, truth) > 0.9
         entry = record["photos"][photo.stem]
-        assert entry["backend"] == "u2netp" and entry["threshold"] == 0.5
+        assert entry["backend"] == "u2netp" and entry["threshold"] == 0.5 and entry["refined"] is True
+        assert entry["checks"] == []
         assert entry["foreground_fraction"] == pytest.approx(mask.mean(), abs=1e-6)
     assert record["warnings"] == []
     sheet = Image.open(out / "overlay.png")
-    assert sheet.size == (2 * 256, 2 * 256)  # 3 tiles in a 2x2 grid
+    assert sheet.size == (2 * 258 + 2, 2 * 258 + 2)  # 3 tiles of 256 in a 2x2 grid, 2 px gaps
 
 
 def test_unchanged_inputs_rewrite_nothing_and_changes_recompute(subject_dir: Path, tmp_path: Path):
@@ -109,7 +111,9 @@ def test_files_backend_copies_user_masks_and_warns_on_full_ones(subject_dir: Pat
         given = np.asarray(Image.open(subject_dir / "masks" / photo.name)) > 127
         assert np.array_equal(_mask(out / photo.name), given)
     warnings = json.loads((out / "masks.json").read_text())["warnings"]
-    assert len(warnings) == 1 and warnings[0].startswith("01.png: mask covers 100.0%")
+    # the full mask is over max_foreground_warn, far from the median area and runs along every border
+    assert all(w.startswith("01.png: ") for w in warnings) and len(warnings) == 3
+    assert "01.png: mask covers 100.0% of the photo (> 95%); check overlay.png" in warnings
 
 
 def test_files_backend_errors_name_the_file_and_leave_no_output(subject_dir: Path, tmp_path: Path):

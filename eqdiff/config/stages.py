@@ -137,6 +137,8 @@ class MasksConfig(Section):
     """``u2netp`` (offline default, shipped in a wheel), ``grounded-sam`` (text-prompted) or ``files``."""
     threshold: float = 0.5
     """u2netp: foreground where the min-max-normalised saliency is >= this value."""
+    refine: bool = True
+    """u2netp: refine the masks across the subject's photos (``eqdiff.mask_refine``); false = plain U²-Netp."""
     max_foreground_warn: float = 0.95
     """A mask covering more than this fraction of its photo is reported as a warning."""
     files_dir: str | None = None
