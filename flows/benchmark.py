@@ -18,36 +18,22 @@ from prefect import flow
 
 from eqdiff.config import OrchestrationConfig
 from flows.cluster import dask_task_runner
-from flows.common import Plan, read_plan
+from flows.common import Plan, read_plan, subject_stages, submit
 from tasks.stages import (
-    augment_task,
-    bands_task,
     check_models_task,
-    evaluate_task,
-    generate_task,
-    masks_task,
     prior_task,
     report_task,
     track_task,
-    train_task,
 )
 
 
 @flow(name="benchmark-runs")
 def benchmark_runs(plan: Plan) -> list[Path]:
     """Submit every stage of every (subject, variant); returns the metrics files."""
-    params, layout = plan.params, plan.layout
-    priors = {noun: prior_task.submit(noun, layout, params) for noun in plan.classes}
+    priors = {noun: prior_task.submit(noun, plan.layout, plan.params) for noun in plan.classes}
     evaluations = []
     for subject in plan.subjects:
-        masks = masks_task.submit(subject, layout, params)
-        augment = augment_task.submit(subject, masks, layout, params)
-        bands = bands_task.submit(subject, masks, layout, params)
-        for variant in plan.variants:
-            prior = priors[subject.class_noun]
-            concept = train_task.submit(subject, variant, masks, augment, bands, prior, layout, params)
-            samples = generate_task.submit(concept, subject, variant, layout, plan.prompt_sets, params)
-            evaluations.append(evaluate_task.submit(samples, subject, variant, layout, params))
+        evaluations += subject_stages(plan, subject, priors[subject.class_noun], submit)
     return [future.result() for future in evaluations]
 
 

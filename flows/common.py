@@ -1,9 +1,10 @@
-"""What every flow does first: read params (+ ``-S`` overrides), the pipeline's top-level keys and where the
-runs live (the store, ``tasks.store``)."""
+"""What every flow shares: the plan (params + ``-S`` overrides, the pipeline's top-level keys and where the
+runs live: the store, ``tasks.store``) and the one per-subject DAG of stages (``subject_stages``)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,15 @@ from tasks.spec import (
     read_subjects,
     read_variants,
 )
-from tasks.stages import sample_task
+from tasks.stages import (
+    augment_task,
+    bands_task,
+    evaluate_task,
+    generate_task,
+    masks_task,
+    stage_task,
+    train_task,
+)
 from tasks.store import stage_inputs, store_root
 
 
@@ -42,7 +51,7 @@ class Plan:
         """Draw the embedded demo's subject (``eqdiff sample``) when a subject is it and it is missing."""
         for subject in self.subjects:
             if subject.dir == DEMO_SUBJECT_DIR.absolute() and not subject.dir.exists():
-                sample_task(subject.dir)
+                stage_task("sample")(subject.dir)
 
     def staged(self) -> Plan:
         """This plan with its subject folders and prompt files copied into the store (``tasks.store``) when
@@ -74,3 +83,31 @@ def read_plan(
         (root / reports_dir).absolute(),
         root,
     )
+
+
+Call = Callable[..., Any]
+"""How a flow runs a task: ``run_now`` (in this process, in order) or ``submit`` (to the flow's task runner)."""
+
+
+def run_now(task, *args: Any) -> Any:
+    return task(*args)
+
+
+def submit(task, *args: Any) -> Any:
+    return task.submit(*args)
+
+
+def subject_stages(plan: Plan, subject: SubjectSpec, prior: Any, call: Call = run_now) -> list[Any]:
+    """The stages of one subject, every variant: masks -> augment, bands -> train -> generate -> evaluate, each
+    task run through ``call`` (``prior`` is that class's prior task result or future). Returns the evaluations
+    (metrics files, or futures of them). The one place the flows wire the stages together, as dvc.yaml does."""
+    layout, params = plan.layout, plan.params
+    masks = call(masks_task, subject, layout, params)
+    augment = call(augment_task, subject, masks, layout, params)
+    bands = call(bands_task, subject, masks, layout, params)
+    evaluations = []
+    for variant in plan.variants:
+        concept = call(train_task, subject, variant, masks, augment, bands, prior, layout, params)
+        samples = call(generate_task, concept, subject, variant, layout, plan.prompt_sets, params)
+        evaluations.append(call(evaluate_task, samples, subject, variant, layout, params))
+    return evaluations

@@ -14,18 +14,12 @@ from typing import Any
 from prefect import flow
 
 from eqdiff.config import ConfigError
-from flows.common import read_plan
+from flows.common import read_plan, subject_stages
 from tasks.stages import (
-    augment_task,
-    bands_task,
     check_models_task,
-    evaluate_task,
-    generate_task,
-    masks_task,
     prior_task,
     report_task,
     track_task,
-    train_task,
 )
 
 
@@ -49,14 +43,7 @@ def customize(
     plan.draw_demo_subject()
     # prior first: it needs no photo, so a bad photo fails masks with the prior already kept
     prior = prior_task(chosen.class_noun, plan.layout, plan.params)
-    masks = masks_task(chosen, plan.layout, plan.params)
-    augment = augment_task(chosen, masks, plan.layout, plan.params)
-    bands = bands_task(chosen, masks, plan.layout, plan.params)
-    metrics = []
-    for variant in plan.variants:
-        concept = train_task(chosen, variant, masks, augment, bands, prior, plan.layout, plan.params)
-        samples = generate_task(concept, chosen, variant, plan.layout, plan.prompt_sets, plan.params)
-        metrics.append(evaluate_task(samples, chosen, variant, plan.layout, plan.params))
+    metrics = subject_stages(plan, chosen, prior)
     report = report_task(plan.layout, plan.reports, metrics)
     only = {"name": chosen.name, "dir": str(chosen.dir), "class": chosen.class_slug}
     tracked = {**plan.params, "subjects": [only]}

@@ -13,6 +13,7 @@ fails with the stage's one line.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,17 @@ def check_models_task(params: dict[str, Any], layout: RunLayout) -> list[Any]:
     return run("check-models")(params, layout.runs / "check-models.txt")
 
 
-@task(name="sample", task_run_name="sample-{out.name}", **options("sample"))
-def sample_task(out: Path, num_photos: int = 4, seed: int = 0) -> Path:
-    """The demo's synthetic subject (``eqdiff sample``)."""
-    return run("sample")(out, num_photos, seed)
+@functools.cache
+def stage_task(stage: str):
+    """The Prefect task of any registered stage, named after it, calling the stage's ``run`` with the arguments
+    it is given (``stage_task("sample")(out, 4, 0)``), retried when the stage is resumable. A new stage needs no
+    edit here; the tasks below add run names and the run-folder wiring for the stages the flows fan out."""
+
+    def run_stage(*args: Any, **kwargs: Any) -> Any:
+        return run(stage)(*args, **kwargs)
+
+    run_stage.__name__ = run_stage.__qualname__ = f"{stage.replace('-', '_')}_stage"
+    return task(name=stage, **options(stage))(run_stage)
 
 
 @task(name="masks", task_run_name="masks-{subject.name}", **options("masks"))
