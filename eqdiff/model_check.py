@@ -249,8 +249,8 @@ def check_evaluators(config: EvaluateConfig) -> list[ModelRow]:
 
 
 def _u2netp(path: Path) -> tuple[str, str, str]:
-    from eqdiff.masks import U2NETP_SHA256
     from eqdiff.stage_manifest import file_digest
+    from eqdiff.u2netp import U2NETP_SHA256
 
     if not path.is_file():
         raise _Problem("the U2-Netp model file is missing from its wheel")
@@ -291,8 +291,8 @@ def _sam(model_type: str) -> Callable[[Path], tuple[str, str, str]]:
 
 
 def _grounding_dino_config(value: str) -> Path:
+    from eqdiff.errors import MaskModelError
     from eqdiff.grounded_sam import read_grounding_dino_config, shipped_grounding_dino_config
-    from eqdiff.masks import MaskModelError
 
     path = shipped_grounding_dino_config(value) or Path(value).expanduser()
     if not path.is_file():
@@ -339,7 +339,7 @@ def _grounding_dino(config: MasksConfig) -> Callable[[Path], tuple[str, str, str
 
 def check_masks(config: MasksConfig) -> list[ModelRow]:
     if config.backend.value == "u2netp":
-        from eqdiff.masks import u2netp_path
+        from eqdiff.u2netp import u2netp_path
 
         try:
             where = u2netp_path()
