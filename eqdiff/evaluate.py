@@ -364,7 +364,6 @@ def evaluate(
     return result
 
 
-INFO_FILE = EVALUATION_FILE  # named once, by the run layout
 """The sidecar of ``metrics.json``: what was measured (calibration flags, metric models, per-prompt CLIP-T)."""
 
 METRICS = ("clip_t", "clip_i", "dino_i")
@@ -379,4 +378,4 @@ def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
 def info_path(metrics: Path) -> Path:
     """Where ``eqdiff evaluate`` writes the sidecar of ``metrics`` by default (and ``eqdiff report`` reads it)."""
-    return Path(metrics).with_name(INFO_FILE)
+    return Path(metrics).with_name(EVALUATION_FILE)

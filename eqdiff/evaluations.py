@@ -2,7 +2,7 @@
 "Report").
 
 ``eqdiff evaluate`` writes ``metrics.json`` (numbers only, what ``dvc metrics`` tabulates) and its sidecar
-``evaluate.INFO_FILE`` (calibration flags, metric models, ``subject_dir``, ...); a ``Run`` joins the two,
+``evaluation.json`` (calibration flags, metric models, ``subject_dir``, ...); a ``Run`` joins the two,
 validated, with where that subject's samples, masks, augment and band outputs are.
 """
 
@@ -14,7 +14,8 @@ from typing import Any
 
 from eqdiff.artifacts import ArtifactError, read_json
 from eqdiff.errors import DataError
-from eqdiff.evaluate import INFO_FILE, METRICS
+from eqdiff.evaluate import METRICS
+from eqdiff.layout import RunLayout
 from eqdiff.sample_index import PROMPT_SETS
 
 
@@ -35,7 +36,7 @@ class Run:
 
     @property
     def masks_dir(self) -> Path:
-        return self.subject_root / "masks"
+        return RunLayout(self.subject_root.parent).masks(self.subject)
 
 
 def _check_metrics(path: Path, metrics: Any) -> None:
@@ -58,16 +59,20 @@ def discover_runs(runs_dir: str | Path, selection: list[tuple[str, str]] | None 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise DataError(f"{runs_dir}: runs folder not found")
+    layout = RunLayout(runs_dir)
     if selection is None:
-        paths = sorted(runs_dir.glob("*/*/metrics.json"))
-    else:
-        paths = sorted(runs_dir / subject / variant / "metrics.json" for subject, variant in set(selection))
-        for path in paths:
-            if not path.is_file():
-                raise DataError(f"{path}: missing; run evaluate for this subject and variant first")
+        selection = [
+            (p.parent.parent.name, p.parent.name) for p in runs_dir.glob(f"*/*/{layout.metrics('*', '*').name}")
+        ]
+    pairs = sorted(set(selection))
+    for subject, variant in pairs:
+        if not layout.metrics(subject, variant).is_file():
+            raise DataError(
+                f"{layout.metrics(subject, variant)}: missing; run evaluate for this subject and variant first"
+            )
     runs = []
-    for path in paths:
-        info = path.with_name(INFO_FILE)
+    for subject, variant in pairs:
+        path, info = layout.metrics(subject, variant), layout.evaluation(subject, variant)
         if not info.is_file():
             raise DataError(f"{info}: missing beside {path.name} (re-run `eqdiff evaluate`)")
         try:
@@ -75,8 +80,7 @@ def discover_runs(runs_dir: str | Path, selection: list[tuple[str, str]] | None 
         except ArtifactError as exc:
             raise DataError(str(exc)) from None
         _check_metrics(path, metrics)
-        subject_root = path.parent.parent
-        runs.append(Run(subject_root.name, path.parent.name, metrics, path.parent / "samples", subject_root))
+        runs.append(Run(subject, variant, metrics, layout.samples(subject, variant), layout.subject(subject)))
     if not runs:
         raise DataError(f"{runs_dir}: no <subject>/<variant>/metrics.json found")
     return runs

@@ -1,5 +1,4 @@
-"""The EqDiff training recipe: setup / train / save_checkpoint / resume (paper §4; docs/method.md, Losses and
-optimisation; docs/robustness.md).
+"""The EqDiff training recipe: setup / train / save_checkpoint / resume (paper §4; docs/method.md).
 
 One step, top to bottom (``training_step``):
 

@@ -113,3 +113,24 @@ def test_the_public_surface_loads_lazily_and_every_name_resolves():
         "assert set(eqdiff.__all__) - {'__version__'} == set(eqdiff._PUBLIC)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_every_name_imported_from_the_repository_exists():
+    """Imports inside functions run only when their path does: a name moved elsewhere fails here, not in a user's
+    run (``from eqdiff.masks import u2netp_path`` after U²-Netp moved to ``eqdiff.u2netp``)."""
+    import ast
+    import importlib
+
+    missing = []
+    for package in ("eqdiff", "tasks", "flows"):
+        for module in all_modules(package):
+            for node in ast.walk(ast.parse(module_file(module).read_text(encoding="utf-8"))):
+                if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+                    continue
+                if node.module.split(".")[0] not in ("eqdiff", "tasks", "flows"):
+                    continue
+                target = importlib.import_module(node.module)
+                for alias in node.names:
+                    if not hasattr(target, alias.name) and module_file(f"{node.module}.{alias.name}") is None:
+                        missing.append(f"{module}: from {node.module} import {alias.name}")
+    assert not missing, missing
