@@ -98,20 +98,21 @@ def masks_key(subject: Subject, config: MasksConfig) -> dict[str, Any]:
 
 def _photo_masks(subject: Subject, images: list[Image.Image], config: MasksConfig) -> list[PhotoMask]:
     """Every photo's mask from the configured backend (refined across photos for u2netp unless disabled)."""
-    # Every photo is read before the progress bar starts, so a bad file is one stderr line (docs/robustness.md);
-    # the files backend is instantaneous and shows no bar, so a bad user mask is one line too.
+    # Every photo is read, and the backend's model loaded, before the progress bar starts: a bad file or a
+    # missing checkpoint is one stderr line (docs/robustness.md); the files backend shows no bar at all.
+    refine = config.backend == MaskBackend.U2NETP and config.refine
+    mask_fn = None if refine else _mask_fn(config, subject.class_noun)
     bar = tqdm(
         list(zip(subject.photos, images, strict=True)),
         desc=f"masks {subject.name}",
         unit="photo",
         disable=config.backend == MaskBackend.FILES,
     )
-    if config.backend == MaskBackend.U2NETP and config.refine:
+    if refine:
         saliencies = [multi_scale_saliency(image, config.threshold) for _, image in bar]
         photos = [np.asarray(image.convert("RGB")) for image in images]
         refined = refine_subject(photos, saliencies, config.threshold)
         return [PhotoMask(r.mask, config.threshold, {"refined": True, **r.details}) for r in refined]
-    mask_fn = _mask_fn(config, subject.class_noun)
     return [mask_fn(photo, image) for photo, image in bar]
 
 

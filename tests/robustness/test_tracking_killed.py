@@ -25,6 +25,7 @@ import tasks.tracking as tracking
 upload = tracking._log_artifacts
 def slow(*args):
     upload(*args)
+    open("uploaded", "w").close()  # tells the test the process is now in the slow part
     time.sleep(120)  # a slow artifact store: the test signals the process here
 tracking._log_artifacts = slow
 sys.exit(tracking.main(sys.argv[1:]))
@@ -86,8 +87,7 @@ def _start(root: Path, params: Path, runs: Path, uri: str) -> subprocess.Popen:
         nested = [
             r for r in _runs(uri, root.name) if "mlflow.parentRunId" in r.data.tags and r.info.status == "RUNNING"
         ]
-        if nested and child.poll() is None:
-            time.sleep(0.5)
+        if nested and child.poll() is None and (root / "uploaded").exists():
             return child
         assert child.poll() is None, child.communicate()
         time.sleep(0.2)
