@@ -20,7 +20,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 SLOW_MAIN = """
-import sys, time
+import signal, sys, time
+# SIGINT as a terminal's foreground process has it: a child inherits an ignored SIGINT (from a test runner or a
+# shell's background job), and Python then never raises KeyboardInterrupt.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import tasks.tracking as tracking
 upload = tracking._log_artifacts
 def slow(*args):
