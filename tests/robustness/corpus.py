@@ -1,5 +1,4 @@
-"""The bad-input corpus (docs/robustness.md): every kind of bad or odd input, the stage it is fed to, the expected
-outcome.
+"""The bad-input corpus (docs/robustness.md): every bad or odd input, the stage it is fed to, the outcome.
 
 Each ``Case`` builds its inputs in a fresh folder and says how to run the stage on them (``harness.Invocation``).
 A bad input must be refused: exit 2, one stderr line naming the file or field, no traceback, no output (and an
@@ -192,7 +191,6 @@ def full_mask(env: Env, root: Path) -> Invocation:
 
     def check() -> None:
         warnings = json.loads((root / "out" / "masks.json").read_text())["warnings"]
-        # over max_foreground_warn, and the self-checks' findings (area far from the median, along the border)
         assert warnings and all(w.startswith("01.png: ") for w in warnings), warnings
         assert "01.png: mask covers 100.0% of the photo (> 95%); check overlay.png" in warnings, warnings
 
