@@ -1,0 +1,39 @@
+"""``python -m eqdiff.world``: build the procedural world's models (docs/world.md).
+
+python -m eqdiff.world model --out eqdiff/world/weights/model      # the base model (about 50 min, 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from eqdiff.cli import configure_runtime
+
+
+def main(argv: list[str] | None = None) -> int:
+    from eqdiff.world.base_model import WorldTrainConfig, train_world_model
+
+    parser = argparse.ArgumentParser(prog="python -m eqdiff.world", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    model = commands.add_parser("model", help="train the world base model from scratch")
+    model.add_argument("--out", type=Path, required=True, help="output folder (must not exist)")
+    for field in fields(WorldTrainConfig):
+        model.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_runtime()
+    if args.out.exists():
+        print(f"eqdiff.world: error: --out {args.out} already exists (choose a new folder)", file=sys.stderr)
+        return 2
+    config = WorldTrainConfig(**{f.name: getattr(args, f.name) for f in fields(WorldTrainConfig)})
+    train_world_model(args.out, config)
+    print(f"world base model written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
