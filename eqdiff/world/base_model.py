@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from eqdiff.architectures import SD_V1_SCHEDULER, build_clip_tokenizer
+from eqdiff.world.preset import RECORD_FILE, world_digest
 from eqdiff.world.render import render
 from eqdiff.world.vocabulary import STYLES, caption, random_spec
 
@@ -234,6 +236,7 @@ def train_denoiser(
 def train_world_model(out: str | Path, config: WorldTrainConfig = WorldTrainConfig()) -> Path:
     """Train the world base model and write it to ``out`` (unet/, vae/, text_encoder/, world_model.json)."""
     out = Path(out)
+    start = time.monotonic()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     images, specs = draw_training_set(config.num_images, config.seed)
@@ -242,7 +245,7 @@ def train_world_model(out: str | Path, config: WorldTrainConfig = WorldTrainConf
     scale = float(1.0 / means.std())  # SD's scaling_factor, measured the same way
     vae.register_to_config(scaling_factor=scale)
     unet, text_encoder, used = train_denoiser(means, stds, scale, specs, config, generator)
-    save_world_model(out, unet, vae, text_encoder, used, config)
+    save_world_model(out, unet, vae, text_encoder, used, config, time.monotonic() - start)
     return out
 
 
@@ -253,7 +256,9 @@ def save_world_model(
     text_encoder: CLIPTextModel,
     used: set[int],
     config: WorldTrainConfig,
+    wall_seconds: float,
 ) -> None:
+    """Write the EMA networks in fp16 and ``world_model.json`` (config, digest of the files, wall time)."""
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = build_clip_tokenizer(Path(folder))
     keep = sorted(used | {tokenizer.convert_tokens_to_ids(t) for t in KEPT_TOKENS})
@@ -264,5 +269,13 @@ def save_world_model(
         table[keep] = kept
     for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
         module.to(torch.float16).save_pretrained(out / name)
-    record = {"config": asdict(config), "styles": list(STYLES), "kept_token_ids": len(keep)}
-    (out / "world_model.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    record = {
+        "config": asdict(config),
+        "styles": list(STYLES),
+        "kept_token_ids": len(keep),
+        "digest": world_digest(out),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "wall_seconds": round(wall_seconds),
+    }
+    (out / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

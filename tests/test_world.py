@@ -1,0 +1,130 @@
+"""The procedural world, its base model (the ``world`` preset) and the world experiment's pipeline file
+(docs/world.md)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from import_graph import WORLD_EXPERIMENT, world_experiment_dvc
+
+from eqdiff.config import ModelConfig
+from eqdiff.errors import DataError, ModelError
+from eqdiff.models import load_components
+from eqdiff.world.preset import SHIPPED_MODEL, world_digest
+from eqdiff.world.render import render
+from eqdiff.world.subjects import make_world_subject
+from eqdiff.world.vocabulary import (
+    HELD_OUT,
+    HIGH_FREQUENCY_STYLES,
+    LOW_FREQUENCY_STYLES,
+    STYLES,
+    caption,
+    is_held_out,
+    random_spec,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_render_is_seeded_and_its_mask_is_the_object():
+    spec = random_spec(np.random.default_rng(3), scene="beach", style="photo")
+    (image, mask), (again, mask_again) = render(spec), render(spec)
+    assert image.tobytes() == again.tobytes() and mask.tobytes() == mask_again.tobytes()
+    assert image.size == mask.size == (64, 64) and set(np.unique(np.asarray(mask))) <= {0, 255}
+    covered = (np.asarray(mask) > 0).mean()
+    assert 0.05 < covered < 0.6, covered
+    other = render(replace(spec, seed=spec.seed + 1))[0]
+    assert other.tobytes() != image.tobytes()
+
+
+def _low_share(residual: np.ndarray, radius: float = 6) -> float:
+    """Share of a residual image's energy (mean removed) at spatial frequencies within ``radius`` of zero."""
+    power = (np.abs(np.fft.fft2(residual, axes=(0, 1))) ** 2).sum(-1)
+    power[0, 0] = 0
+    h, w = power.shape
+    y, x = np.mgrid[:h, :w]
+    low = np.hypot(np.minimum(y, h - y), np.minimum(x, w - x)) <= radius
+    return float(power[low].sum() / power.sum())
+
+
+def test_high_frequency_styles_live_in_high_frequencies_and_low_frequency_styles_in_low_ones():
+    """The premise of FDTE made testable: what a style adds to a photo is mostly fine detail (pencil, mosaic) or
+    mostly palette and lighting (watercolor, vintage), measured on the residual's spectrum."""
+    rng = np.random.default_rng(0)
+    shares = {style: [] for style in STYLES[1:]}
+    for _ in range(12):
+        spec = random_spec(rng, style="photo")
+        photo = np.asarray(render(spec)[0], np.float32) / 255
+        for style in shares:
+            styled = np.asarray(render(replace(spec, style=style))[0], np.float32) / 255
+            shares[style].append(_low_share(styled - photo))
+    mean = {style: float(np.mean(values)) for style, values in shares.items()}
+    assert all(mean[s] < 0.4 for s in HIGH_FREQUENCY_STYLES), mean
+    assert all(mean[s] > 0.5 for s in LOW_FREQUENCY_STYLES), mean
+
+
+def test_held_out_identities_are_never_drawn_for_training_and_captions_use_clip_words():
+    from eqdiff.architectures import build_clip_tokenizer
+
+    rng = np.random.default_rng(1)
+    specs = [random_spec(rng) for _ in range(3000)]
+    assert not any(is_held_out(spec.identity) for spec in specs)
+    assert all(is_held_out(identity) for identity in HELD_OUT)
+    tokenizer = build_clip_tokenizer(Path(__import__("tempfile").mkdtemp()))
+    vocab = tokenizer.get_vocab()
+    words = {word for spec in specs[:300] for word in caption(spec).split()}
+    assert all(f"{word}</w>" in vocab for word in words), sorted(w for w in words if f"{w}</w>" not in vocab)
+    assert caption(replace(specs[0], style="watercolor", scene="beach")).startswith("a watercolor painting of a ")
+
+
+def test_world_subject_folder(tmp_path: Path):
+    folder = make_world_subject(tmp_path / "ball", "ball", num_photos=4)
+    assert sorted(p.name for p in folder.glob("*.png")) == ["00.png", "01.png", "02.png", "03.png"]
+    assert sorted(p.name for p in (folder / "masks").glob("*.png")) == ["00.png", "01.png", "02.png", "03.png"]
+    before = {p: p.read_bytes() for p in folder.rglob("*.png")}
+    make_world_subject(folder, "ball", num_photos=4)  # the same call again: same bytes, nothing refused
+    assert {p: p.read_bytes() for p in folder.rglob("*.png")} == before
+    with pytest.raises(DataError, match="--world: 'dog' is not a held-out world subject"):
+        make_world_subject(tmp_path / "dog", "dog")
+
+
+def test_world_preset_loads_the_shipped_weights_through_load_components(tmp_path: Path):
+    record = json.loads((SHIPPED_MODEL / "world_model.json").read_text())
+    assert record["digest"] == world_digest(SHIPPED_MODEL), "the shipped weights differ from their record"
+    components = load_components(ModelConfig(preset="world", cache_dir=str(tmp_path)))
+    assert components.base_model_id == f"world:{record['digest']}" and components.native_resolution == 64
+    assert components.unet.dtype == torch.float32 and len(components.tokenizer) == 49408
+    with pytest.raises(ModelError, match="is not a world model folder"):
+        load_components(ModelConfig(preset="world", path=str(tmp_path / "nothing"), cache_dir=str(tmp_path)))
+
+
+def test_world_experiment_pipeline_is_generated_from_the_root_one():
+    expected = world_experiment_dvc((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    assert WORLD_EXPERIMENT.read_text(encoding="utf-8") == expected, "run `python tests/import_graph.py`"
+
+
+@pytest.mark.slow
+def test_demo_pipeline_on_the_world_preset(tmp_path: Path):
+    """The embedded demo as `dvc repro` runs it, on the world preset (shorter training): the held-out ball is
+    drawn with its exact masks, and the report carries the world metrics."""
+    from pipeline_copy import dvc, make_project_copy
+
+    project = make_project_copy(
+        tmp_path / "demo",
+        {
+            "train": {"steps": 4, "num_class_images": 2},
+            "prior": {"num_inference_steps": 4},
+            "generate": {"num_inference_steps": 4},
+        },
+    )
+    dvc(project, "repro")
+    masks = json.loads((project / "runs" / "demo_ball" / "masks" / "masks.json").read_text())
+    assert masks  # the files backend read the world's own masks
+    summary = json.loads((project / "reports" / "summary.json").read_text())
+    assert "world" in json.dumps(summary), summary
+    assert (project / "reports" / "tradeoff.png").is_file() and (project / "reports" / "index.html").is_file()
