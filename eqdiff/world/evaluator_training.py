@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EvaluatorTrainConfig:
-    """Settings of ``python -m eqdiff.world evaluator`` (about 6 min on one CPU thread)."""
+    """Settings of ``python -m eqdiff.world evaluator`` (about 10 min on one CPU thread)."""
 
     num_images: int = 20000
     """Training renders (drawn once)."""
