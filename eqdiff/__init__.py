@@ -1,7 +1,7 @@
 """Equilibrated Diffusion (ACM MM 2024) on Stable Diffusion v1.x: the public surface.
 
     from eqdiff import EqDiffPipeline, image_generator
-    pipe = EqDiffPipeline.from_concept_dir("runs/demo_toy/F/concept")
+    pipe = EqDiffPipeline.from_concept_dir("runs/demo_ball/F/concept")
 
 Names load on first use, so ``import eqdiff`` (and every ``eqdiff <stage>``) imports no model code it does not
 need. The pipeline stages and how they are put together: docs/architecture.md; the method: docs/method.md.

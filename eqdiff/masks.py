@@ -61,22 +61,28 @@ def _user_mask_file(files_dir: Path, photo: Path) -> Path:
     )
 
 
-def _mask_fn(config: MasksConfig, class_noun: str) -> Callable[[Path, Image.Image], PhotoMask]:
+def files_dir(config: MasksConfig, subject: Subject) -> Path:
+    """The ``files`` backend's folder; ``{subject_dir}`` in ``masks.files_dir`` is the subject's folder, so one
+    setting serves every subject whose masks sit beside its photos (``{subject_dir}/masks``)."""
+    return Path(config.files_dir.replace("{subject_dir}", str(subject.directory))).expanduser()
+
+
+def _mask_fn(config: MasksConfig, subject: Subject) -> Callable[[Path, Image.Image], PhotoMask]:
     """The backend as one function: (photo path, RGB photo) -> PhotoMask."""
     if config.backend == MaskBackend.U2NETP:
         return lambda photo, image: PhotoMask(
             u2netp_saliency(image) >= config.threshold, config.threshold, {"refined": False}
         )
     if config.backend == MaskBackend.FILES:
-        files_dir = Path(config.files_dir).expanduser()
-        if not files_dir.is_dir():
-            raise DataError(f"{files_dir}: masks.files_dir not found")
+        folder = files_dir(config, subject)
+        if not folder.is_dir():
+            raise DataError(f"{folder}: masks.files_dir not found")
         # load_mask binarises at 0.5 and refuses a wrong size or an empty mask, naming the file.
-        return lambda photo, image: PhotoMask(load_mask(_user_mask_file(files_dir, photo), image.size), 0.5, {})
+        return lambda photo, image: PhotoMask(load_mask(_user_mask_file(folder, photo), image.size), 0.5, {})
     from eqdiff.grounded_sam import grounded_sam_mask, load_grounded_sam  # heavy imports, only when used
 
     models = load_grounded_sam(config)
-    return lambda photo, image: grounded_sam_mask(models, image, class_noun, config, photo)
+    return lambda photo, image: grounded_sam_mask(models, image, subject.class_noun, config, photo)
 
 
 def masks_key(subject: Subject, config: MasksConfig) -> dict[str, Any]:
@@ -87,9 +93,9 @@ def masks_key(subject: Subject, config: MasksConfig) -> dict[str, Any]:
         "config": section_to_dict(config),
     }
     if config.backend == MaskBackend.FILES:
-        files_dir = Path(config.files_dir).expanduser()
-        if files_dir.is_dir():
-            key["mask_files"] = {p.name: file_digest(p) for p in sorted(files_dir.iterdir()) if p.is_file()}
+        folder = files_dir(config, subject)
+        if folder.is_dir():
+            key["mask_files"] = {p.name: file_digest(p) for p in sorted(folder.iterdir()) if p.is_file()}
     return normalised(key)
 
 
@@ -101,7 +107,7 @@ def _photo_masks(subject: Subject, images: list[Image.Image], config: MasksConfi
     # Every photo is read, and the backend's model loaded, before the progress bar starts: a bad file or a
     # missing checkpoint is one stderr line (docs/robustness.md); the files backend shows no bar at all.
     refine = config.backend == MaskBackend.U2NETP and config.refine
-    mask_fn = None if refine else _mask_fn(config, subject.class_noun)
+    mask_fn = None if refine else _mask_fn(config, subject)
     bar = tqdm(
         list(zip(subject.photos, images, strict=True)),
         desc=f"masks {subject.name}",

@@ -25,6 +25,7 @@ from eqdiff.checkpoints import ARCHITECTURES, detect_architecture, is_single_fil
 from eqdiff.config import EvaluateConfig, MasksConfig, ModelConfig, Params
 from eqdiff.errors import EqDiffError
 from eqdiff.models import default_cache_dir
+from eqdiff.world.preset import SHIPPED_MODEL, world_digest, world_files, world_source
 
 Shapes = dict[str, tuple[tuple[int, ...], torch.dtype]]
 
@@ -127,6 +128,18 @@ def _sd_single_file(path: Path) -> tuple[str, str, str]:
     return f"single file ({path.suffix})", name, dtype_summary({k: shapes[k] for k in layout})
 
 
+def _world_folder(path: Path) -> tuple[str, str, str]:
+    try:
+        source = world_source(str(path))
+    except EqDiffError as exc:
+        raise _Problem(str(exc).split(f"{path} ", 1)[-1]) from None
+    shapes: Shapes = {}
+    for file in world_files(source):
+        if file.suffix == ".safetensors":
+            shapes.update({f"{file.parent.name}.{k}": v for k, v in tensor_shapes(file, "model.path").items()})
+    return "world model folder", f"world (weights {world_digest(source)})", dtype_summary(shapes)
+
+
 def _sd_directory(path: Path) -> tuple[str, str, str]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
@@ -178,6 +191,8 @@ def check_sd(model: ModelConfig) -> ModelRow:
         root = Path(model.cache_dir) if model.cache_dir else default_cache_dir()
         where = root / f"{model.preset}-v1-seed{model.seed}"
         return ModelRow("model.preset", str(where), "random preset (built on first use)", model.preset, "float32")
+    if model.preset == "world":
+        return _row("model.path", model.path or SHIPPED_MODEL, _world_folder)
 
     def check(path: Path) -> tuple[str, str, str]:
         if path.is_file() and is_single_file(path):
@@ -353,6 +368,8 @@ def check_masks(config: MasksConfig) -> list[ModelRow]:
                 raise _Problem("is not a directory of masks")
             return "mask files", "-", "-"
 
+        if config.files_dir and "{subject_dir}" in config.files_dir:  # one folder per subject: masks checks each
+            return [ModelRow("masks.files_dir", config.files_dir, "mask files", "per subject folder", "-")]
         return [_row("masks.files_dir", config.files_dir or "-", files)]
     checks = {
         "grounding_dino_config": lambda p: ("GroundingDINO config", _grounding_dino_config(str(p)).stem, "-"),

@@ -36,6 +36,10 @@ from eqdiff.architectures import (
 from eqdiff.checkpoints import read_components
 from eqdiff.config import ModelConfig
 from eqdiff.errors import ModelError
+from eqdiff.world.preset import world_directory
+
+PRESETS = (*RANDOM_PRESETS, "world")
+"""Names ``model.preset`` takes besides ``sd-v1``: the random presets and the trained ``world`` model."""
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +93,13 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("EQDIFF_CACHE", Path.home() / ".cache" / "eqdiff"))
 
 
+def _cache_root(config: ModelConfig) -> Path:
+    return Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+
+
 def preset_directory(config: ModelConfig) -> Path:
     """A random preset's directory, built once (atomically) and then reused."""
-    root = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    root = _cache_root(config)
     directory = root / f"{config.preset}-v1-seed{config.seed}"
     if not (directory / "eqdiff_preset.json").is_file():
         root.mkdir(parents=True, exist_ok=True)
@@ -112,6 +120,8 @@ def resolve_model_path(config: ModelConfig) -> str:
     """Directory, single ``.safetensors`` / ``.ckpt`` file (or, when allowed, hub id) that ``load_components`` reads."""
     if config.preset in RANDOM_PRESETS:
         return str(preset_directory(config))
+    if config.preset == "world":
+        return str(world_directory(config.path, _cache_root(config))[0])
     path = Path(config.path).expanduser()
     if path.is_dir() or (path.is_file() and path.suffix.lower() in (".safetensors", ".ckpt")):
         return str(path)
@@ -131,12 +141,16 @@ def resolve_model_path(config: ModelConfig) -> str:
 def load_components(config: ModelConfig) -> Components:
     """Load the five stock components from a preset's directory, ``model.path`` (a diffusers directory or a single
     checkpoint file, ``eqdiff.checkpoints``) or a hub id when downloads are allowed."""
-    tokenizer, text_encoder, unet, vae, scheduler = read_components(resolve_model_path(config), config.allow_download)
+    source = resolve_model_path(config)
+    tokenizer, text_encoder, unet, vae, scheduler = read_components(source, config.allow_download)
     for module in (text_encoder, unet, vae):
         module.requires_grad_(False).eval()
     if config.preset in RANDOM_PRESETS:
         identity = f"{config.preset}:seed={config.seed}"
         native = RANDOM_PRESETS[config.preset].native_resolution
+    elif config.preset == "world":
+        identity = f"world:{Path(source).name.removeprefix('world-')}"
+        native = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
     else:
         identity = str(config.path)
         native = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)

@@ -148,10 +148,13 @@ def model_input(model: Any) -> Path | None:
     """The local path a ``ModelConfig`` reads (a random preset's cache folder, or ``model.path``: a directory or
     a single checkpoint file)."""
     from eqdiff.models import RANDOM_PRESETS, default_cache_dir
+    from eqdiff.world.preset import SHIPPED_MODEL
 
     if model.preset in RANDOM_PRESETS:
         root = Path(model.cache_dir) if model.cache_dir else default_cache_dir()
         return root / f"{model.preset}-v1-seed{model.seed}"
+    if model.preset == "world" and not model.path:
+        return SHIPPED_MODEL
     return Path(model.path).expanduser() if model.path else None
 
 

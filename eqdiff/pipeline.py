@@ -32,7 +32,7 @@ from eqdiff.config import ModelConfig, ReferenceNoise
 from eqdiff.data import center_crop_resize, image_to_tensor
 from eqdiff.errors import DataError
 from eqdiff.fdte import FrequencyEmbeddings, encode_prompt
-from eqdiff.models import RANDOM_PRESETS, Components, Denoiser, load_components
+from eqdiff.models import PRESETS, Components, Denoiser, load_components
 from eqdiff.prompts import remove_placeholder, tokenize, training_reference_prompt
 from eqdiff.reference import UnconditionalReferenceCache, reference_rows
 
@@ -77,12 +77,12 @@ class EqDiffPipeline(DiffusionPipeline):
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
     ) -> EqDiffPipeline:
-        """The base model alone, as diffusers' ``from_pretrained``: a random preset's name (``"tiny"``), a local
+        """The base model alone, as diffusers' ``from_pretrained``: a preset's name (``"tiny"``, ``"world"``), a local
         diffusers directory, or a ``ModelConfig``. Attach a concept with ``load_concept``."""
         source = pretrained_model_name_or_path
         if isinstance(source, ModelConfig):
             model = source
-        elif str(source) in RANDOM_PRESETS:
+        elif str(source) in PRESETS:
             model = ModelConfig(preset=str(source))
         else:
             if (Path(source) / MANIFEST_FILE).is_file():

@@ -82,6 +82,19 @@ def make_sample_subject(directory: str | Path, num_photos: int = 4, seed: int = 
         files[directory / f"{index:02d}.png"] = _png(photo)
         if with_masks:
             files[directory / "masks" / f"{index:02d}.png"] = _png(mask)
+    return write_sample_files(directory, files)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    return _png(image)
+
+
+def write_sample_files(directory: Path, files: dict[Path, bytes]) -> Path:
+    """Write a drawn sample subject: a file already at one of the names is replaced only when it holds the very
+    bytes this call writes; any other file there is somebody's photo (``OutputError`` naming it, nothing written)."""
+    check_parent(directory)
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{directory}: is a file, expected a folder for the sample subject")
     for path, data in files.items():
         if path.is_dir() or (path.exists() and path.read_bytes() != data):
             raise OutputError(f"{path}: already exists and is not this sample's file; choose a new or empty folder")

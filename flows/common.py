@@ -12,6 +12,7 @@ from typing import Any
 from eqdiff.config import OrchestrationConfig, apply_cli_overrides, load_params
 from eqdiff.layout import RunLayout
 from tasks.spec import (
+    DEMO_SUBJECT,
     DEMO_SUBJECT_DIR,
     SubjectSpec,
     read_prompt_sets,
@@ -51,7 +52,7 @@ class Plan:
         """Draw the embedded demo's subject (``eqdiff sample``) when a subject is it and it is missing."""
         for subject in self.subjects:
             if subject.dir == DEMO_SUBJECT_DIR.absolute() and not subject.dir.exists():
-                stage_task("sample")(subject.dir)
+                stage_task("sample")(subject.dir, **DEMO_SUBJECT)
 
     def staged(self) -> Plan:
         """This plan with its subject folders and prompt files copied into the store (``tasks.store``) when

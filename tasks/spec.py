@@ -91,5 +91,7 @@ def read_prompt_sets(params: dict[str, Any]) -> dict[str, Path]:
     return {name: Path(path) for name, path in prompts.items()}
 
 
-DEMO_SUBJECT_DIR = Path("data/subjects/demo_toy")
+DEMO_SUBJECT_DIR = Path("data/subjects/demo_ball")
 """Where the ``sample`` stage (dvc.yaml) and the flows draw the embedded demo's subject."""
+DEMO_SUBJECT = {"num_photos": 5, "seed": 0, "world": "ball"}
+"""The ``sample`` stage's arguments for it (dvc.yaml's ``eqdiff sample`` command): the held-out world ball."""

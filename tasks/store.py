@@ -1,7 +1,7 @@
 """The store: one directory that the flow's machine and every Dask worker see at the same path.
 
 A Dask worker is another process, often on another machine, started in its own directory: a relative path
-handed to it (``data/subjects/demo_toy``, ``runs/``) means nothing there. So a flow hands its tasks absolute
+handed to it (``data/subjects/demo_ball``, ``runs/``) means nothing there. So a flow hands its tasks absolute
 paths only, all inside the store:
 
 - ``runs/`` and ``reports/`` (relative flow arguments) resolve against the store root (``RunLayout.under``);

@@ -202,5 +202,45 @@ def write_dvc_code_deps(path: Path) -> bool:
     return changed
 
 
-if __name__ == "__main__":  # python tests/import_graph.py: regenerate dvc.yaml's code deps
+WORLD_EXPERIMENT = REPO / "experiments" / "world" / "dvc.yaml"
+WORLD_SAMPLE_STAGE = """  sample:
+    # Each held-out world subject: photos of one style on cluttered backgrounds and the world's exact masks,
+    # drawn from its class noun (docs/world.md, "Held-out subjects").
+    foreach: ${subjects}
+    do:
+      cmd: eqdiff sample --out ${item.dir} --world ${item.class} --num-photos 5 --seed 0
+      deps:
+{deps}      outs:
+        - ${item.dir}
+
+"""
+
+
+def world_experiment_dvc(root_text: str) -> str:
+    """experiments/world/dvc.yaml from the root dvc.yaml: the same stages run from experiments/world/ (code paths
+    prefixed with ``../../``), the demo's one ``sample`` stage replaced by one per held-out world subject."""
+    import re
+
+    header = (
+        "# GENERATED from ../../dvc.yaml by `python tests/import_graph.py` (test_world checks it is current): edit\n"
+        "# the root dvc.yaml, not this file. The world experiment (docs/world.md): run `dvc repro` in this folder.\n"
+    )
+    start = root_text.index("  sample:\n")
+    end = root_text.index("\n  masks:\n", start) + 1
+    deps = "".join(f"        - {name}\n" for name in sorted(closure_files(dvc_command_roots(["eqdiff", "sample"]))))
+    text = root_text[:start] + WORLD_SAMPLE_STAGE.replace("{deps}", deps) + root_text[end:]
+    text = re.sub(r"^(\s*- )((?:eqdiff|tasks|flows)/)", r"\1../../\2", text, flags=re.MULTILINE)
+    return header + text
+
+
+def write_world_experiment() -> bool:
+    text = world_experiment_dvc((REPO / "dvc.yaml").read_text(encoding="utf-8"))
+    changed = not WORLD_EXPERIMENT.is_file() or WORLD_EXPERIMENT.read_text(encoding="utf-8") != text
+    WORLD_EXPERIMENT.parent.mkdir(parents=True, exist_ok=True)
+    WORLD_EXPERIMENT.write_text(text, encoding="utf-8")
+    return changed
+
+
+if __name__ == "__main__":  # python tests/import_graph.py: regenerate dvc.yaml's code deps, then the world's copy
     print("dvc.yaml changed" if write_dvc_code_deps(REPO / "dvc.yaml") else "dvc.yaml already up to date")
+    print(f"{WORLD_EXPERIMENT.relative_to(REPO)} {'changed' if write_world_experiment() else 'already up to date'}")

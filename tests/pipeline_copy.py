@@ -14,8 +14,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-# The smallest settings that still run every code path of every stage.
+# The smallest settings that still run every code path of every stage, on the tiny preset (the test fixture:
+# random weights, fastest); the demo's own world preset runs in test_world.
 TINY = {
+    "model": {"preset": "tiny"},
     "train": {"steps": 2, "resolution": 32, "num_class_images": 2, "checkpointing_steps": 1},
     "prior": {"num_inference_steps": 2},
     "generate": {"num_inference_steps": 2},

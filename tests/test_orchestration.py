@@ -71,14 +71,18 @@ def test_stages_list_only_the_params_that_change_their_outputs():
 
 def test_default_params_are_the_embedded_demo():
     params = load("params.yaml")
-    assert params["model"]["preset"] == "tiny" and params["variants"] == ["F"]
-    assert [s["dir"] for s in params["subjects"]] == ["data/subjects/demo_toy"]
+    assert params["model"]["preset"] == "world" and params["variants"] == ["F"]
+    assert [s["dir"] for s in params["subjects"]] == ["data/subjects/demo_ball"]
     assert "../" not in json.dumps(params["subjects"]) + json.dumps(params["prompts"])
     sample = load("dvc.yaml")["stages"]["sample"]
-    assert sample["outs"] == ["data/subjects/demo_toy"]
-    from tasks.spec import DEMO_SUBJECT_DIR
+    assert sample["outs"] == ["data/subjects/demo_ball"]
+    from eqdiff.cli import build_stage_parser
+    from tasks.spec import DEMO_SUBJECT, DEMO_SUBJECT_DIR
 
-    assert str(DEMO_SUBJECT_DIR) == "data/subjects/demo_toy"
+    assert str(DEMO_SUBJECT_DIR) == "data/subjects/demo_ball"
+    # the flows draw the demo subject with the very arguments of dvc.yaml's command
+    args = build_stage_parser("sample").parse_args(sample["cmd"].split()[2:])
+    assert (args.out, {key: getattr(args, key) for key in DEMO_SUBJECT}) == (DEMO_SUBJECT_DIR, DEMO_SUBJECT)
 
 
 def test_fresh_copy_plans_every_stage(tmp_path: Path):
@@ -102,7 +106,7 @@ def test_fresh_copy_plans_every_stage(tmp_path: Path):
 # The demo subject with a two-word class noun, as DreamBooth's bear_plushie ("stuffed animal"): it must reach
 # every stage's command and path intact.
 TWO_WORD_CLASS = {
-    "subjects": [{"name": "demo_toy", "dir": "data/subjects/demo_toy", "class": "stuffed-animal"}],
+    "subjects": [{"name": "demo_ball", "dir": "data/subjects/demo_ball", "class": "stuffed-animal"}],
     "classes": {"stuffed-animal": "stuffed animal"},
 }
 
@@ -116,7 +120,7 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def concept_bytes(runs: Path) -> bytes:
-    return (runs / "demo_toy" / "F" / "concept" / "concept.safetensors").read_bytes()
+    return (runs / "demo_ball" / "F" / "concept" / "concept.safetensors").read_bytes()
 
 
 def relative_files(root: Path) -> set[str]:
@@ -125,7 +129,7 @@ def relative_files(root: Path) -> set[str]:
 
 @pytest.mark.slow
 def test_dvc_demo_produces_every_artefact_and_is_stable(demo_project: Path):
-    runs = demo_project / "runs" / "demo_toy"
+    runs = demo_project / "runs" / "demo_ball"
     for path in ("masks/overlay.png", "bands/sheet.png", "F/concept/concept.json", "F/samples/grid.png"):
         assert (runs / path).is_file(), path
     assert json.loads((runs / "F" / "evaluation.json").read_text())["calibrated"] is False
@@ -135,7 +139,7 @@ def test_dvc_demo_produces_every_artefact_and_is_stable(demo_project: Path):
     assert (runs / "F" / "losses.jsonl").read_text().count("\n") == TINY["train"]["steps"]
     assert (demo_project / "reports" / "index.html").is_file()
     tracked = json.loads((demo_project / "tracking" / "mlflow_run.json").read_text())
-    assert list(tracked["runs"]) == ["demo_toy/F"] and (demo_project / "mlflow.db").is_file()
+    assert list(tracked["runs"]) == ["demo_ball/F"] and (demo_project / "mlflow.db").is_file()
     assert "up to date" in dvc(demo_project, "status").stdout
     assert ran_stages(dvc(demo_project, "repro").stdout) == []
 
@@ -149,7 +153,7 @@ def test_customize_flow_writes_what_dvc_writes(demo_project: Path, monkeypatch: 
     monkeypatch.chdir(demo_project)
     with prefect_test_harness():
         result = customize("params.yaml", runs_dir="flow_runs", reports_dir="flow_reports")
-    assert set(result["runs"]) == {"demo_toy/F"}
+    assert set(result["runs"]) == {"demo_ball/F"}
     dvc_runs, flow_runs = demo_project / "runs", demo_project / "flow_runs"
     ignore = re.compile(r"(^|/)\.|concept-work/|prior-work/")  # lock files; DVC's scratch of resumable stages
     same = {f for f in relative_files(dvc_runs) if not ignore.search(f)}

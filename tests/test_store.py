@@ -68,7 +68,7 @@ def test_the_flow_plan_hands_tasks_absolute_paths_in_the_store(tmp_path: Path, m
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    make_sample_subject(tmp_path / "data" / "subjects" / "demo_toy", 2)
+    make_sample_subject(tmp_path / "data" / "subjects" / "demo_ball", 2)
     (tmp_path / "eqdiff" / "prompt_lists").mkdir(parents=True)
     for name in ("demo_unstylized", "demo_stylized"):
         (tmp_path / "eqdiff" / "prompt_lists" / f"{name}.txt").write_text("a photo of {}\n")
@@ -77,10 +77,10 @@ def test_the_flow_plan_hands_tasks_absolute_paths_in_the_store(tmp_path: Path, m
 
     local = read_plan("params.yaml", [], "runs")
     assert local.layout.runs == tmp_path / "runs" and local.reports == tmp_path / "reports"
-    assert local.subjects[0].dir == tmp_path / "data" / "subjects" / "demo_toy"
+    assert local.subjects[0].dir == tmp_path / "data" / "subjects" / "demo_ball"
     assert local.staged() is local  # no store: nothing copied
 
     plan = read_plan("params.yaml", [f"orchestration.store={store}"], "runs").staged()
     assert plan.layout.runs == store / "runs" and plan.reports == store / "reports"
-    assert plan.subjects[0].dir == store / "inputs" / "subjects" / "demo_toy" / "demo_toy"
+    assert plan.subjects[0].dir == store / "inputs" / "subjects" / "demo_ball" / "demo_ball"
     assert all(store in path.parents for path in plan.prompt_sets.values())

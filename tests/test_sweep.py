@@ -152,7 +152,7 @@ def test_queued_and_temp_experiments_share_one_store_and_the_run_cache(experimen
     assert (project / "params.yaml").read_bytes() == params_before
     runs = mlflow_runs_by_experiment(project)
     for name in ("temp-seed1", "pl-000", "pl-001", "keep-001"):
-        assert len(runs.get(name, [])) == 2, (name, sorted(map(str, runs)))  # the parent and demo_toy/F
+        assert len(runs.get(name, [])) == 2, (name, sorted(map(str, runs)))  # the parent and demo_ball/F
         assert {run.data.tags["mlflow.source.git.commit"] for run in runs[name]} == {head}
         assert {run.data.tags["dvc.exp.baseline_rev"] for run in runs[name]} == {head}
     assert "keep-000" not in runs

@@ -60,10 +60,12 @@ class ModelConfig(Section):
     SECTION = "model"
     LIMITS = {"seed": (0, MAX_SEED, "a seed torch and NumPy accept")}
     preset: str = "tiny"
-    """``tiny`` (seeded random weights, SD v1.x architecture, small widths), ``sd-v1-random`` (the same at full
-    SD v1.x size, for benchmarks) or ``sd-v1`` (real weights at ``path``)."""
+    """``tiny`` (seeded random weights, SD v1.x architecture, small widths), ``world`` (the base model trained on
+    the procedural world, docs/world.md; ``path`` null = the shipped weights), ``sd-v1-random`` (random weights at
+    full SD v1.x size, for benchmarks) or ``sd-v1`` (real weights at ``path``)."""
     path: str | None = None
-    """For ``sd-v1``: a local diffusers directory, a single ``.safetensors`` / ``.ckpt`` checkpoint in the original
+    """For ``world``: another world model folder (``python -m eqdiff.world model --out``). For ``sd-v1``: a local
+    diffusers directory, a single ``.safetensors`` / ``.ckpt`` checkpoint in the original
     layout, or a hub id when ``allow_download`` is true."""
     allow_download: bool = False
     """Allow ``path`` to be a hub id fetched over the network; off by default (nothing downloads)."""
@@ -73,7 +75,7 @@ class ModelConfig(Section):
     """Where the tiny preset is saved once and loaded back from (default ``~/.cache/eqdiff``)."""
 
     def validate(self) -> None:
-        presets = ("tiny", "sd-v1-random", "sd-v1")
+        presets = ("tiny", "world", "sd-v1-random", "sd-v1")
         _check(self.preset in presets, "model", "preset", " | ".join(presets), self.preset)
         if self.preset == "sd-v1":
             expected = "a diffusers directory or .safetensors/.ckpt file for preset sd-v1"

@@ -144,7 +144,8 @@ class MasksConfig(Section):
     max_foreground_warn: float = 0.95
     """A mask covering more than this fraction of its photo is reported as a warning."""
     files_dir: str | None = None
-    """``files`` backend: folder of the user's masks, ``<photo stem>.png`` (or ``.jpg``) per photo."""
+    """``files`` backend: folder of the user's masks, ``<photo stem>.png`` (or ``.jpg``) per photo;
+    ``{subject_dir}`` stands for each subject's folder (``{subject_dir}/masks``)."""
     grounding_dino_config: str | None = None
     """``grounded-sam``: a config shipped with groundingdino-py by name (``GroundingDINO_SwinT_OGC``) or a local
     config file of ``name = literal`` lines, read without running it."""

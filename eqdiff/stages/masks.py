@@ -13,7 +13,7 @@ from typing import Any
 
 from eqdiff.config import MasksConfig, Params
 from eqdiff.data import discover_subject
-from eqdiff.masks import compute_masks
+from eqdiff.masks import compute_masks, files_dir
 from eqdiff.output_safety import claim_output, optional_path
 from eqdiff.stages.arguments import add_class_arguments, class_noun_argument
 
@@ -29,13 +29,14 @@ def run(subject_dir: Path, class_noun: str, out: Path, params: Params | Mapping[
     config = Params.of(params).section(MasksConfig)
     subject = discover_subject(subject_dir, class_noun)
     model_files = (
-        "files_dir",
         "grounding_dino_config",
         "grounding_dino_checkpoint",
         "sam_checkpoint",
         "text_encoder_dir",
     )
     reads = [optional_path(getattr(config, name)) for name in model_files]
+    if config.files_dir:
+        reads.append(files_dir(config, subject))
     claim_output(out, "masks", manifest="masks.json", reads=reads, folders=[subject.directory])
     return compute_masks(subject, out, config)
 

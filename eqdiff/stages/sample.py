@@ -1,5 +1,6 @@
-"""``eqdiff sample``: write the embedded demo's synthetic subject (docs/architecture.md, Offline models and data) ->
-``make_sample_subject``.
+"""``eqdiff sample``: write a synthetic subject (docs/architecture.md, Offline models and data) ->
+``make_sample_subject`` (the drawn toy) or, with ``--world NAME``, ``make_world_subject`` (a held-out subject of
+the procedural world, docs/world.md).
 
 Reads no params section. Writes ``--out/NN.png`` photos and ``--out/masks/NN.png`` masks, each file atomically;
 nothing is downloaded or copied. The same ``--num-photos`` and ``--seed`` give the same bytes, so the DVC stage
@@ -21,16 +22,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="subject folder to write (NN.png + masks/)")
     parser.add_argument("--num-photos", type=int, default=4, help="photos to draw (>= 2, default 4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the drawings (default 0)")
+    parser.add_argument(
+        "--world", metavar="NAME", default=None, help="draw the held-out world subject NAME (ball, box, star, ...)"
+    )
 
 
-def run(out: Path, num_photos: int = 4, seed: int = 0) -> Path:
-    """The stage (every door calls this): the demo subject's photos and masks into ``out``."""
+def run(out: Path, num_photos: int = 4, seed: int = 0, world: str | None = None) -> Path:
+    """The stage (every door calls this): the sample subject's photos and masks into ``out``."""
     if not 2 <= num_photos <= 1000:
         raise DataError(f"--num-photos: expected 2 to 1000 photos (RRA needs a second photo), got {num_photos}")
     if not 0 <= seed <= MAX_SEED:
         raise DataError(f"--seed: expected 0 to {MAX_SEED}, got {seed}")
+    if world is not None:
+        from eqdiff.world.subjects import make_world_subject
+
+        return make_world_subject(out, world, num_photos=num_photos, seed=seed)
     return make_sample_subject(out, num_photos=num_photos, seed=seed)
 
 
 def main(args: argparse.Namespace, params: Params) -> None:
-    run(args.out, args.num_photos, args.seed)
+    run(args.out, args.num_photos, args.seed, args.world)

@@ -29,9 +29,24 @@ def main(argv: list[str] | None = None) -> int:
     evaluator.add_argument("--out", type=Path, required=True, help="output folder (must not exist)")
     for field in fields(EvaluatorTrainConfig):
         evaluator.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
+    check = commands.add_parser("check-base", help="sample the base model and recognise its samples")
+    check.add_argument("--out", type=Path, required=True, help="folder for base_check.json and base_check.png")
+    check.add_argument("--model-path", default=None, help="a world model folder (default: the shipped one)")
+    check.add_argument("--num-samples", type=int, default=200)
+    check.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     configure_runtime()
+    if args.command == "check-base":
+        from eqdiff.config import ModelConfig
+        from eqdiff.world.base_check import check_base_model
+
+        summary = check_base_model(
+            args.out, ModelConfig(preset="world", path=args.model_path), args.num_samples, args.seed
+        )
+        rates = ", ".join(f"{key} {value:.0%}" for key, value in summary["recognised"].items())
+        print(f"recognised: {rates}; all three {summary['recognised_all']:.0%} ({args.out}/base_check.png)")
+        return 0
     if args.out.exists():
         print(f"eqdiff.world: error: --out {args.out} already exists (choose a new folder)", file=sys.stderr)
         return 2

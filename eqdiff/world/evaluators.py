@@ -143,9 +143,10 @@ class WorldEvaluator:
         return cls(net, record, str(folder) if path is not None else "eqdiff/world/weights/evaluator")
 
     @property
-    def accuracy(self) -> dict:
-        """Per-head accuracy on held-out renders, as measured after training (``record["accuracy"]``)."""
-        return self.record["accuracy"]
+    def accuracy(self) -> dict[str, float]:
+        """``{head: accuracy in [0, 1]}`` on held-out renders, as measured after training; the whole measurement
+        (per style, all identity attributes, counts) is ``record["accuracy"]``."""
+        return self.record["accuracy"]["heads"]
 
     @torch.no_grad()
     def probabilities(self, images: Sequence[Image.Image], batch_size: int = 256) -> dict[str, torch.Tensor]:

@@ -51,7 +51,7 @@ def world_scores(index: SampleIndex, photos: Sequence[Path], evaluator: WorldEva
         "world_evaluator": {
             "weights": evaluator.source,
             "sha256": evaluator.record["sha256"],
-            "accuracy": evaluator.accuracy,
+            "accuracy": evaluator.record["accuracy"],
             "real_identity": majority,
         }
     }

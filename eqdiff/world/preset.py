@@ -1,0 +1,76 @@
+"""The ``world`` preset: the base model trained on the procedural world (docs/world.md, "Base model").
+
+``python -m eqdiff.world model`` writes ``unet/``, ``vae/`` and ``text_encoder/`` (fp16 safetensors) and
+``world_model.json``; the shipped copy is ``eqdiff/world/weights/model``, and ``model.path`` may name another one
+(say, a longer training on a GPU). On first use the folder is completed into a full diffusers directory in the
+cache (the real CLIP tokenizer rebuilt from open-clip-torch's BPE file, SD v1.x's scheduler), named by the
+weights' digest, and from then on ``load_components`` reads it like any SD v1.x directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from diffusers import DDPMScheduler
+
+from eqdiff.architectures import SD_V1_SCHEDULER, build_clip_tokenizer
+from eqdiff.errors import ModelError
+
+SHIPPED_MODEL = Path(__file__).parent / "weights" / "model"
+WEIGHT_FOLDERS = ("unet", "vae", "text_encoder")
+RECORD_FILE = "world_model.json"
+
+
+def world_source(path: str | None) -> Path:
+    """The world model folder a ``model.path`` (null = the shipped one) names, checked to be one."""
+    source = Path(path).expanduser() if path else SHIPPED_MODEL
+    missing = [name for name in WEIGHT_FOLDERS if not (source / name / "config.json").is_file()]
+    if missing:
+        what = "model.path" if path else "the shipped world model"
+        raise ModelError(
+            f"{what}: {source} is not a world model folder (missing {', '.join(f'{m}/config.json' for m in missing)}; "
+            "train one with `python -m eqdiff.world model --out FOLDER`)"
+        )
+    return source
+
+
+def world_files(source: Path) -> list[Path]:
+    return sorted(p for name in WEIGHT_FOLDERS for p in (source / name).iterdir() if p.is_file())
+
+
+def world_digest(source: Path) -> str:
+    """sha256 (first 16 hex digits) over the world model's config and weight files, in a fixed order."""
+    digest = hashlib.sha256()
+    for path in world_files(source):
+        digest.update(f"{path.parent.name}/{path.name}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def world_directory(path: str | None, cache_root: Path) -> tuple[Path, str]:
+    """``(diffusers directory, digest)`` of the world model at ``path``, completed once (atomically) in
+    ``cache_root``."""
+    source = world_source(path)
+    digest = world_digest(source)
+    directory = cache_root / f"world-{digest}"
+    if not (directory / RECORD_FILE).is_file():
+        cache_root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".world-", dir=cache_root))
+        try:
+            for name in WEIGHT_FOLDERS:
+                shutil.copytree(source / name, staging / name)
+            build_clip_tokenizer(staging / "tokenizer").save_pretrained(staging / "tokenizer")
+            DDPMScheduler.from_config(SD_V1_SCHEDULER).save_pretrained(staging / "scheduler")
+            record = source / RECORD_FILE
+            (staging / RECORD_FILE).write_bytes(record.read_bytes() if record.is_file() else b"{}\n")
+            try:
+                staging.rename(directory)
+            except OSError:  # another process completed it first: theirs is identical
+                if not (directory / RECORD_FILE).is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return directory, digest
