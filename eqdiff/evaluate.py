@@ -41,6 +41,8 @@ from eqdiff.errors import DataError, EqDiffError
 from eqdiff.layout import EVALUATION_FILE
 from eqdiff.models import build_clip_tokenizer
 from eqdiff.sample_index import PROMPT_SETS, SampleIndex, read_sample_index
+from eqdiff.world.evaluators import WorldEvaluator
+from eqdiff.world.scores import world_scores
 
 logger = logging.getLogger(__name__)
 
@@ -305,6 +307,8 @@ def evaluate(
     the model identities, ``subject_dir`` (as given; ``eqdiff report`` reads the photos from it) and
     ``per_prompt`` CLIP-T. ``calibrated`` is true only when both metric models were loaded from weights and
     the samples themselves say they are calibrated. ``models`` defaults to ``load_metric_models(config)``.
+    With ``config.world``, each block also has ``world_text``, ``world_identity``, ``world_identity_match``
+    (``eqdiff.world.scores``), and ``world_evaluator`` records the evaluators' digest and measured accuracy.
     """
     index = read_sample_index(samples_dir)
     subject = discover_subject(subject_dir, index.class_noun, min_photos=1)
@@ -360,6 +364,12 @@ def evaluate(
             "n_images": len(selected),
             "n_prompts": len({index.images[i].prompt_index for i in selected}),
         }
+    # 4. The world-native metrics (world preset): the world evaluators' scene / style / identity recognition.
+    if config.world:
+        world = world_scores(index, subject.photos, WorldEvaluator.load())
+        result["world_evaluator"] = world.pop("world_evaluator")
+        for prompt_set, scores in world.items():
+            result[prompt_set].update(scores)
     assert all(math.isfinite(v) for s in PROMPT_SETS if s in result for v in result[s].values())
     return result
 

@@ -25,7 +25,7 @@ from eqdiff.errors import DataError
 from eqdiff.evaluations import Run
 from eqdiff.sample_index import PROMPT_SETS, read_sample_index
 from eqdiff.sheets import thumbnail
-from eqdiff.table1 import PAPER_SOURCE, html_table
+from eqdiff.table1 import PAPER_SOURCE, html_table, world_sentence
 
 THUMBNAIL_SIDE = 256
 """Longest side of a gallery thumbnail in pixels (smaller images are copied as they are)."""
@@ -195,12 +195,13 @@ def write_gallery(runs: list[Run], summary: dict[str, Any], out_dir: Path) -> No
     """Write ``out_dir/index.html`` and ``out_dir/gallery/<subject>.html`` with their images."""
     gallery = out_dir / "gallery"
     calibrated = summary["calibrated"]
+    world = summary["world_evaluator"] is not None
     subjects = sorted({run.subject for run in runs})
     per_subject: list[str] = ["<h2>Per subject</h2>"]
     for subject in subjects:
         subject_runs = [run for run in runs if run.subject == subject]
         blocks = summary["subjects"][subject]
-        table = html_table(blocks, _caption(blocks, "n_images"), subject=subject)
+        table = html_table(blocks, _caption(blocks, "n_images"), subject=subject, world=world)
         checks = _warnings_section(subject_runs[0])
         body = ['<p><a href="../index.html">back to the summary</a></p>', table, *checks]
         body += _sheets(subject_runs[0], gallery)
@@ -208,10 +209,11 @@ def write_gallery(runs: list[Run], summary: dict[str, Any], out_dir: Path) -> No
         write_text(gallery / f"{subject}.html", _page(f"EqDiff gallery: {subject}", calibrated, body))
         link = f'<a href="gallery/{html.escape(subject)}.html">{html.escape(subject)}</a>'
         per_subject += [f"<h3>{link}</h3>", table, *checks]
-    average = html_table(summary["variants"], _caption(summary["variants"], "n_subjects"), paper=True)
+    average = html_table(summary["variants"], _caption(summary["variants"], "n_subjects"), paper=True, world=world)
     body = [
         "<h2>Average over subjects</h2>",
         f"<p>Rows marked <em>paper:</em> are the values of {PAPER_SOURCE}, for reference; not measured here.</p>",
+        *([f'<p class="world">{html.escape(world_sentence(summary["world_evaluator"]))}</p>'] if world else []),
         average,
         '<img src="tradeoff.png" alt="CLIP-T vs DINO-I trade-off" width="600">',
         *per_subject,

@@ -15,13 +15,15 @@ The subject's photos are found through the ``subject_dir`` field that ``eqdiff e
 ``evaluation.json`` (a relative path is taken from the current directory, as DVC stages run from the repository
 root). Output (``OUT``), built in a staging folder and swapped in whole:
 
-    summary.json      per variant x prompt set: CLIP-T, CLIP-I, DINO-I averaged over subjects (dvc metrics:
-                      numbers only)
-    report.json       the report's flags: ``{"calibrated": bool}``
+    summary.json      per variant x prompt set: CLIP-T, CLIP-I, DINO-I (and World-T, World-I when every run has
+                      the world metrics) averaged over subjects (dvc metrics: numbers only)
+    report.json       the report's flags: ``{"calibrated": bool}``, plus ``world_evaluator`` (its weights, sha256
+                      and measured accuracy) when the world metrics are shown
     table.md          Table 1's layout (rows = variants; unstylized, stylized x CLIP-T, CLIP-I, DINO-I), averaged
                       with the paper's rows (marked ``paper:``), then per subject
-    tradeoff.png      CLIP-T vs DINO-I, one labelled point per variant x prompt set
-    tradeoff.csv/json the same points for ``dvc plots`` (x: dino_i, y: clip_t)
+    tradeoff.png      CLIP-T vs DINO-I, one labelled point per variant x prompt set; with the world metrics,
+                      World-T vs World-I instead (the world evaluators' text alignment vs identity)
+    tradeoff.csv/json the same points for ``dvc plots`` (x: dino_i, y: clip_t; world_identity, world_text too)
     index.html, gallery/<subject>.html, gallery/assets/   a static gallery that works from the file system
 
 When any run is uncalibrated (random metric weights or noise samples), every output says so.
@@ -41,12 +43,12 @@ matplotlib.use("Agg")  # headless: the report is built on CI and servers without
 import matplotlib.pyplot as plt  # noqa: E402
 
 from eqdiff.artifacts import OutputLock, staged_directory, write_json, write_text  # noqa: E402
-from eqdiff.evaluate import METRICS  # noqa: E402
 from eqdiff.evaluations import Run, discover_runs  # noqa: E402
 from eqdiff.gallery import write_gallery  # noqa: E402
 from eqdiff.output_safety import claim_output  # noqa: E402
 from eqdiff.sample_index import PROMPT_SETS  # noqa: E402
-from eqdiff.table1 import PAPER_SOURCE, markdown_table  # noqa: E402
+from eqdiff.table1 import PAPER_SOURCE, columns, markdown_table, world_sentence  # noqa: E402
+from eqdiff.world.scores import WORLD_METRICS  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +58,17 @@ UNCALIBRATED = "uncalibrated (random weights)"
 def summarize(runs: list[Run]) -> dict[str, Any]:
     """Table 1's numbers: per subject and averaged over subjects (macro average), per variant x prompt set.
 
-    ``{"calibrated": bool, "variants": {V: {set: {clip_t, clip_i, dino_i, n_subjects}}},
-    "subjects": {S: {V: {set: {clip_t, clip_i, dino_i, n_images}}}}}``.
+    ``{"calibrated": bool, "world_evaluator": dict | None, "variants": {V: {set: {clip_t, clip_i, dino_i,
+    n_subjects}}}, "subjects": {S: {V: {set: {clip_t, clip_i, dino_i, n_images}}}}}``; every block also has
+    ``world_text``, ``world_identity`` when every run was evaluated with ``evaluate.world`` (then
+    ``world_evaluator`` is the first run's record of the evaluator, else None).
     """
+    world = all("world_evaluator" in run.metrics for run in runs)
+    keys = (*columns(world), "n_images")
     subjects: dict[str, dict[str, Any]] = {}
     for run in runs:
         subjects.setdefault(run.subject, {})[run.variant] = {
-            s: {k: run.metrics[s][k] for k in (*METRICS, "n_images")} for s in PROMPT_SETS if s in run.metrics
+            s: {k: run.metrics[s][k] for k in keys} for s in PROMPT_SETS if s in run.metrics
         }
     all_subjects = set(subjects)
     variants: dict[str, dict[str, Any]] = {}
@@ -71,7 +77,7 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
             rows = [s[variant][prompt_set] for s in subjects.values() if prompt_set in s.get(variant, {})]
             if not rows:
                 continue
-            means = {k: sum(r[k] for r in rows) / len(rows) for k in METRICS}
+            means = {k: sum(r[k] for r in rows) / len(rows) for k in columns(world)}
             variants.setdefault(variant, {})[prompt_set] = {**means, "n_subjects": len(rows)}
         covered = {name for name, s in subjects.items() if variant in s}
         if covered != all_subjects:
@@ -83,16 +89,18 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
                 len(all_subjects),
             )
     calibrated = all(run.calibrated for run in runs)
-    return {"calibrated": calibrated, "variants": variants, "subjects": subjects}
+    evaluator = runs[0].metrics["world_evaluator"] if world and runs else None
+    return {"calibrated": calibrated, "world_evaluator": evaluator, "variants": variants, "subjects": subjects}
 
 
 def markdown_report(summary: dict[str, Any]) -> str:
     """``table.md``: Table 1's layout averaged (with the paper's rows, marked), then one table per subject; an
     uncalibrated banner when it applies."""
     lines = ["# EqDiff evaluation", ""]
+    evaluator, world = summary["world_evaluator"], summary["world_evaluator"] is not None
     if not summary["calibrated"]:
         lines += [
-            f"> **{UNCALIBRATED.upper()}**: these numbers come from random metric weights and/or noise",
+            f"> **{UNCALIBRATED.upper()}**: the CLIP/DINO numbers come from random metric weights and/or noise",
             "> samples (tiny preset); they exercise the pipeline and mean nothing.",
             "",
         ]
@@ -101,16 +109,19 @@ def markdown_report(summary: dict[str, Any]) -> str:
         f"(generated, real) pairs. Rows marked `paper:` are the values of {PAPER_SOURCE}, not measured here.",
         "",
     ]
+    if world:
+        lines += [world_sentence(evaluator), ""]
     lines += [f"## Average over {len(summary['subjects'])} subject(s)", ""]
-    lines += markdown_table(summary["variants"], paper=True)
+    lines += markdown_table(summary["variants"], paper=True, world=world)
     for subject, variants in summary["subjects"].items():
         lines += ["", f"## {subject}", ""]
-        lines += markdown_table(variants)
+        lines += markdown_table(variants, world=world)
     return "\n".join(lines) + "\n"
 
 
 def tradeoff_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """One point per variant x prompt set: ``{variant, prompt_set, label, clip_t, dino_i}``."""
+    """One point per variant x prompt set: ``{variant, prompt_set, label, clip_t, dino_i}`` (and
+    ``world_identity``, ``world_text`` when the summary has them)."""
     return [
         {
             "variant": variant,
@@ -118,6 +129,7 @@ def tradeoff_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
             "label": f"{variant} ({prompt_set})",
             "clip_t": row["clip_t"],
             "dino_i": row["dino_i"],
+            **{k: row[k] for k in WORLD_METRICS if k in row},
         }
         for variant, sets in summary["variants"].items()
         for prompt_set, row in sets.items()
@@ -126,31 +138,36 @@ def tradeoff_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def tradeoff_csv(points: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer, fieldnames=["variant", "prompt_set", "label", "clip_t", "dino_i"], lineterminator="\n"
-    )
+    world = [k for k in WORLD_METRICS if points and k in points[0]]
+    fields = ["variant", "prompt_set", "label", "clip_t", "dino_i", *world]
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(points)
     return buffer.getvalue()
 
 
-def plot_tradeoff(points: list[dict[str, Any]], calibrated: bool, path: Path) -> None:
-    """CLIP-T (y) vs DINO-I (x), as the paper's Fig. 7 (lower); PNG at ``path``."""
+def plot_tradeoff(points: list[dict[str, Any]], calibrated: bool, path: Path, world: bool = False) -> None:
+    """CLIP-T (y) vs DINO-I (x), as the paper's Fig. 7 (lower); with ``world``, World-T (y) vs World-I (x), the
+    same axes (text alignment vs identity) measured by the world evaluators, whose accuracy calibrates them.
+    PNG at ``path``."""
+    x, y = ("world_identity", "world_text") if world else ("dino_i", "clip_t")
+    calibrated = calibrated or world
     figure, axes = plt.subplots(figsize=(6, 4.5), dpi=100)
     markers = {"unstylized": "o", "stylized": "s"}
     for prompt_set in PROMPT_SETS:
         chosen = [p for p in points if p["prompt_set"] == prompt_set]
         axes.scatter(
-            [p["dino_i"] for p in chosen],
-            [p["clip_t"] for p in chosen],
+            [p[x] for p in chosen],
+            [p[y] for p in chosen],
             marker=markers[prompt_set],
             label=prompt_set,
         )
         for p in chosen:
-            axes.annotate(p["variant"], (p["dino_i"], p["clip_t"]), textcoords="offset points", xytext=(4, 4))
-    axes.set_xlabel("DINO-I (subject fidelity)")
-    axes.set_ylabel("CLIP-T (text alignment)")
-    title = "CLIP-T vs DINO-I per variant"
+            axes.annotate(p["variant"], (p[x], p[y]), textcoords="offset points", xytext=(4, 4))
+    names = {"dino_i": "DINO-I", "clip_t": "CLIP-T", "world_identity": "World-I", "world_text": "World-T"}
+    axes.set_xlabel(f"{names[x]} (subject fidelity)")
+    axes.set_ylabel(f"{names[y]} (text alignment)")
+    title = f"{names[y]} vs {names[x]} per variant" + (" (world evaluators)" if world else "")
     axes.set_title(
         title if calibrated else f"{title}\n{UNCALIBRATED.upper()}",
         color="black" if calibrated else "firebrick",
@@ -174,12 +191,15 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, selection: list[tupl
         logger.warning("report is %s: its numbers mean nothing", UNCALIBRATED)
     points = tradeoff_points(summary)
     with OutputLock(out_dir), staged_directory(out_dir) as staging:
-        write_json(staging / "summary.json", {k: v for k, v in summary.items() if k != "calibrated"})
-        write_json(staging / "report.json", {"calibrated": summary["calibrated"]})
+        flags = {"calibrated": summary["calibrated"]}
+        if summary["world_evaluator"] is not None:
+            flags["world_evaluator"] = summary["world_evaluator"]
+        write_json(staging / "summary.json", {k: v for k, v in summary.items() if k not in flags})
+        write_json(staging / "report.json", flags)
         write_text(staging / "table.md", markdown_report(summary))
         write_text(staging / "tradeoff.csv", tradeoff_csv(points))
         write_json(staging / "tradeoff.json", points)
-        plot_tradeoff(points, summary["calibrated"], staging / "tradeoff.png")
+        plot_tradeoff(points, summary["calibrated"], staging / "tradeoff.png", summary["world_evaluator"] is not None)
         write_gallery(runs, summary, staging)
     logger.info("report of %d run(s) written to %s", len(runs), out_dir)
     return out_dir

@@ -112,6 +112,8 @@ class EvaluateConfig(Section):
     """Images per forward pass."""
     seed: int = 0
     """Seed of the random weights used where a model directory is null."""
+    world: bool = False
+    """Also the world-native metrics (world_text, world_identity, world_identity_match), for the world preset."""
 
     def validate(self) -> None:
         _check(self.batch_size > 0, "evaluate", "batch_size", "an integer > 0", self.batch_size)

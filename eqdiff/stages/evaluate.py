@@ -2,9 +2,11 @@
 ``metrics.evaluate``.
 
 Reads params section ``evaluate``. Writes, atomically, ``--out`` (``metrics.json``: numbers only, per prompt set
-``clip_t``, ``clip_t_cosine``, ``clip_i``, ``dino_i``, ``n_images``, ``n_prompts``, and ``n_real_images``; what
+``clip_t``, ``clip_t_cosine``, ``clip_i``, ``dino_i``, ``n_images``, ``n_prompts`` (with ``evaluate.world``
+also ``world_text``, ``world_identity``, ``world_identity_match``), and ``n_real_images``; what
 ``dvc metrics show/diff`` tabulate) and ``--info`` (default ``evaluation.json`` beside it: the calibration
-flags, metric model ids, subject, variant, ``subject_dir`` and per-prompt CLIP-T). ``eqdiff report`` reads both.
+flags, metric model ids, subject, variant, ``subject_dir``, per-prompt CLIP-T, and with ``evaluate.world`` the
+world evaluator's digest and measured accuracy). ``eqdiff report`` reads both.
 """
 
 from __future__ import annotations

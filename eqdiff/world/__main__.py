@@ -1,6 +1,7 @@
 """``python -m eqdiff.world``: build the procedural world's models (docs/world.md).
 
 python -m eqdiff.world model --out eqdiff/world/weights/model      # the base model (about 50 min, 2 cores)
+python -m eqdiff.world evaluator --out eqdiff/world/weights/evaluator   # the evaluators (about 10 min, 1 core)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from eqdiff.cli import configure_runtime
 
 def main(argv: list[str] | None = None) -> int:
     from eqdiff.world.base_model import WorldTrainConfig, train_world_model
+    from eqdiff.world.evaluator_training import EvaluatorTrainConfig, train_evaluator
 
     parser = argparse.ArgumentParser(prog="python -m eqdiff.world", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -23,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--out", type=Path, required=True, help="output folder (must not exist)")
     for field in fields(WorldTrainConfig):
         model.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
+    evaluator = commands.add_parser("evaluator", help="train the world evaluators and measure their accuracy")
+    evaluator.add_argument("--out", type=Path, required=True, help="output folder (must not exist)")
+    for field in fields(EvaluatorTrainConfig):
+        evaluator.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
     check = commands.add_parser("check-base", help="sample the base model and recognise its samples")
     check.add_argument("--out", type=Path, required=True, help="folder for base_check.json and base_check.png")
     check.add_argument("--model-path", default=None, help="a world model folder (default: the shipped one)")
@@ -44,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         print(f"eqdiff.world: error: --out {args.out} already exists (choose a new folder)", file=sys.stderr)
         return 2
+    if args.command == "evaluator":
+        settings = EvaluatorTrainConfig(**{f.name: getattr(args, f.name) for f in fields(EvaluatorTrainConfig)})
+        train_evaluator(args.out, settings)
+        print(f"world evaluator written to {args.out}")
+        return 0
     config = WorldTrainConfig(**{f.name: getattr(args, f.name) for f in fields(WorldTrainConfig)})
     train_world_model(args.out, config)
     print(f"world base model written to {args.out}")
