@@ -128,3 +128,15 @@ def test_demo_pipeline_on_the_world_preset(tmp_path: Path):
     summary = json.loads((project / "reports" / "summary.json").read_text())
     assert "world" in json.dumps(summary), summary
     assert (project / "reports" / "tradeoff.png").is_file() and (project / "reports" / "index.html").is_file()
+
+
+def test_world_experiment_params_are_the_demos_but_for_its_subjects():
+    """experiments/world/params.yaml keeps the demo's method settings: only what the experiment is differs."""
+    import yaml
+
+    demo = yaml.safe_load((REPO / "params.yaml").read_text())
+    world = yaml.safe_load((REPO / "experiments" / "world" / "params.yaml").read_text())
+    differs = {key for key in demo.keys() | world.keys() if demo.get(key) != world.get(key)}
+    assert differs == {"subjects", "classes", "variants", "prompts"}, differs
+    assert len(world["subjects"]) >= 5 and world["variants"] == ["A", "F"]
+    assert all(Path(REPO / "experiments" / "world" / path).is_file() for path in world["prompts"].values())
