@@ -78,7 +78,8 @@ def test_held_out_identities_are_never_drawn_for_training_and_captions_use_clip_
     tokenizer = build_clip_tokenizer(Path(__import__("tempfile").mkdtemp()))
     vocab = tokenizer.get_vocab()
     words = {word for spec in specs[:300] for word in caption(spec).split()}
-    assert all(f"{word}</w>" in vocab for word in words), sorted(w for w in words if f"{w}</w>" not in vocab)
+    split = sorted(w for w in words if f"{w}</w>" not in vocab)
+    assert split == ["checkered"] and tokenizer.tokenize("checkered") == ["chec", "kered</w>"], split
     assert caption(replace(specs[0], style="watercolor", scene="beach")).startswith("a watercolor painting of a ")
 
 
@@ -140,3 +141,20 @@ def test_world_experiment_params_are_the_demos_but_for_its_subjects():
     assert differs == {"subjects", "classes", "variants", "prompts"}, differs
     assert len(world["subjects"]) >= 5 and world["variants"] == ["A", "F"]
     assert all(Path(REPO / "experiments" / "world" / path).is_file() for path in world["prompts"].values())
+
+
+def test_the_base_model_command_is_seeded_and_the_shipped_record_is_its_defaults(tmp_path: Path):
+    """Two runs of the training command (a few steps) write the same bytes; the shipped model's record is the
+    command's defaults, so `python -m eqdiff.world model` reproduces what ships (docs/world.md, Base model)."""
+    from dataclasses import asdict
+
+    from eqdiff.world.base_model import WorldTrainConfig, train_world_model
+
+    small = WorldTrainConfig(num_images=64, vae_steps=2, vae_batch_size=4, steps=2, batch_size=4, warmup_steps=1)
+    digests = [
+        json.loads((train_world_model(tmp_path / f"run{i}", small) / "world_model.json").read_text())["digest"]
+        for i in (0, 1)
+    ]
+    assert digests[0] == digests[1] == world_digest(tmp_path / "run0")
+    record = json.loads((SHIPPED_MODEL / "world_model.json").read_text())
+    assert record["config"] == asdict(WorldTrainConfig())

@@ -1,6 +1,6 @@
 """Training the ``world`` base model from scratch on the procedural world (docs/world.md, "Base model").
 
-Stock SD v1.x components at small widths, trained in two phases on CPU in under an hour:
+Stock SD v1.x components at small widths, trained in two phases, about 90 minutes on 2 CPU cores:
 
 1. the VAE (``AutoencoderKL``, 3 levels: 64 px images <-> 4 x 16 x 16 latents) on random crops, L1 + a tiny KL
    term as SD's first stage (without the adversarial and perceptual terms, which need pretrained networks);
@@ -84,14 +84,14 @@ KEPT_TOKENS = ("ktn",)
 class WorldTrainConfig:
     """How the world base model is trained; the defaults are the shipped model's (docs/world.md)."""
 
-    num_images: int = 60_000
+    num_images: int = 40_000
     """Training images drawn once (captions are re-drawn every step)."""
-    vae_steps: int = 2_000
+    vae_steps: int = 1_500
     vae_batch_size: int = 32
     vae_crop: int = 32
     """Side of the random crops the VAE trains on (it is convolutional; the mid-block attention sees 8 x 8)."""
     vae_learning_rate: float = 1e-3
-    steps: int = 4_000
+    steps: int = 3_600
     """UNet + text encoder optimisation steps."""
     batch_size: int = 32
     learning_rate: float = 5e-4

@@ -9,7 +9,8 @@ image; styles come in two kinds, by where their energy lives in the spectrum (do
 - low-frequency styles (``watercolor painting``: wash, blur and paper; ``vintage photo``: warm palette, faded
   contrast, vignette) keep the edges and change the palette and lighting.
 
-Every word is a whole-word entry of the real CLIP vocabulary, and captions follow the paper's prompt forms
+Every word but ``checkered`` (two BPE pieces, ``chec`` + ``kered``) is a whole-word entry of the real CLIP
+vocabulary, and captions follow the paper's prompt forms
 ("a {} on the beach", "a watercolor painting of a {}").
 """
 
