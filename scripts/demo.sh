@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quickstart command 1: set up .venv (idempotent), then run the embedded demo end to end with DVC:
 # sample subject -> masks -> augment -> bands -> prior -> train -> generate -> evaluate -> report -> MLflow.
-# The demo runs the tiny preset (random weights): its images are noise. See README "Real weights".
+# The demo runs the world preset (a small model trained from scratch on the procedural world, docs/world.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -22,4 +22,4 @@ echo "  MLflow runs      source .venv/bin/activate && mlflow ui --backend-store-
 echo "  masks / bands    runs/demo_ball/masks/overlay.png, runs/demo_ball/bands/sheet.png"
 echo "  concept          runs/demo_ball/F/concept/"
 echo "  samples          runs/demo_ball/F/samples/grid.png"
-echo "The tiny preset has random weights: the images are noise and the metrics are uncalibrated."
+echo "World-T / World-I in reports/table.md come from the world evaluators; CLIP/DINO columns are random-weight (uncalibrated)."

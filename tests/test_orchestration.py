@@ -94,7 +94,7 @@ def test_fresh_copy_plans_every_stage(tmp_path: Path):
         "masks@0",
         "augment@0",
         "bands@0",
-        "prior@toy",
+        "prior@ball",
         "train@subject0-F",
         "generate@subject0-F",
         "evaluate@subject0-F",

@@ -70,7 +70,7 @@ def test_the_flow_plan_hands_tasks_absolute_paths_in_the_store(tmp_path: Path, m
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     make_sample_subject(tmp_path / "data" / "subjects" / "demo_ball", 2)
     (tmp_path / "eqdiff" / "prompt_lists").mkdir(parents=True)
-    for name in ("demo_unstylized", "demo_stylized"):
+    for name in ("world_unstylized", "world_stylized"):
         (tmp_path / "eqdiff" / "prompt_lists" / f"{name}.txt").write_text("a photo of {}\n")
     monkeypatch.chdir(tmp_path)
     store = tmp_path / "shared"
