@@ -52,9 +52,10 @@ def test_demo_params_pass(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # nothing is written
     code, table, errors = check(capsys, params=REPO / "params.yaml")
     assert code == 0 and errors == []
+    # the world preset's shipped folder, and the world's own masks beside each subject's photos
     assert [line.split()[0] for line in table.splitlines()] == [
         "field", "model.path", "evaluate.clip_model", "evaluate.dino_model", "masks.files_dir",
-    ]  # fmt: skip (the world preset's shipped folder; the world's own masks beside each subject's photos)
+    ]  # fmt: skip
     assert "PROBLEM" not in table and list(tmp_path.iterdir()) == []
 
 
