@@ -102,7 +102,7 @@ class RandomPreset:
 
 _DOWN = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
 _UP = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
-_CLIP_IDS = {
+CLIP_IDS = {  # the CLIP text tower's vocabulary, positions and special tokens (every preset)
     "vocab_size": 49408,
     "max_position_embeddings": 77,
     "bos_token_id": 49406,
@@ -137,7 +137,7 @@ RANDOM_PRESETS: dict[str, RandomPreset] = {
             "intermediate_size": 37,
             "num_hidden_layers": 5,
             "num_attention_heads": 4,
-            **_CLIP_IDS,
+            **CLIP_IDS,
         },
         native_resolution=TINY_RESOLUTION,
     ),
@@ -168,7 +168,7 @@ RANDOM_PRESETS: dict[str, RandomPreset] = {
             "num_attention_heads": 12,
             "hidden_act": "quick_gelu",
             "projection_dim": 768,
-            **_CLIP_IDS,
+            **CLIP_IDS,
         },
         native_resolution=512,
     ),

@@ -33,7 +33,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from eqdiff.architectures import SD_V1_SCHEDULER, build_clip_tokenizer
+from eqdiff.architectures import CLIP_IDS, SD_V1_SCHEDULER, build_clip_tokenizer
 from eqdiff.world.preset import RECORD_FILE, world_digest
 from eqdiff.world.render import render
 from eqdiff.world.vocabulary import STYLES, caption, random_spec
@@ -41,13 +41,6 @@ from eqdiff.world.vocabulary import STYLES, caption, random_spec
 logger = logging.getLogger(__name__)
 
 WORLD_RESOLUTION = 64
-_CLIP_IDS = {
-    "vocab_size": 49408,
-    "max_position_embeddings": 77,
-    "bos_token_id": 49406,
-    "eos_token_id": 49407,
-    "pad_token_id": 49407,
-}
 WORLD_ARCHITECTURE = {
     "unet": {
         "sample_size": WORLD_RESOLUTION // 4,
@@ -73,7 +66,7 @@ WORLD_ARCHITECTURE = {
         "intermediate_size": 256,
         "num_hidden_layers": 4,
         "num_attention_heads": 4,
-        **_CLIP_IDS,
+        **CLIP_IDS,
     },
 }
 KEPT_TOKENS = ("ktn",)
