@@ -139,7 +139,7 @@ def test_queued_and_temp_experiments_share_one_store_and_the_run_cache(experimen
     ok = sweep(project, "-g", "fdte.p_l=0.1,0.2", "--follow", "fdte.p_o", "-j", "2", "--prefix", "pl")
     assert ok.returncode == 0, ok.stderr[-3000:]
     log = dvc(project, "queue", "logs", "pl-000").stdout
-    assert {"prior@toy", "train@subject0-F"} <= set(cached_stages(log)), log
+    assert {"prior@ball", "train@subject0-F"} <= set(cached_stages(log)), log
     assert "train@subject0-F" not in cached_stages(dvc(project, "queue", "logs", "pl-001").stdout)
 
     # 4. A failing point does not stop the next; the sweep names it with its stage's own error line.
