@@ -1,11 +1,9 @@
 """``check-models``: every model path the params name, checked in seconds before hours of work depend on it.
 
 For each path (``model.path``, ``evaluate.clip_model`` / ``dino_model``, the mask backend's files) one ``ModelRow``:
-does it exist, is it the expected format (diffusers / transformers directory, single ``.safetensors`` /
-``.ckpt`` file, weights-only ``.pth``), does its architecture fit what the stage that reads it builds (keys and
-shapes from the file headers against networks built on the meta device: no weights are loaded, except a
-GroundingDINO checkpoint, compared with a built detector), and what dtype its weights are stored in. A row
-whose ``problem`` is set is a path the pipeline would fail on.
+exists? expected format (diffusers / transformers / world model directory, ``.safetensors`` / ``.ckpt``, ``.pth``)?
+architecture as built by the reading stage (header keys and shapes vs meta-device networks; only a GroundingDINO
+checkpoint is loaded)? stored dtype? A row whose ``problem`` is set is a path the pipeline would fail on.
 """
 
 from __future__ import annotations
@@ -133,10 +131,8 @@ def _world_folder(path: Path) -> tuple[str, str, str]:
         source = world_source(str(path))
     except EqDiffError as exc:
         raise _Problem(str(exc).split(f"{path} ", 1)[-1]) from None
-    shapes: Shapes = {}
-    for file in world_files(source):
-        if file.suffix == ".safetensors":
-            shapes.update({f"{file.parent.name}.{k}": v for k, v in tensor_shapes(file, "model.path").items()})
+    files = [f for f in world_files(source) if f.suffix == ".safetensors"]
+    shapes = {f"{f.parent.name}.{k}": v for f in files for k, v in tensor_shapes(f, "model.path").items()}
     return "world model folder", f"world (weights {world_digest(source)})", dtype_summary(shapes)
 
 
