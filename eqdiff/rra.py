@@ -336,6 +336,23 @@ def _grid_mask(mask: torch.Tensor, tokens: int) -> torch.Tensor:
     return F.interpolate(mask.float(), size=(side, side), mode="nearest").flatten(1)
 
 
+def _on_finest_grid(maps: list[torch.Tensor]) -> list[torch.Tensor]:
+    """(B, heads, N_i, L) attention maps on square grids -> all on the finest grid (bilinear along the query
+    grid: every row stays a distribution over L). SD v1.x's L_ca layers share one grid (nothing changes); the
+    world model's sit at 4 x 4 and 8 x 8 (docs/world.md, Base model)."""
+    tokens = max(m.shape[2] for m in maps)
+    side = math.isqrt(tokens)
+    out = []
+    for m in maps:
+        if m.shape[2] != tokens:
+            b, h, n, length = m.shape
+            grid = m.reshape(b * h, math.isqrt(n), math.isqrt(n), length).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid, size=(side, side), mode="bilinear", align_corners=False)
+            m = grid.permute(0, 2, 3, 1).reshape(b, h, tokens, length)
+        out.append(m)
+    return out
+
+
 def reference_attention_loss(
     bank: ReferenceBank, rows: slice, target_masks: torch.Tensor, reference_masks: torch.Tensor
 ) -> torch.Tensor:
@@ -355,7 +372,7 @@ def cross_attention_loss(
     bank: ReferenceBank, rows: slice, token_positions: torch.Tensor, target_masks: torch.Tensor
 ) -> torch.Tensor:
     """L_ca: the placeholder's cross-attention map (mean over layers and heads) over its max vs. the mask."""
-    maps = torch.stack([m[rows] for m in bank.cross_maps.values()]).mean(dim=(0, 2))  # (B, N, L)
+    maps = torch.stack(_on_finest_grid([m[rows] for m in bank.cross_maps.values()])).mean(dim=(0, 2))  # (B, N, L)
     index = token_positions.to(maps.device).view(-1, 1, 1).expand(-1, maps.shape[1], 1)
     a = maps.gather(2, index).squeeze(2)
     a = a / a.amax(dim=1, keepdim=True).clamp_min(1e-12)

@@ -213,3 +213,16 @@ def test_cross_attention_detaches_the_bos_key_and_value_only(tiny_components):
     attn.processor(attn, x, encoder_hidden_states=text).pow(2).sum().backward()
     assert text.grad[:, 0].abs().max() == 0
     assert text.grad[:, 1:].abs().amax(dim=-1).min() > 0
+
+
+def test_cross_attention_maps_of_two_grids_meet_on_the_finer_one():
+    """L_ca's layers may sit at two resolutions (the world model: 4 x 4 and 8 x 8): the coarse maps are resized
+    to the fine grid and stay distributions over the tokens; maps already on one grid are left as they are."""
+    coarse = torch.rand(2, 3, 16, 77).softmax(dim=-1)
+    fine = torch.rand(2, 3, 64, 77).softmax(dim=-1)
+    resized, same = rra._on_finest_grid([coarse, fine])
+    assert resized.shape == fine.shape and same is fine
+    assert torch.allclose(resized.sum(dim=-1), torch.ones(2, 3, 64))
+    # a coarse cell's distribution reaches the fine cells it covers (the top-left cell -> the top-left 2 x 2)
+    assert torch.allclose(resized.view(2, 3, 8, 8, 77)[:, :, 0, 0], coarse.view(2, 3, 4, 4, 77)[:, :, 0, 0])
+    assert rra._on_finest_grid([fine, fine])[0] is fine

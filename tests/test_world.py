@@ -100,6 +100,12 @@ def test_world_preset_loads_the_shipped_weights_through_load_components(tmp_path
     components = load_components(ModelConfig(preset="world", cache_dir=str(tmp_path)))
     assert components.base_model_id == f"world:{record['digest']}" and components.native_resolution == 64
     assert components.unet.dtype == torch.float32 and len(components.tokenizer) == 49408
+    # the shipped text encoder stores only the rows world captions use; the cache copy has the whole table again
+    table = components.text_encoder.get_input_embeddings().weight
+    used = components.tokenizer("a watercolor painting of a fuzzy red striped ball").input_ids
+    assert table.shape == (49408, 64) and bool(table[used].abs().sum(dim=1).gt(0).all())
+    assert int(table.abs().sum(dim=1).gt(0).sum()) == record["kept_token_ids"]
+    assert max(p.stat().st_size for p in SHIPPED_MODEL.rglob("*") if p.is_file()) < 2_000_000
     with pytest.raises(ModelError, match="is not a world model folder"):
         load_components(ModelConfig(preset="world", path=str(tmp_path / "nothing"), cache_dir=str(tmp_path)))
 
@@ -150,7 +156,9 @@ def test_the_base_model_command_is_seeded_and_the_shipped_record_is_its_defaults
 
     from eqdiff.world.base_model import WorldTrainConfig, train_world_model
 
-    small = WorldTrainConfig(num_images=64, vae_steps=2, vae_batch_size=4, steps=2, batch_size=4, warmup_steps=1)
+    small = WorldTrainConfig(
+        num_images=64, vae_steps=2, vae_batch_size=4, text_steps=2, text_batch_size=8, steps=2, batch_size=4
+    )
     digests = [
         json.loads((train_world_model(tmp_path / f"run{i}", small) / "world_model.json").read_text())["digest"]
         for i in (0, 1)

@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--model-path", default=None, help="a world model folder (default: the shipped one)")
     check.add_argument("--num-samples", type=int, default=200)
     check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--num-inference-steps", type=int, default=25)
+    check.add_argument("--guidance-scale", type=float, default=5.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     configure_runtime()
@@ -43,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         from eqdiff.world.base_check import check_base_model
 
         summary = check_base_model(
-            args.out, ModelConfig(preset="world", path=args.model_path), args.num_samples, args.seed
+            args.out,
+            ModelConfig(preset="world", path=args.model_path),
+            args.num_samples,
+            args.seed,
+            num_inference_steps=args.num_inference_steps,
+            guidance_scale=args.guidance_scale,
         )
         rates = ", ".join(f"{key} {value:.0%}" for key, value in summary["recognised"].items())
         print(f"recognised: {rates}; all three {summary['recognised_all']:.0%} ({args.out}/base_check.png)")

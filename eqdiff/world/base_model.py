@@ -1,18 +1,19 @@
 """Training the ``world`` base model from scratch on the procedural world (docs/world.md, "Base model").
 
-Stock SD v1.x components at small widths, trained in two phases, about 90 minutes on 2 CPU cores:
+Stock SD v1.x components at small widths, trained in three phases, about 90 minutes on 2 CPU cores:
 
 1. the VAE (``AutoencoderKL``, 3 levels: 64 px images <-> 4 x 16 x 16 latents) on random crops, L1 + a tiny KL
    term as SD's first stage (without the adversarial and perceptual terms, which need pretrained networks);
    ``scaling_factor`` is then set to 1 / std of the training latents, as SD's 0.18215 was measured;
-2. the UNet (SD v1.x's block types, one layer per block) and the CLIP text encoder, jointly, with SD's
-   noise schedule and epsilon loss on cached VAE posteriors, captions dropped 10 % of the time (classifier-free
-   guidance), AdamW with warm-up and cosine decay, and an EMA of both networks, which is what is saved.
+2. the CLIP text encoder, contrastively against a small image tower over the latents (CLIP's objective; the
+   tower is discarded), then frozen, as SD v1.x's text encoder is;
+3. the UNet (SD v1.x's block types, one layer per block) with SD's noise schedule and epsilon loss (Min-SNR
+   weighted) on cached VAE posteriors, captions dropped 10 % of the time (classifier-free guidance), AdamW with
+   warm-up and cosine decay, and an EMA, which is what is saved.
 
 The output is a diffusers directory without tokenizer and scheduler (``eqdiff.world.preset`` adds the real CLIP
-tokenizer and SD's scheduler), weights in fp16. Text-encoder rows of tokens that no world caption uses are
-zeroed before saving (they were never trained; zero rows keep the repository copy small) except the concept
-initializer's row.
+tokenizer and SD's scheduler), weights in fp16, in shards under 2 MB. The text encoder keeps only the token rows
+that world captions use (and the concept initializer's); the preset rebuilds the whole table.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from eqdiff.architectures import CLIP_IDS, SD_V1_SCHEDULER, build_clip_tokenizer
-from eqdiff.world.preset import RECORD_FILE, world_digest
+from eqdiff.world.preset import MAX_SHARD_SIZE, RECORD_FILE, compact_token_table, world_digest
 from eqdiff.world.render import render
 from eqdiff.world.vocabulary import STYLES, caption, random_spec
 
@@ -45,11 +46,15 @@ WORLD_ARCHITECTURE = {
     "unet": {
         "sample_size": WORLD_RESOLUTION // 4,
         "layers_per_block": 1,
-        "block_out_channels": (32, 64, 96, 96),
-        "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        "block_out_channels": (32, 64, 128),
+        # no attention at the 16 x 16 level, cross-attention at 8 x 8 and 4 x 4 and in the mid block (the RRA and
+        # L_ca/L_ra layers, down_blocks.2 and up_blocks.1, are cross-attention blocks as in SD v1.x)
+        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
         "cross_attention_dim": 64,
-        "attention_head_dim": 8,
+        # diffusers' name for the number of heads: 2 heads of 32 and 64 channels (CPU attention with 4-wide heads
+        # took half of each training step)
+        "attention_head_dim": 2,
         "norm_num_groups": 16,
     },
     "vae": {
@@ -79,16 +84,22 @@ class WorldTrainConfig:
 
     num_images: int = 40_000
     """Training images drawn once (captions are re-drawn every step)."""
-    vae_steps: int = 1_500
+    vae_steps: int = 4_000
     vae_batch_size: int = 32
     vae_crop: int = 32
     """Side of the random crops the VAE trains on (it is convolutional; the mid-block attention sees 8 x 8)."""
     vae_learning_rate: float = 1e-3
-    steps: int = 3_600
-    """UNet + text encoder optimisation steps."""
+    text_steps: int = 600
+    """Contrastive (CLIP) steps of the text encoder against a small latent image tower, before the UNet."""
+    text_batch_size: int = 256
+    text_learning_rate: float = 1e-3
+    steps: int = 8_000
+    """UNet optimisation steps (the text encoder is frozen, as SD v1.x's CLIP text encoder is)."""
     batch_size: int = 32
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     warmup_steps: int = 200
+    snr_gamma: float = 5.0
+    """Min-SNR-gamma loss weighting (Hang et al. 2023): timesteps with SNR above gamma are weighted gamma / SNR."""
     caption_dropout: float = 0.1
     word_keep: float = 0.8
     """Probability that each attribute / scene word of a caption is kept."""
@@ -179,51 +190,103 @@ class _Ema:
             live.copy_(shadow)
 
 
+def _captions(specs: list, rows: torch.Tensor, rng: np.random.Generator, config: WorldTrainConfig, dropout: float):
+    return ["" if rng.random() < dropout else caption(specs[int(i)], rng, config.word_keep) for i in rows]
+
+
+def train_text_encoder(
+    latents: torch.Tensor, specs: list, tokenizer, config: WorldTrainConfig, generator: torch.Generator
+) -> tuple[CLIPTextModel, set[int]]:
+    """CLIP's objective at world scale: the text encoder's pooled (EOS) state and a small conv tower on the
+    training latents, projected to a shared space, trained with the symmetric InfoNCE loss and a learnt
+    temperature. The image tower and both projections are discarded; what the UNet gets is a text encoder whose
+    states already tell shapes, colours, scenes and styles apart, as SD v1.x's frozen CLIP encoder does."""
+    width = WORLD_ARCHITECTURE["text_encoder"]["hidden_size"]
+    text_encoder = CLIPTextModel(CLIPTextConfig(**WORLD_ARCHITECTURE["text_encoder"]))
+    tower = torch.nn.Sequential(
+        torch.nn.Conv2d(latents.shape[1], 64, 3, padding=1),
+        torch.nn.SiLU(),
+        torch.nn.Conv2d(64, 128, 3, stride=2, padding=1),
+        torch.nn.SiLU(),
+        torch.nn.Conv2d(128, 128, 3, stride=2, padding=1),
+        torch.nn.SiLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(128, width),
+    )
+    projection = torch.nn.Linear(width, width, bias=False)
+    log_temperature = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    parameters = [*text_encoder.parameters(), *tower.parameters(), *projection.parameters(), log_temperature]
+    optimizer = torch.optim.AdamW(parameters, lr=config.text_learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr(s, config.text_steps, 50))
+    rng = np.random.default_rng([config.seed, 2])
+    used: set[int] = set()
+    targets = torch.arange(config.text_batch_size)
+    for _ in (bar := tqdm(range(config.text_steps), desc="world: text encoder (CLIP)", unit="step")):
+        rows = torch.randint(len(specs), (config.text_batch_size,), generator=generator)
+        ids = _token_ids(tokenizer, _captions(specs, rows, rng, config, 0.0))
+        used.update(int(t) for t in ids.unique())
+        text = F.normalize(projection(text_encoder(ids).pooler_output), dim=-1)
+        image = F.normalize(tower(latents[rows]), dim=-1)
+        logits = text @ image.T * log_temperature.clamp(max=math.log(100)).exp()
+        loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    return text_encoder.eval().requires_grad_(False), used
+
+
+def _token_ids(tokenizer, texts: list[str]) -> torch.Tensor:
+    return tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+
+
 def train_denoiser(
     means: torch.Tensor,
     stds: torch.Tensor,
     scale: float,
     specs: list,
+    text_encoder: CLIPTextModel,
+    tokenizer,
     config: WorldTrainConfig,
     generator: torch.Generator,
-) -> tuple[UNet2DConditionModel, CLIPTextModel, set[int]]:
-    """Train UNet + text encoder on ``scale``-d latents; returns the EMA networks and the token ids captions used."""
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer = build_clip_tokenizer(Path(folder))
+) -> tuple[UNet2DConditionModel, set[int]]:
+    """Train the UNet on ``scale``-d latents under the frozen ``text_encoder``; returns the EMA UNet and the token
+    ids captions used."""
     unet = UNet2DConditionModel(**WORLD_ARCHITECTURE["unet"])
-    text_encoder = CLIPTextModel(CLIPTextConfig(**WORLD_ARCHITECTURE["text_encoder"]))
     noise_scheduler = DDPMScheduler.from_config(SD_V1_SCHEDULER)
-    networks = [unet, text_encoder]
-    parameters = [p for m in networks for p in m.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr(s, config.steps, config.warmup_steps))
-    ema = _Ema(networks, config.ema_decay)
+    ema = _Ema([unet], config.ema_decay)
     rng = np.random.default_rng([config.seed, 1])
     used: set[int] = set()
     alphas = noise_scheduler.alphas_cumprod
-    for _ in (bar := tqdm(range(config.steps), desc="world: UNet + text encoder", unit="step")):
+    for _ in (bar := tqdm(range(config.steps), desc="world: UNet", unit="step")):
         rows = torch.randint(len(specs), (config.batch_size,), generator=generator)
-        texts = [
-            "" if rng.random() < config.caption_dropout else caption(specs[int(i)], rng, config.word_keep) for i in rows
-        ]
-        ids = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+        ids = _token_ids(tokenizer, _captions(specs, rows, rng, config, config.caption_dropout))
         used.update(int(t) for t in ids.unique())
         latents = (means[rows] + stds[rows] * torch.randn(means[rows].shape, generator=generator)) * scale
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(rows),), generator=generator)
         a = alphas[timesteps].sqrt().view(-1, 1, 1, 1)
         noisy = a * latents + (1 - a**2).sqrt() * noise
-        states = text_encoder(ids).last_hidden_state
-        loss = F.mse_loss(unet(noisy, timesteps, states).sample, noise)
+        with torch.no_grad():
+            states = text_encoder(ids).last_hidden_state
+        snr = alphas[timesteps] / (1 - alphas[timesteps])
+        weight = snr.clamp(max=config.snr_gamma) / snr
+        error = (unet(noisy, timesteps, states).sample - noise).pow(2).mean(dim=(1, 2, 3))
+        loss = (weight * error).mean()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         ema.update()
         bar.set_postfix(loss=f"{loss.item():.4f}")
     ema.copy_to_live()
-    return unet.eval(), text_encoder.eval(), used
+    return unet.eval(), used
 
 
 def train_world_model(out: str | Path, config: WorldTrainConfig = WorldTrainConfig()) -> Path:
@@ -237,8 +300,11 @@ def train_world_model(out: str | Path, config: WorldTrainConfig = WorldTrainConf
     means, stds = encode_training_set(vae, images)
     scale = float(1.0 / means.std())  # SD's scaling_factor, measured the same way
     vae.register_to_config(scaling_factor=scale)
-    unet, text_encoder, used = train_denoiser(means, stds, scale, specs, config, generator)
-    save_world_model(out, unet, vae, text_encoder, used, config, time.monotonic() - start)
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = build_clip_tokenizer(Path(folder))
+    text_encoder, used = train_text_encoder(means * scale, specs, tokenizer, config, generator)
+    unet, used_by_unet = train_denoiser(means, stds, scale, specs, text_encoder, tokenizer, config, generator)
+    save_world_model(out, unet, vae, text_encoder, used | used_by_unet, config, time.monotonic() - start)
     return out
 
 
@@ -255,13 +321,10 @@ def save_world_model(
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = build_clip_tokenizer(Path(folder))
     keep = sorted(used | {tokenizer.convert_tokens_to_ids(t) for t in KEPT_TOKENS})
-    with torch.no_grad():
-        table = text_encoder.get_input_embeddings().weight
-        kept = table[keep].clone()
-        table.zero_()
-        table[keep] = kept
-    for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
-        module.to(torch.float16).save_pretrained(out / name)
+    for name, module in (("unet", unet), ("vae", vae)):
+        module.to(torch.float16).save_pretrained(out / name, max_shard_size=MAX_SHARD_SIZE)
+    text_encoder.to(torch.float16).save_pretrained(out / "text_encoder")  # one file, compacted below
+    compact_token_table(out / "text_encoder", keep)
     record = {
         "config": asdict(config),
         "styles": list(STYLES),

@@ -10,11 +10,14 @@ weights' digest, and from then on ``load_components`` reads it like any SD v1.x 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
 
+import torch
 from diffusers import DDPMScheduler
+from safetensors.torch import load_file, save_file
 
 from eqdiff.architectures import SD_V1_SCHEDULER, build_clip_tokenizer
 from eqdiff.errors import ModelError
@@ -22,6 +25,44 @@ from eqdiff.errors import ModelError
 SHIPPED_MODEL = Path(__file__).parent / "weights" / "model"
 WEIGHT_FOLDERS = ("unet", "vae", "text_encoder")
 RECORD_FILE = "world_model.json"
+MAX_SHARD_SIZE = "1900KB"
+"""Weight files are written in diffusers' shards of at most this size, so that no tracked file passes 2 MB."""
+TOKEN_TABLE = "token_embedding"
+"""The token table's module name (transformers 5 saves it as ``embeddings.token_embedding.weight``)."""
+TEXT_ENCODER_FILE = "model.safetensors"
+
+
+def compact_token_table(text_encoder: Path, keep: list[int]) -> None:
+    """Store only the rows ``keep`` of the saved text encoder's token table (``.rows`` and ``.ids``): no world
+    caption uses the other 49,000 tokens, whose rows are never trained. ``expand_token_table`` undoes it."""
+    path = text_encoder / TEXT_ENCODER_FILE
+    tensors = load_file(path)
+    prefix = _table_prefix(tensors, "weight")
+    table = tensors.pop(f"{prefix}.weight")
+    ids = torch.tensor(keep, dtype=torch.int64)
+    tensors[f"{prefix}.rows"] = table[ids].contiguous()
+    tensors[f"{prefix}.ids"] = ids
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def expand_token_table(text_encoder: Path) -> None:
+    """Rebuild the full ``(vocab_size, width)`` token table of a compact text encoder, zero outside its rows."""
+    path = text_encoder / TEXT_ENCODER_FILE
+    tensors = load_file(path)
+    prefix = _table_prefix(tensors, "rows")
+    rows, ids = tensors.pop(f"{prefix}.rows"), tensors.pop(f"{prefix}.ids")
+    vocab_size = json.loads((text_encoder / "config.json").read_text(encoding="utf-8"))["vocab_size"]
+    table = torch.zeros(vocab_size, rows.shape[1], dtype=rows.dtype)
+    table[ids] = rows
+    tensors[f"{prefix}.weight"] = table
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def _table_prefix(tensors: dict[str, torch.Tensor], suffix: str) -> str:
+    names = [k.removesuffix(f".{suffix}") for k in tensors if k.endswith(f"{TOKEN_TABLE}.{suffix}")]
+    if len(names) != 1:
+        raise ModelError(f"world text encoder: expected one {TOKEN_TABLE}.{suffix} tensor, found {len(names)}")
+    return names[0]
 
 
 def world_source(path: str | None) -> Path:
@@ -62,6 +103,7 @@ def world_directory(path: str | None, cache_root: Path) -> tuple[Path, str]:
         try:
             for name in WEIGHT_FOLDERS:
                 shutil.copytree(source / name, staging / name)
+            expand_token_table(staging / "text_encoder")
             build_clip_tokenizer(staging / "tokenizer").save_pretrained(staging / "tokenizer")
             DDPMScheduler.from_config(SD_V1_SCHEDULER).save_pretrained(staging / "scheduler")
             record = source / RECORD_FILE
