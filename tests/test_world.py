@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from import_graph import WORLD_EXPERIMENT, world_experiment_dvc
 from eqdiff.config import ModelConfig
 from eqdiff.errors import DataError, ModelError
 from eqdiff.models import load_components
-from eqdiff.world.preset import SHIPPED_MODEL, world_digest
+from eqdiff.world.preset import SHIPPED_MODEL, expand_token_table, world_digest
 from eqdiff.world.render import render
 from eqdiff.world.subjects import make_world_subject
 from eqdiff.world.vocabulary import (
@@ -106,6 +107,12 @@ def test_world_preset_loads_the_shipped_weights_through_load_components(tmp_path
     assert table.shape == (49408, 64) and bool(table[used].abs().sum(dim=1).gt(0).all())
     assert int(table.abs().sum(dim=1).gt(0).sum()) == record["kept_token_ids"]
     assert max(p.stat().st_size for p in SHIPPED_MODEL.rglob("*") if p.is_file()) < 2_000_000
+    # a world model folder whose text encoder has its whole table (saved before tables were compacted) loads too
+    full = tmp_path / "full-table"
+    shutil.copytree(SHIPPED_MODEL, full)
+    expand_token_table(full / "text_encoder")
+    again = load_components(ModelConfig(preset="world", path=str(full), cache_dir=str(tmp_path)))
+    assert torch.equal(again.text_encoder.get_input_embeddings().weight, table)
     with pytest.raises(ModelError, match="is not a world model folder"):
         load_components(ModelConfig(preset="world", path=str(tmp_path / "nothing"), cache_dir=str(tmp_path)))
 

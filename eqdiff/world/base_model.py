@@ -304,7 +304,8 @@ def train_world_model(out: str | Path, config: WorldTrainConfig = WorldTrainConf
         tokenizer = build_clip_tokenizer(Path(folder))
     text_encoder, used = train_text_encoder(means * scale, specs, tokenizer, config, generator)
     unet, used_by_unet = train_denoiser(means, stds, scale, specs, text_encoder, tokenizer, config, generator)
-    save_world_model(out, unet, vae, text_encoder, used | used_by_unet, config, time.monotonic() - start)
+    keep = used | used_by_unet | {tokenizer.convert_tokens_to_ids(t) for t in KEPT_TOKENS}
+    save_world_model(out, unet, vae, text_encoder, keep, config, time.monotonic() - start)
     return out
 
 
@@ -313,14 +314,13 @@ def save_world_model(
     unet: UNet2DConditionModel,
     vae: AutoencoderKL,
     text_encoder: CLIPTextModel,
-    used: set[int],
+    kept_tokens: set[int],
     config: WorldTrainConfig,
     wall_seconds: float,
 ) -> None:
-    """Write the EMA networks in fp16 and ``world_model.json`` (config, digest of the files, wall time)."""
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer = build_clip_tokenizer(Path(folder))
-    keep = sorted(used | {tokenizer.convert_tokens_to_ids(t) for t in KEPT_TOKENS})
+    """Write the EMA networks in fp16 and ``world_model.json`` (config, digest of the files, wall time); the text
+    encoder's token table keeps the rows ``kept_tokens`` only."""
+    keep = sorted(kept_tokens)
     for name, module in (("unet", unet), ("vae", vae)):
         module.to(torch.float16).save_pretrained(out / name, max_shard_size=MAX_SHARD_SIZE)
     text_encoder.to(torch.float16).save_pretrained(out / "text_encoder")  # one file, compacted below

@@ -46,9 +46,15 @@ def compact_token_table(text_encoder: Path, keep: list[int]) -> None:
 
 
 def expand_token_table(text_encoder: Path) -> None:
-    """Rebuild the full ``(vocab_size, width)`` token table of a compact text encoder, zero outside its rows."""
+    """Rebuild the full ``(vocab_size, width)`` token table of a compact text encoder, zero outside its rows. A
+    text encoder that already has its whole table (a world model saved before tables were compacted, or one
+    saved by hand with ``save_pretrained``) is left as it is."""
     path = text_encoder / TEXT_ENCODER_FILE
+    if not path.is_file():
+        return  # sharded or unusual layouts are full tables; load_components reads them as they are
     tensors = load_file(path)
+    if not any(k.endswith(f"{TOKEN_TABLE}.rows") for k in tensors):
+        return
     prefix = _table_prefix(tensors, "rows")
     rows, ids = tensors.pop(f"{prefix}.rows"), tensors.pop(f"{prefix}.ids")
     vocab_size = json.loads((text_encoder / "config.json").read_text(encoding="utf-8"))["vocab_size"]
