@@ -156,9 +156,11 @@ def test_world_experiment_params_are_the_demos_but_for_its_subjects():
     assert all(Path(REPO / "experiments" / "world" / path).is_file() for path in world["prompts"].values())
 
 
-def test_the_base_model_command_is_seeded_and_the_shipped_record_is_its_defaults(tmp_path: Path):
-    """Two runs of the training command (a few steps) write the same bytes; the shipped model's record is the
-    command's defaults, so `python -m eqdiff.world model` reproduces what ships (docs/world.md, Base model)."""
+def test_the_base_model_command_is_seeded_resumable_and_reproduces_the_shipped_record(tmp_path: Path):
+    """Two runs of the training command (a few steps) write the same bytes; a run resumed from one keeps its VAE
+    and text encoder and records what it continued; the shipped model's record is the command's defaults (its
+    first part) and, for each part resumed after it, the defaults but for ``resume_from`` and ``steps``, so the
+    commands of docs/world.md ("Base model") reproduce what ships."""
     from dataclasses import asdict
 
     from eqdiff.world.base_model import WorldTrainConfig, train_world_model
@@ -171,5 +173,26 @@ def test_the_base_model_command_is_seeded_and_the_shipped_record_is_its_defaults
         for i in (0, 1)
     ]
     assert digests[0] == digests[1] == world_digest(tmp_path / "run0")
+    resumed = train_world_model(tmp_path / "resumed", replace(small, resume_from=str(tmp_path / "run0"), steps=3))
+    resumed_record = json.loads((resumed / "world_model.json").read_text())
+    assert resumed_record["resumed_from"]["digest"] == digests[0]
+    assert resumed_record["resumed_from"]["config"] == asdict(small) and resumed_record["config"]["steps"] == 3
+    for path in (tmp_path / "run0" / "vae").iterdir():
+        assert (resumed / "vae" / path.name).read_bytes() == path.read_bytes(), f"vae/{path.name} changed"
+    before = load_components(ModelConfig(preset="world", path=str(tmp_path / "run0"), cache_dir=str(tmp_path)))
+    after = load_components(ModelConfig(preset="world", path=str(resumed), cache_dir=str(tmp_path)))
+    for mine, theirs in zip(before.text_encoder.parameters(), after.text_encoder.parameters(), strict=True):
+        if mine.ndim == 2 and mine.shape[0] == 49408:  # the token table: the kept rows are the same
+            mine, theirs = mine[mine.abs().sum(dim=1) > 0], theirs[mine.abs().sum(dim=1) > 0]
+        assert torch.equal(mine, theirs), "the text encoder must stay frozen when resuming"
+    assert not all(torch.equal(a, b) for a, b in zip(before.unet.parameters(), after.unet.parameters(), strict=True)), (
+        "the resumed part did not train the UNet"
+    )
     record = json.loads((SHIPPED_MODEL / "world_model.json").read_text())
-    assert record["config"] == asdict(WorldTrainConfig())
+    parts = [record]
+    while "resumed_from" in parts[-1]:
+        parts.append(parts[-1]["resumed_from"])
+    defaults = asdict(WorldTrainConfig())  # a record written before a setting existed ran with its default
+    assert {**defaults, **parts[-1]["config"]} == defaults and set(parts[-1]["config"]) <= set(defaults)
+    for part in parts[:-1]:
+        assert {**defaults, **part["config"], "resume_from": "", "steps": defaults["steps"]} == defaults

@@ -1,7 +1,8 @@
 """``python -m eqdiff.world``: build the procedural world's models (docs/world.md).
 
-python -m eqdiff.world model --out eqdiff/world/weights/model      # the base model (about 90 min, 2 cores)
-python -m eqdiff.world evaluator --out eqdiff/world/weights/evaluator   # the evaluators (about 10 min, 1 core)
+python -m eqdiff.world model --out A                     # the base model from scratch (about 90 min, 2 cores)
+python -m eqdiff.world model --out B --resume-from A     # A's UNet trained --steps more (about 55 min)
+python -m eqdiff.world evaluator --out eqdiff/world/weights/evaluator   # the evaluators (about 10 min, 2 cores)
 python -m eqdiff.world check-base --out reports/world-base              # base samples, recognised (2 min)
 """
 

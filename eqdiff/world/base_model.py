@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -31,11 +32,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from eqdiff.architectures import CLIP_IDS, SD_V1_SCHEDULER, build_clip_tokenizer
-from eqdiff.world.preset import MAX_SHARD_SIZE, RECORD_FILE, compact_token_table, world_digest
+from eqdiff.world.preset import (
+    MAX_SHARD_SIZE,
+    RECORD_FILE,
+    TEXT_ENCODER_FILE,
+    TOKEN_TABLE,
+    compact_token_table,
+    expand_token_table,
+    world_digest,
+    world_source,
+)
 from eqdiff.world.render import render
 from eqdiff.world.vocabulary import STYLES, caption, random_spec
 
@@ -105,6 +116,10 @@ class WorldTrainConfig:
     """Probability that each attribute / scene word of a caption is kept."""
     ema_decay: float = 0.999
     seed: int = 0
+    resume_from: str = ""
+    """A world model folder to continue: its VAE and frozen text encoder are reused as they are and its UNet
+    trains ``steps`` more steps (a new warm-up and cosine cycle) on the same training set; empty: train all three
+    from scratch. A longer training in parts, on the same command, each part within one session."""
 
 
 def _render_chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, list]:
@@ -252,10 +267,11 @@ def train_denoiser(
     tokenizer,
     config: WorldTrainConfig,
     generator: torch.Generator,
+    unet: UNet2DConditionModel | None = None,
 ) -> tuple[UNet2DConditionModel, set[int]]:
-    """Train the UNet on ``scale``-d latents under the frozen ``text_encoder``; returns the EMA UNet and the token
-    ids captions used."""
-    unet = UNet2DConditionModel(**WORLD_ARCHITECTURE["unet"])
+    """Train the UNet (a new one, or ``unet`` further) on ``scale``-d latents under the frozen ``text_encoder``;
+    returns the EMA UNet and the token ids captions used."""
+    unet = (unet or UNet2DConditionModel(**WORLD_ARCHITECTURE["unet"])).train()
     noise_scheduler = DDPMScheduler.from_config(SD_V1_SCHEDULER)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr(s, config.steps, config.warmup_steps))
@@ -295,18 +311,52 @@ def train_world_model(out: str | Path, config: WorldTrainConfig = WorldTrainConf
     start = time.monotonic()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    previous = load_world_model(world_source(config.resume_from)) if config.resume_from else None
     images, specs = draw_training_set(config.num_images, config.seed)
-    vae = train_vae(images, config, generator)
-    means, stds = encode_training_set(vae, images)
-    scale = float(1.0 / means.std())  # SD's scaling_factor, measured the same way
-    vae.register_to_config(scaling_factor=scale)
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = build_clip_tokenizer(Path(folder))
-    text_encoder, used = train_text_encoder(means * scale, specs, tokenizer, config, generator)
-    unet, used_by_unet = train_denoiser(means, stds, scale, specs, text_encoder, tokenizer, config, generator)
+    if previous is None:
+        vae = train_vae(images, config, generator)
+        means, stds = encode_training_set(vae, images)
+        scale = float(1.0 / means.std())  # SD's scaling_factor, measured the same way
+        vae.register_to_config(scaling_factor=scale)
+        text_encoder, used = train_text_encoder(means * scale, specs, tokenizer, config, generator)
+        unet = None
+    else:
+        unet, vae, text_encoder, used, resumed = previous
+        means, stds = encode_training_set(vae, images)
+        scale = float(vae.config.scaling_factor)
+    unet, used_by_unet = train_denoiser(means, stds, scale, specs, text_encoder, tokenizer, config, generator, unet)
     keep = used | used_by_unet | {tokenizer.convert_tokens_to_ids(t) for t in KEPT_TOKENS}
-    save_world_model(out, unet, vae, text_encoder, keep, config, time.monotonic() - start)
+    extra = {"resumed_from": resumed} if previous is not None else {}
+    save_world_model(out, unet, vae, text_encoder, keep, config, time.monotonic() - start, extra)
     return out
+
+
+def load_world_model(source: Path) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel, set[int], dict]:
+    """The networks of a saved world model in fp32, the token ids its text encoder kept, and its record (with
+    its digest) for the continuation's ``resumed_from``."""
+    unet = UNet2DConditionModel.from_pretrained(source / "unet", torch_dtype=torch.float32)
+    vae = AutoencoderKL.from_pretrained(source / "vae", torch_dtype=torch.float32).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "text_encoder"
+        shutil.copytree(source / "text_encoder", copy)
+        tensors = load_file(copy / TEXT_ENCODER_FILE)
+        kept = {int(i) for name, ids in tensors.items() if name.endswith(f"{TOKEN_TABLE}.ids") for i in ids}
+        expand_token_table(copy)
+        text_encoder = CLIPTextModel.from_pretrained(copy, torch_dtype=torch.float32)
+    record_path = source / RECORD_FILE
+    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
+    record["digest"] = world_digest(source)
+    return unet, vae, text_encoder.eval().requires_grad_(False), kept, record
+
+
+def _drop_source_path(config: Path) -> None:
+    """Remove the ``_name_or_path`` diffusers writes for a network loaded from a folder (a resumed part's): the
+    saved model would otherwise name a folder of the machine it was trained on, and differ from a fresh one."""
+    values = json.loads(config.read_text(encoding="utf-8"))
+    if values.pop("_name_or_path", None) is not None:
+        config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def save_world_model(
@@ -317,12 +367,14 @@ def save_world_model(
     kept_tokens: set[int],
     config: WorldTrainConfig,
     wall_seconds: float,
+    extra: dict | None = None,
 ) -> None:
     """Write the EMA networks in fp16 and ``world_model.json`` (config, digest of the files, wall time); the text
     encoder's token table keeps the rows ``kept_tokens`` only."""
     keep = sorted(kept_tokens)
     for name, module in (("unet", unet), ("vae", vae)):
         module.to(torch.float16).save_pretrained(out / name, max_shard_size=MAX_SHARD_SIZE)
+        _drop_source_path(out / name / "config.json")
     text_encoder.to(torch.float16).save_pretrained(out / "text_encoder")  # one file, compacted below
     compact_token_table(out / "text_encoder", keep)
     record = {
@@ -333,5 +385,6 @@ def save_world_model(
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "wall_seconds": round(wall_seconds),
+        **(extra or {}),
     }
     (out / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
