@@ -196,3 +196,17 @@ def test_the_base_model_command_is_seeded_resumable_and_reproduces_the_shipped_r
     assert {**defaults, **parts[-1]["config"]} == defaults and set(parts[-1]["config"]) <= set(defaults)
     for part in parts[:-1]:
         assert {**defaults, **part["config"], "resume_from": "", "steps": defaults["steps"]} == defaults
+
+
+def test_the_base_model_command_refuses_a_bad_resume_folder_in_one_line(tmp_path: Path, capsys):
+    """``--resume-from`` that names no world model fails at once (before the drawing starts), one line, exit 2,
+    nothing written; an existing ``--out`` too."""
+    from eqdiff.world.__main__ import main
+
+    assert main(["model", "--out", str(tmp_path / "new"), "--resume-from", str(tmp_path / "nowhere")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--resume-from:" in error and "not a world model folder" in error
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "taken").mkdir()
+    assert main(["model", "--out", str(tmp_path / "taken")]) == 2
+    assert "already exists" in capsys.readouterr().err and not any((tmp_path / "taken").iterdir())

@@ -15,11 +15,13 @@ from dataclasses import fields
 from pathlib import Path
 
 from eqdiff.cli import configure_runtime
+from eqdiff.errors import EqDiffError
 
 
 def main(argv: list[str] | None = None) -> int:
     from eqdiff.world.base_model import WorldTrainConfig, train_world_model
     from eqdiff.world.evaluator_training import EvaluatorTrainConfig, train_evaluator
+    from eqdiff.world.preset import world_source
 
     parser = argparse.ArgumentParser(prog="python -m eqdiff.world", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"world evaluator written to {args.out}")
         return 0
     config = WorldTrainConfig(**{f.name: getattr(args, f.name) for f in fields(WorldTrainConfig)})
+    if config.resume_from:
+        try:
+            world_source(config.resume_from, "--resume-from")  # checked before the long drawing starts
+        except EqDiffError as error:
+            print(f"eqdiff.world: error: {error}", file=sys.stderr)
+            return 2
     train_world_model(args.out, config)
     print(f"world base model written to {args.out}")
     return 0

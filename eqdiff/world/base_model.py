@@ -311,7 +311,7 @@ def train_world_model(out: str | Path, config: WorldTrainConfig = WorldTrainConf
     start = time.monotonic()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    previous = load_world_model(world_source(config.resume_from)) if config.resume_from else None
+    previous = load_world_model(world_source(config.resume_from, "--resume-from")) if config.resume_from else None
     images, specs = draw_training_set(config.num_images, config.seed)
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = build_clip_tokenizer(Path(folder))

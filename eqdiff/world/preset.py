@@ -71,12 +71,13 @@ def _table_prefix(tensors: dict[str, torch.Tensor], suffix: str) -> str:
     return names[0]
 
 
-def world_source(path: str | None) -> Path:
-    """The world model folder a ``model.path`` (null = the shipped one) names, checked to be one."""
+def world_source(path: str | None, field: str = "model.path") -> Path:
+    """The world model folder a ``model.path`` (null = the shipped one; ``field`` names the setting in errors)
+    names, checked to be one."""
     source = Path(path).expanduser() if path else SHIPPED_MODEL
     missing = [name for name in WEIGHT_FOLDERS if not (source / name / "config.json").is_file()]
     if missing:
-        what = "model.path" if path else "the shipped world model"
+        what = field if path else "the shipped world model"
         raise ModelError(
             f"{what}: {source} is not a world model folder (missing {', '.join(f'{m}/config.json' for m in missing)}; "
             "train one with `python -m eqdiff.world model --out FOLDER`)"
