@@ -199,14 +199,21 @@ def test_the_base_model_command_is_seeded_resumable_and_reproduces_the_shipped_r
 
 
 def test_the_base_model_command_refuses_a_bad_resume_folder_in_one_line(tmp_path: Path, capsys):
-    """``--resume-from`` that names no world model fails at once (before the drawing starts), one line, exit 2,
-    nothing written; an existing ``--out`` too."""
+    """``--resume-from`` that names no world model, or with a VAE / text encoder setting it would ignore, fails
+    at once (before the drawing starts), one line, exit 2, nothing written; an existing ``--out`` too."""
     from eqdiff.world.__main__ import main
 
     assert main(["model", "--out", str(tmp_path / "new"), "--resume-from", str(tmp_path / "nowhere")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--resume-from:" in error and "not a world model folder" in error
     assert not (tmp_path / "new").exists()
+    shutil.copytree(SHIPPED_MODEL, tmp_path / "part1")
+    assert (
+        main(["model", "--out", str(tmp_path / "new"), "--resume-from", str(tmp_path / "part1"), "--vae-steps", "9"])
+        == 2
+    )
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--vae-steps 9 would have no effect" in error and not (tmp_path / "new").exists()
     (tmp_path / "taken").mkdir()
     assert main(["model", "--out", str(tmp_path / "taken")]) == 2
     assert "already exists" in capsys.readouterr().err and not any((tmp_path / "taken").iterdir())

@@ -14,7 +14,7 @@ import torch
 from eqdiff.artifacts import save_png
 from eqdiff.config import EvaluateConfig
 from eqdiff.evaluate import evaluate, split_metrics
-from eqdiff.world.evaluator_training import draw_specs, measure_accuracy, render_specs
+from eqdiff.world.evaluator_training import draw_specs, gaussian_blur, measure_accuracy, render_specs
 from eqdiff.world.evaluators import WEIGHTS_DIR, EvaluatorError, WorldEvaluator, prompt_targets, sha256
 from eqdiff.world.render import render
 from eqdiff.world.vocabulary import HELD_OUT, SCENE_PHRASES, STYLE_FORMS, random_identity, random_spec
@@ -43,7 +43,20 @@ def test_shipped_evaluator_reaches_its_recorded_accuracy(evaluator: WorldEvaluat
     assert evaluator.accuracy == recorded["heads"]
     for head, value in recorded["heads"].items():
         assert measured["heads"][head] >= value - 0.02, (head, measured["heads"][head], value)
+    for head, value in recorded["heads_blurred"].items():  # the blur the VAE's decodings have
+        assert measured["heads_blurred"][head] >= value - 0.02, (head, measured["heads_blurred"][head], value)
     assert measured["identity"] >= recorded["identity"] - 0.02
+
+
+def test_gaussian_blur_is_per_image_and_keeps_brightness() -> None:
+    pixels = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    blurred = gaussian_blur(pixels, torch.tensor([0.0, 0.7, 1.5]))
+    assert torch.equal(blurred[0], pixels[0])  # sigma 0: the image as it was
+    assert torch.allclose(blurred.mean(dim=(1, 2, 3)), pixels.mean(dim=(1, 2, 3)), atol=2e-3)
+    spread = [float(image.std()) for image in blurred]
+    assert spread[0] > spread[1] > spread[2] > 0  # wider sigma, smoother image
+    alone = gaussian_blur(pixels[1:2], torch.tensor([0.7]))
+    assert torch.allclose(alone, blurred[1:2], atol=1e-6)  # an image's blur ignores its batch
 
 
 def test_identity_embedding_ignores_scene_and_style(evaluator: WorldEvaluator) -> None:

@@ -19,9 +19,8 @@ from eqdiff.errors import EqDiffError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from eqdiff.world.base_model import WorldTrainConfig, train_world_model
+    from eqdiff.world.base_model import WorldTrainConfig, check_resume, first_part_settings, train_world_model
     from eqdiff.world.evaluator_training import EvaluatorTrainConfig, train_evaluator
-    from eqdiff.world.preset import world_source
 
     parser = argparse.ArgumentParser(prog="python -m eqdiff.world", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -66,13 +65,18 @@ def main(argv: list[str] | None = None) -> int:
         train_evaluator(args.out, settings)
         print(f"world evaluator written to {args.out}")
         return 0
-    config = WorldTrainConfig(**{f.name: getattr(args, f.name) for f in fields(WorldTrainConfig)})
-    if config.resume_from:
-        try:
-            world_source(config.resume_from, "--resume-from")  # checked before the long drawing starts
-        except EqDiffError as error:
-            print(f"eqdiff.world: error: {error}", file=sys.stderr)
-            return 2
+    settings = {f.name: getattr(args, f.name) for f in fields(WorldTrainConfig)}
+    if args.resume_from and Path(args.resume_from).is_dir():
+        # options left at their defaults take the resumed model's own VAE / text encoder settings
+        defaults = WorldTrainConfig()
+        trained = first_part_settings(Path(args.resume_from))
+        settings.update({k: v for k, v in trained.items() if settings[k] == getattr(defaults, k)})
+    config = WorldTrainConfig(**settings)
+    try:
+        check_resume(config)  # before the long drawing starts
+    except EqDiffError as error:
+        print(f"eqdiff.world: error: {error}", file=sys.stderr)
+        return 2
     train_world_model(args.out, config)
     print(f"world base model written to {args.out}")
     return 0

@@ -21,10 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -32,18 +31,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from eqdiff.architectures import CLIP_IDS, SD_V1_SCHEDULER, build_clip_tokenizer
+from eqdiff.errors import ModelError
 from eqdiff.world.preset import (
     MAX_SHARD_SIZE,
     RECORD_FILE,
-    TEXT_ENCODER_FILE,
-    TOKEN_TABLE,
     compact_token_table,
-    expand_token_table,
+    load_world_model,
     world_digest,
     world_source,
 )
@@ -305,13 +302,46 @@ def train_denoiser(
     return unet.eval(), used
 
 
+FIRST_PART_ONLY = tuple(f.name for f in fields(WorldTrainConfig) if f.name.startswith(("vae_", "text_")))
+"""Settings of the VAE and text encoder phases, which a resumed part does not run."""
+
+
+def first_part_settings(source: Path) -> dict:
+    """The VAE and text encoder settings the world model at ``source`` was trained with, from its record (the
+    first part's, for a model that was itself resumed); those the record lacks are left out."""
+    record_path = source / RECORD_FILE
+    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
+    config = record.get("config", {})
+    return {name: config[name] for name in FIRST_PART_ONLY if name in config}
+
+
+def check_resume(config: WorldTrainConfig) -> Path | None:
+    """The folder ``config.resume_from`` names, checked to be a world model, and ``None`` without one. A resumed
+    part runs neither the VAE nor the text encoder phase: its settings for them must be those the model was
+    trained with, so that the record says what was run; any other value is refused, not silently ignored."""
+    if not config.resume_from:
+        return None
+    source = world_source(config.resume_from, "--resume-from")
+    trained = first_part_settings(source)
+    changed = [name for name, value in trained.items() if getattr(config, name) != value]
+    if changed:
+        options = ", ".join(f"--{name.replace('_', '-')} {getattr(config, name)}" for name in changed)
+        raise ModelError(
+            f"--resume-from keeps the VAE and text encoder of {source} (trained with "
+            + ", ".join(f"{name} {trained[name]}" for name in changed)
+            + f"): {options} would have no effect"
+        )
+    return source
+
+
 def train_world_model(out: str | Path, config: WorldTrainConfig = WorldTrainConfig()) -> Path:
     """Train the world base model and write it to ``out`` (unet/, vae/, text_encoder/, world_model.json)."""
     out = Path(out)
     start = time.monotonic()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    previous = load_world_model(world_source(config.resume_from, "--resume-from")) if config.resume_from else None
+    source = check_resume(config)
+    previous = load_world_model(source) if source else None
     images, specs = draw_training_set(config.num_images, config.seed)
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = build_clip_tokenizer(Path(folder))
@@ -331,24 +361,6 @@ def train_world_model(out: str | Path, config: WorldTrainConfig = WorldTrainConf
     extra = {"resumed_from": resumed} if previous is not None else {}
     save_world_model(out, unet, vae, text_encoder, keep, config, time.monotonic() - start, extra)
     return out
-
-
-def load_world_model(source: Path) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel, set[int], dict]:
-    """The networks of a saved world model in fp32, the token ids its text encoder kept, and its record (with
-    its digest) for the continuation's ``resumed_from``."""
-    unet = UNet2DConditionModel.from_pretrained(source / "unet", torch_dtype=torch.float32)
-    vae = AutoencoderKL.from_pretrained(source / "vae", torch_dtype=torch.float32).eval()
-    with tempfile.TemporaryDirectory() as folder:
-        copy = Path(folder) / "text_encoder"
-        shutil.copytree(source / "text_encoder", copy)
-        tensors = load_file(copy / TEXT_ENCODER_FILE)
-        kept = {int(i) for name, ids in tensors.items() if name.endswith(f"{TOKEN_TABLE}.ids") for i in ids}
-        expand_token_table(copy)
-        text_encoder = CLIPTextModel.from_pretrained(copy, torch_dtype=torch.float32)
-    record_path = source / RECORD_FILE
-    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
-    record["digest"] = world_digest(source)
-    return unet, vae, text_encoder.eval().requires_grad_(False), kept, record
 
 
 def _drop_source_path(config: Path) -> None:

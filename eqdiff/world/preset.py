@@ -16,8 +16,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import DDPMScheduler
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
+from transformers import CLIPTextModel
 
 from eqdiff.architectures import SD_V1_SCHEDULER, build_clip_tokenizer
 from eqdiff.errors import ModelError
@@ -123,3 +124,21 @@ def world_directory(path: str | None, cache_root: Path) -> tuple[Path, str]:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return directory, digest
+
+
+def load_world_model(source: Path) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel, set[int], dict]:
+    """The networks of a saved world model in fp32, the token ids its text encoder kept, and its record (with
+    its digest) for the continuation's ``resumed_from``."""
+    unet = UNet2DConditionModel.from_pretrained(source / "unet", torch_dtype=torch.float32)
+    vae = AutoencoderKL.from_pretrained(source / "vae", torch_dtype=torch.float32).eval()
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "text_encoder"
+        shutil.copytree(source / "text_encoder", copy)
+        tensors = load_file(copy / TEXT_ENCODER_FILE)
+        kept = {int(i) for name, ids in tensors.items() if name.endswith(f"{TOKEN_TABLE}.ids") for i in ids}
+        expand_token_table(copy)
+        text_encoder = CLIPTextModel.from_pretrained(copy, torch_dtype=torch.float32)
+    record_path = source / RECORD_FILE
+    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
+    record["digest"] = world_digest(source)
+    return unet, vae, text_encoder.eval().requires_grad_(False), kept, record
