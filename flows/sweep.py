@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow
 
-from eqdiff.config import ConfigError, load_params
+from eqdiff.config import ConfigError, load_params, yaml_value
 from eqdiff.errors import EqDiffError
 from tasks.experiments import (
     check_points,
@@ -115,7 +114,7 @@ def parse_axes(specs: list[str], flag: str) -> dict[str, list[Any]]:
         key, sep, values = spec.partition("=")
         if not sep or "." not in key or not values:
             raise ConfigError(f"{flag} {spec!r}: expected section.key=v1,v2,...")
-        axes[key] = [yaml.safe_load(v) for v in values.split(",")]
+        axes[key] = [yaml_value(v) for v in values.split(",")]
     return axes
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from eqdiff.config import VARIANTS, ConfigError, MethodConfig, apply_overrides, load_params, parse_override
+from eqdiff.config.method import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -62,3 +67,35 @@ def test_overrides_and_yaml_round_trip(tmp_path):
     path.write_text("fdte: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(path)
+
+
+def test_exponent_floats_without_a_dot_are_numbers_as_dvc_reads_them(tmp_path):
+    """``1e-4`` is how learning rates are written; YAML 1.1 (PyYAML) reads it as a string, YAML 1.2 (DVC's
+    ruamel.yaml) as a number. A params file, ``-S`` and a sweep axis read it as DVC does."""
+    from eqdiff.cli import main
+    from eqdiff.config import Params, yaml_value
+    from flows.sweep import parse_axes
+
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text().replace("learning_rate: 1.0e-03", "learning_rate: 1e-4"))
+    assert "learning_rate: 1e-4" in params.read_text()
+    loaded = Params.load(params, ["train.max_grad_norm=5E-1", "losses.cross_attention=-2e-2"])
+    assert loaded.section(TrainConfig).learning_rate == 1e-4
+    assert loaded.section(TrainConfig).max_grad_norm == 0.5
+    assert parse_axes(["train.learning_rate=1e-4,3e-3,0.01"], "-g") == {"train.learning_rate": [1e-4, 3e-3, 0.01]}
+    assert [yaml_value(v) for v in ("10", "1e", "1.2.3", "abc")] == [10, "1e", "1.2.3", "abc"]
+    # the CLI door: a stage reads the hand-written value (check-models refuses nothing here, writes one file)
+    assert (
+        main(
+            [
+                "check-models",
+                "--params",
+                str(params),
+                "-S",
+                "train.learning_rate=3e-3",
+                "--out",
+                str(tmp_path / "c.txt"),
+            ]
+        )
+        == 0
+    )

@@ -11,6 +11,7 @@ from eqdiff.config.base import (
     load_params,
     parse_override,
     section_to_dict,
+    yaml_value,
 )
 from eqdiff.config.method import (
     METHOD_SECTIONS,
@@ -79,5 +80,6 @@ __all__ = [
     "apply_overrides",
     "load_params",
     "parse_override",
+    "yaml_value",
     "section_to_dict",
 ]

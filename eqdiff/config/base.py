@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import re
 import sys
 import types
 import typing
@@ -155,10 +156,9 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"{text}: expected an override of the form section.key=value")
     check_section_name(section, dotted.strip())
     try:
-        value = yaml.load(raw, Loader=_StrictLoader)
-    except yaml.YAMLError:
-        raise ConfigError(f"{dotted.strip()}: the value {raw!r} is not valid YAML") from None
-    return dotted.strip(), value
+        return dotted.strip(), yaml_value(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{dotted.strip()}: {exc}") from None
 
 
 class _DuplicateKey(yaml.YAMLError):
@@ -182,6 +182,31 @@ class _StrictLoader(yaml.SafeLoader):
                 raise _DuplicateKey(key, key_node.start_mark.line + 1)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2's floats: PyYAML (YAML 1.1) reads ``1e-4`` (an exponent without a dot) as the string "1e-4", so
+# ``learning_rate: 1e-4`` in params.yaml or ``-S train.learning_rate=1e-4`` would be refused as "not a number".
+# DVC (ruamel.yaml, YAML 1.2) reads it as 0.0001; so do we.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def yaml_value(raw: str) -> Any:
+    """One value in YAML syntax, read as params files are (``1e-4`` is a number); ``ConfigError`` if invalid."""
+    try:
+        return yaml.load(raw, Loader=_StrictLoader)
+    except yaml.YAMLError:
+        raise ConfigError(f"the value {raw!r} is not valid YAML") from None
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
