@@ -53,8 +53,14 @@ def build_stage_parser(stage: str) -> argparse.ArgumentParser:
     return parser
 
 
-def configure_runtime() -> None:
+def configure_runtime(load_libraries: bool = False) -> None:
     """Quiet third-party chatter (weight-loading bars, warnings) and use the cores without oversubscribing.
+
+    The environment is set first (diffusers and transformers read their verbosity when imported); the progress
+    bars and the thread count are then set in whichever of diffusers / transformers / torch are imported (all
+    three with ``load_libraries``). The CLI calls this again once the stage's module is imported, so a stage
+    that needs none of them (``sample`` drawing five PNGs, ``masks`` copying the world's masks) does not pay the
+    4 s of importing diffusers and transformers.
 
     Downloads are governed by ``model.allow_download`` (``local_files_only`` at every load), not by the
     environment, so a user who allows a hub id is not blocked here.
@@ -62,13 +68,17 @@ def configure_runtime() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    import diffusers
-    import torch
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.disable_progress_bar()
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
+    if load_libraries:
+        import diffusers  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    if "diffusers" in sys.modules:
+        sys.modules["diffusers"].utils.logging.disable_progress_bar()
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), os.cpu_count() or 1)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if top.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     configure_runtime()
-    args = build_stage_parser(top.stage).parse_args(top.arguments)
+    args = build_stage_parser(top.stage).parse_args(top.arguments)  # imports the stage's module
+    configure_runtime()
     args.stage = top.stage
     try:
         from eqdiff.config import Params

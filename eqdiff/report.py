@@ -187,7 +187,9 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, selection: list[tupl
     subjects = {str(run.metrics["subject_dir"]) for run in runs}
     claim_output(out_dir, "report", manifest="summary.json", reads=[Path(runs_dir)], folders=map(Path, subjects))
     summary = summarize(runs)
-    if not summary["calibrated"]:
+    if not summary["calibrated"] and summary["world_evaluator"] is not None:
+        logger.warning("CLIP/DINO columns are %s; World-T / World-I come from the world evaluators", UNCALIBRATED)
+    elif not summary["calibrated"]:
         logger.warning("report is %s: its numbers mean nothing", UNCALIBRATED)
     points = tradeoff_points(summary)
     with OutputLock(out_dir), staged_directory(out_dir) as staging:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from eqdiff.evaluate import METRICS
+from eqdiff.evaluations import METRICS
 from eqdiff.sample_index import PROMPT_SETS
 from eqdiff.world.scores import WORLD_METRICS
 

@@ -49,7 +49,7 @@ from eqdiff.config import (
     section_to_dict,
 )
 from eqdiff.errors import EqDiffError
-from eqdiff.evaluate import METRICS
+from eqdiff.evaluations import METRICS
 from eqdiff.layout import RunLayout
 from eqdiff.sample_index import PROMPT_SETS
 from tasks.run_owners import Terminated, close_stale_runs, owner_tags, raise_terminated

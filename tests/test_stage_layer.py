@@ -115,6 +115,31 @@ def test_the_public_surface_loads_lazily_and_every_name_resolves():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
+def test_stages_without_models_never_import_diffusers_or_transformers(tmp_path):
+    """Importing diffusers and transformers takes about 4 s: the world demo's ``sample``, ``masks``, ``augment``
+    and ``report`` stages and MLflow tracking need neither: the first three run through the real CLI without them."""
+    import subprocess
+    import sys
+
+    subject = tmp_path / "subject"
+    code = (
+        "import sys\n"
+        "from eqdiff.cli import main\n"
+        "for argv in sys.argv[1:]:\n"
+        "    assert main(argv.split()) == 0, argv\n"
+        "import eqdiff.stages.report, tasks.tracking  # their work needs finished runs; their imports are the point\n"
+        "loaded = sorted({'diffusers', 'transformers'} & set(sys.modules))\n"
+        "assert not loaded, f'imported {loaded}'\n"
+    )
+    stages = [
+        f"sample --out {subject} --world ball --num-photos 3",
+        f"masks --subject-dir {subject} --class ball --out {tmp_path / 'masks'} -S masks.backend=files",
+        f"augment --subject-dir {subject} --masks {tmp_path / 'masks'} --out {tmp_path / 'augment'}",
+    ]
+    result = subprocess.run([sys.executable, "-c", code, *stages], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_every_name_imported_from_the_repository_exists():
     """Imports inside functions run only when their path does: a name moved elsewhere fails here, not in a user's
     run (``from eqdiff.masks import u2netp_path`` after U²-Netp moved to ``eqdiff.u2netp``)."""

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--guidance-scale", type=float, default=5.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    configure_runtime()
+    configure_runtime(load_libraries=True)
     if args.command == "check-base":
         from eqdiff.config import ModelConfig
         from eqdiff.world.base_check import check_base_model
