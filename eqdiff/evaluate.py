@@ -376,6 +376,7 @@ def evaluate(
 
 """The sidecar of ``metrics.json``: what was measured (calibration flags, metric models, per-prompt CLIP-T)."""
 
+
 def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``metrics.evaluate``'s mapping as (numbers: the prompt-set blocks and ``n_real_images``, the rest)."""
     numeric = {k for k, v in result.items() if k in PROMPT_SETS or (isinstance(v, int) and not isinstance(v, bool))}
