@@ -114,7 +114,10 @@ def parse_axes(specs: list[str], flag: str) -> dict[str, list[Any]]:
         key, sep, values = spec.partition("=")
         if not sep or "." not in key or not values:
             raise ConfigError(f"{flag} {spec!r}: expected section.key=v1,v2,...")
-        axes[key] = [yaml_value(v) for v in values.split(",")]
+        try:
+            axes[key] = [yaml_value(v) for v in values.split(",")]
+        except ConfigError as exc:
+            raise ConfigError(f"{flag} {spec!r}: {exc}") from None
     return axes
 
 

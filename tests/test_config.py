@@ -84,6 +84,8 @@ def test_exponent_floats_without_a_dot_are_numbers_as_dvc_reads_them(tmp_path):
     assert loaded.section(TrainConfig).max_grad_norm == 0.5
     assert parse_axes(["train.learning_rate=1e-4,3e-3,0.01"], "-g") == {"train.learning_rate": [1e-4, 3e-3, 0.01]}
     assert [yaml_value(v) for v in ("10", "1e", "1.2.3", "abc")] == [10, "1e", "1.2.3", "abc"]
+    with pytest.raises(ConfigError, match=r"^-g 'fdte.p_l=\[1': the value '\[1' is not valid YAML$"):
+        parse_axes(["fdte.p_l=[1"], "-g")
     # the CLI door: a stage reads the hand-written value (check-models refuses nothing here, writes one file)
     assert (
         main(
