@@ -87,17 +87,5 @@ def test_exponent_floats_without_a_dot_are_numbers_as_dvc_reads_them(tmp_path):
     with pytest.raises(ConfigError, match=r"^-g 'fdte.p_l=\[1': the value '\[1' is not valid YAML$"):
         parse_axes(["fdte.p_l=[1"], "-g")
     # the CLI door: a stage reads the hand-written value (check-models refuses nothing here, writes one file)
-    assert (
-        main(
-            [
-                "check-models",
-                "--params",
-                str(params),
-                "-S",
-                "train.learning_rate=3e-3",
-                "--out",
-                str(tmp_path / "c.txt"),
-            ]
-        )
-        == 0
-    )
+    argv = ["check-models", "--params", str(params), "-S", "train.learning_rate=3e-3", "--out", str(tmp_path / "c")]
+    assert main(argv) == 0

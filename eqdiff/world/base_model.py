@@ -37,11 +37,9 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from eqdiff.architectures import CLIP_IDS, SD_V1_SCHEDULER, build_clip_tokenizer
 from eqdiff.errors import ModelError
 from eqdiff.world.preset import (
-    MAX_SHARD_SIZE,
     RECORD_FILE,
-    compact_token_table,
     load_world_model,
-    world_digest,
+    save_world_model,
     world_source,
 )
 from eqdiff.world.render import render
@@ -359,44 +357,6 @@ def train_world_model(out: str | Path, config: WorldTrainConfig = WorldTrainConf
     unet, used_by_unet = train_denoiser(means, stds, scale, specs, text_encoder, tokenizer, config, generator, unet)
     keep = used | used_by_unet | {tokenizer.convert_tokens_to_ids(t) for t in KEPT_TOKENS}
     extra = {"resumed_from": resumed} if previous is not None else {}
-    save_world_model(out, unet, vae, text_encoder, keep, config, time.monotonic() - start, extra)
+    config_record, wall_seconds = asdict(config), time.monotonic() - start
+    save_world_model(out, unet, vae, text_encoder, keep, config_record, list(STYLES), wall_seconds, extra)
     return out
-
-
-def _drop_source_path(config: Path) -> None:
-    """Remove the ``_name_or_path`` diffusers writes for a network loaded from a folder (a resumed part's): the
-    saved model would otherwise name a folder of the machine it was trained on, and differ from a fresh one."""
-    values = json.loads(config.read_text(encoding="utf-8"))
-    if values.pop("_name_or_path", None) is not None:
-        config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def save_world_model(
-    out: Path,
-    unet: UNet2DConditionModel,
-    vae: AutoencoderKL,
-    text_encoder: CLIPTextModel,
-    kept_tokens: set[int],
-    config: WorldTrainConfig,
-    wall_seconds: float,
-    extra: dict | None = None,
-) -> None:
-    """Write the EMA networks in fp16 and ``world_model.json`` (config, digest of the files, wall time); the text
-    encoder's token table keeps the rows ``kept_tokens`` only."""
-    keep = sorted(kept_tokens)
-    for name, module in (("unet", unet), ("vae", vae)):
-        module.to(torch.float16).save_pretrained(out / name, max_shard_size=MAX_SHARD_SIZE)
-        _drop_source_path(out / name / "config.json")
-    text_encoder.to(torch.float16).save_pretrained(out / "text_encoder")  # one file, compacted below
-    compact_token_table(out / "text_encoder", keep)
-    record = {
-        "config": asdict(config),
-        "styles": list(STYLES),
-        "kept_token_ids": len(keep),
-        "digest": world_digest(out),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "wall_seconds": round(wall_seconds),
-        **(extra or {}),
-    }
-    (out / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -142,3 +142,44 @@ def load_world_model(source: Path) -> tuple[UNet2DConditionModel, AutoencoderKL,
     record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
     record["digest"] = world_digest(source)
     return unet, vae, text_encoder.eval().requires_grad_(False), kept, record
+
+
+def _drop_source_path(config: Path) -> None:
+    """Remove the ``_name_or_path`` diffusers writes for a network loaded from a folder (a resumed part's): the
+    saved model would otherwise name a folder of the machine it was trained on, and differ from a fresh one."""
+    values = json.loads(config.read_text(encoding="utf-8"))
+    if values.pop("_name_or_path", None) is not None:
+        config.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def save_world_model(
+    out: Path,
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    text_encoder: CLIPTextModel,
+    kept_tokens: set[int],
+    config: dict,
+    styles: list[str],
+    wall_seconds: float,
+    extra: dict | None = None,
+) -> None:
+    """Write the networks in fp16 and ``world_model.json`` (the training ``config``, the world's ``styles``, the
+    digest of the files, the wall time); the text encoder's token table keeps the rows ``kept_tokens`` only. The
+    folder format's writer, beside its reader ``load_world_model``."""
+    keep = sorted(kept_tokens)
+    for name, module in (("unet", unet), ("vae", vae)):
+        module.to(torch.float16).save_pretrained(out / name, max_shard_size=MAX_SHARD_SIZE)
+        _drop_source_path(out / name / "config.json")
+    text_encoder.to(torch.float16).save_pretrained(out / "text_encoder")  # one file, compacted below
+    compact_token_table(out / "text_encoder", keep)
+    record = {
+        "config": config,
+        "styles": styles,
+        "kept_token_ids": len(keep),
+        "digest": world_digest(out),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "wall_seconds": round(wall_seconds),
+        **(extra or {}),
+    }
+    (out / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
