@@ -11,8 +11,9 @@ if [ "${CI:-}" = "true" ] && ! command -v chromium >/dev/null 2>&1; then
         || echo "warning: could not install chromium; the gallery rendering test will be skipped" >&2
 fi
 set +e
-# --durations: the slowest tests, in every CI log (the suite has a time budget).
-.venv/bin/python -m pytest --durations=20 "$@"
+# --durations and each file's time (console_output_style=times): where the time goes, in every CI log (the
+# suite has a time budget).
+.venv/bin/python -m pytest --durations=20 -o console_output_style=times "$@"
 status=$?
 set -e
 # pytest exits 5 when no test was collected (e.g. a -k filter that matches nothing): not a failure of the suite.

@@ -15,10 +15,11 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
 from eqdiff.config import (
@@ -36,6 +37,8 @@ from eqdiff.errors import EqDiffError
 from tasks.spec import read_prompt_sets, read_subjects, read_variants
 
 FINISHED = ("Success", "Failed")
+# Polls in a row with experiments queued and no worker alive before the workers are started again.
+STALLED_POLLS = 6
 # The one-line errors of our stage commands (`eqdiff <stage>: error: ...`, `track: error: ...`).
 _STAGE_ERROR = re.compile(r"^(eqdiff \w+|track): error: .+")
 
@@ -114,27 +117,68 @@ def exp_queue_task(overrides: dict[str, Any], name: str, repo: Path) -> str:
     return _run(dvc_command(*args), repo)
 
 
-def queue_statuses(repo: Path) -> dict[str, str]:
-    """Experiment name -> ``Queued | Running | Success | Failed`` from ``dvc queue status``."""
-    statuses = {}
+# `dvc queue status`'s last line, e.g. "Worker status: 1 active, 0 idle".
+_WORKERS = re.compile(r"^Worker status: (\d+) active, (\d+) idle")
+
+
+def queue_state(repo: Path) -> tuple[dict[str, str], int]:
+    """``dvc queue status``: experiment name -> ``Queued | Running | Success | Failed``, and live workers."""
+    statuses, workers = {}, 0
     for line in _run(dvc_command("queue", "status"), repo).splitlines()[1:]:
         fields = line.split()
-        if len(fields) >= 4 and fields[-1] in ("Queued", "Running", *FINISHED):
+        if match := _WORKERS.match(line):
+            workers = int(match[1]) + int(match[2])
+        elif len(fields) >= 4 and fields[-1] in ("Queued", "Running", *FINISHED):
             statuses[fields[1]] = fields[-1]
-    return statuses
+    return statuses, workers
+
+
+def wait_for_queue(
+    names: list[str],
+    repo: Path,
+    jobs: int = 1,
+    poll_seconds: float = 5.0,
+    warn: Callable[[str], object] = print,
+) -> dict[str, str]:
+    """Poll ``dvc queue status`` until every experiment of ``names`` has finished; their status.
+
+    DVC's temporary queue workers can all exit while experiments are still queued (``Worker status: 0
+    active, 0 idle`` beside ``Queued`` rows; docs/architecture.md, "Sweeps"), and would wait forever: after
+    ``STALLED_POLLS`` polls like that, the workers are started again (``dvc queue start -j JOBS``), as DVC's
+    own advice goes, with a warning. Restarting twice in a row with nothing finishing in between raises
+    ``ExperimentError`` naming the experiments still queued. DVC's worker count can read 0 while a worker
+    runs (it is a broadcast with a short timeout), so only a run of polls counts, and nothing is inferred
+    from ``Running`` rows.
+    """
+    stalled, restarts, finished = 0, 0, 0
+    while True:
+        statuses, workers = queue_state(repo)
+        if missing := [name for name in names if name not in statuses]:
+            raise ExperimentError(f"dvc queue status: {', '.join(missing)} no longer in the queue (removed?)")
+        done = [name for name in names if statuses[name] in FINISHED]
+        if len(done) == len(names):
+            return {name: statuses[name] for name in names}
+        if len(done) > finished:
+            finished, restarts = len(done), 0
+        waiting = [name for name in names if statuses[name] == "Queued"]
+        stalled = stalled + 1 if waiting and not workers else 0
+        if stalled >= STALLED_POLLS:
+            if restarts == 2:
+                raise ExperimentError(
+                    f"dvc queue: {', '.join(waiting)} still queued, and the workers started twice for them "
+                    "exited without running them; see `dvc queue status` and `dvc queue logs NAME`"
+                )
+            warn(f"dvc queue: no worker left with {len(waiting)} experiment(s) queued; starting {jobs} again")
+            _run(dvc_command("queue", "start", "-j", str(jobs)), repo)
+            stalled, restarts = 0, restarts + 1
+        time.sleep(poll_seconds)
 
 
 @task(name="dvc-queue-run", cache_policy=NONE, persist_result=False)
 def queue_run_task(names: list[str], repo: Path, jobs: int = 1, poll_seconds: float = 5.0) -> dict[str, str]:
-    """``dvc queue start -j JOBS``, then wait until every experiment of ``names`` has finished; their status."""
+    """``dvc queue start -j JOBS``, then ``wait_for_queue``: the status of every experiment of ``names``."""
     _run(dvc_command("queue", "start", "-j", str(jobs)), repo)
-    while True:
-        statuses = queue_statuses(repo)
-        if missing := [name for name in names if name not in statuses]:
-            raise ExperimentError(f"dvc queue status: {', '.join(missing)} no longer in the queue (removed?)")
-        if all(statuses[name] in FINISHED for name in names):
-            return {name: statuses[name] for name in names}
-        time.sleep(poll_seconds)
+    return wait_for_queue(names, repo, jobs, poll_seconds, warn=get_run_logger().warning)
 
 
 def failure_line(name: str, repo: Path) -> str:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_copy import TINY, dvc, make_project_copy, project_env
+from pipeline_copy import BIN, TINY, dvc, make_project_copy, project_env
 
 from eqdiff.config import ConfigError
 from flows.sweep import follow, grid_points, parse_grid
-from tasks.experiments import check_points, override_text
+from tasks.experiments import check_points, override_text, wait_for_queue
 
 
 def test_grid_is_a_product_of_axes_combined_with_zipped_axes():
@@ -73,14 +73,29 @@ def test_a_relative_store_resolves_against_the_repository_not_the_experiment_wor
     assert resolve_tracking_uri("sqlite:///mlflow.db") == f"sqlite:///{workspace.resolve() / 'mlflow.db'}"
 
 
+SWEEP_S = 900  # a sweep of two tiny points on a loaded 2-core box takes a few minutes
+
+
 def sweep(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flows.sweep", *args],
-        cwd=project,
-        env={**project_env(project), "PREFECT_LOGGING_LEVEL": "WARNING"},
-        capture_output=True,
-        text=True,
-    )
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "flows.sweep", *args],
+            cwd=project,
+            env={**project_env(project), "PREFECT_LOGGING_LEVEL": "WARNING"},
+            capture_output=True,
+            text=True,
+            timeout=SWEEP_S,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"sweep {' '.join(args)}: still running after {SWEEP_S} s\n{queue_report(project)}\n{exc.stderr}")
+
+
+def queue_report(project: Path) -> str:
+    """What a hung sweep leaves to read: ``dvc queue status`` and the tails of the queue's logs."""
+    report = [dvc(project, "queue", "status", check=False).stdout]
+    for log in sorted((project / ".dvc" / "tmp" / "exps").rglob("*.out")):
+        report += [f"--- {log.relative_to(project)}", *log.read_text(errors="replace").splitlines()[-30:]]
+    return "\n".join(report)
 
 
 def mlflow_runs_by_experiment(project: Path) -> dict[str, list]:
@@ -161,3 +176,35 @@ def test_queued_and_temp_experiments_share_one_store_and_the_run_cache(experimen
     assert not list((project / ".dvc" / "tmp").rglob("mlflow.db"))
     shown = dvc(project, "exp", "show", "--json").stdout
     assert all(name in shown for name in ("temp-seed1", "pl-000", "pl-001", "keep-001"))
+
+
+@pytest.mark.slow
+def test_experiments_left_queued_with_no_worker_get_workers_again(tmp_path: Path):
+    """DVC's queue workers can all exit with experiments still queued; the sweep starts them again."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text("x: 0\n")
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  echo:\n    cmd: echo ${x} > out.txt\n    params: [x]\n    outs: [out.txt]\n"
+    )
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    for command in (
+        ["git", "init", "-q"],
+        [str(BIN / "dvc"), "init", "-q"],
+        [*git, "add", "-A"],
+        [*git, "commit", "-qm", "x"],
+    ):
+        subprocess.run(command, cwd=repo, env=project_env(repo), check=True, capture_output=True)
+    for name, x in (("a", 1), ("b", 2)):
+        dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"x={x}")
+
+    # No `dvc queue start`: the state DVC's workers leave when they exit early (Queued, 0 active, 0 idle).
+    warnings: list[str] = []
+    statuses = wait_for_queue(["a", "b"], repo, jobs=1, poll_seconds=1, warn=warnings.append)
+
+    assert statuses == {"a": "Success", "b": "Success"}
+    # One restart is enough here; a second is allowed (the worker count can read 0 while a worker starts).
+    assert warnings[0] == "dvc queue: no worker left with 2 experiment(s) queued; starting 1 again"
+    assert all(warning.startswith("dvc queue: no worker left with") for warning in warnings)
+    shown = dvc(repo, "exp", "show", "--json").stdout
+    assert '"a"' in shown and '"b"' in shown
