@@ -23,7 +23,8 @@ root). Output (``OUT``), built in a staging folder and swapped in whole:
                       with the paper's rows (marked ``paper:``), then per subject
     tradeoff.png      CLIP-T vs DINO-I, one labelled point per variant x prompt set; with the world metrics,
                       World-T vs World-I instead (the world evaluators' text alignment vs identity)
-    tradeoff.csv/json the same points for ``dvc plots`` (x: dino_i, y: clip_t; world_identity, world_text too)
+    tradeoff.csv/json the same points for ``dvc plots`` (dino_i, clip_t, world_identity, world_text; null without
+                      world metrics)
     index.html, gallery/<subject>.html, gallery/assets/   a static gallery that works from the file system
 
 When any run is uncalibrated (random metric weights or noise samples), every output says so.
@@ -120,8 +121,10 @@ def markdown_report(summary: dict[str, Any]) -> str:
 
 
 def tradeoff_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """One point per variant x prompt set: ``{variant, prompt_set, label, clip_t, dino_i}`` (and
-    ``world_identity``, ``world_text`` when the summary has them)."""
+    """One point per variant x prompt set: ``{variant, prompt_set, label, clip_t, dino_i, world_text,
+    world_identity}``, the world metrics ``None`` (JSON null) when the runs had no world evaluation: every point
+    has every field, so both of dvc.yaml's trade-off plots read the file without a missing-field error (an
+    empty plot, not a failing one)."""
     return [
         {
             "variant": variant,
@@ -129,7 +132,7 @@ def tradeoff_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
             "label": f"{variant} ({prompt_set})",
             "clip_t": row["clip_t"],
             "dino_i": row["dino_i"],
-            **{k: row[k] for k in WORLD_METRICS if k in row},
+            **{k: row.get(k) for k in WORLD_METRICS},
         }
         for variant, sets in summary["variants"].items()
         for prompt_set, row in sets.items()
@@ -138,8 +141,7 @@ def tradeoff_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def tradeoff_csv(points: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    world = [k for k in WORLD_METRICS if points and k in points[0]]
-    fields = ["variant", "prompt_set", "label", "clip_t", "dino_i", *world]
+    fields = ["variant", "prompt_set", "label", "clip_t", "dino_i", *WORLD_METRICS]  # None: an empty cell
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(points)

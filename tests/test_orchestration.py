@@ -138,6 +138,12 @@ def test_dvc_demo_produces_every_artefact_and_is_stable(demo_project: Path):
     assert (demo_project / "runs" / "prior" / "stuffed-animal" / "prior.json").is_file()
     assert (runs / "F" / "losses.jsonl").read_text().count("\n") == TINY["train"]["steps"]
     assert (demo_project / "reports" / "index.html").is_file()
+    # `dvc plots show` draws both trade-off plots from the report's points, the world one with numbers.
+    plots = json.loads(dvc(demo_project, "plots", "show", "--json").stdout)
+    assert "errors" not in plots and set(plots["data"]) == {"World-T vs World-I", "CLIP-T vs DINO-I"}, plots
+    points = plots["data"]["World-T vs World-I"][0]["content"]["data"]["values"]
+    assert {p["prompt_set"] for p in points} == {"unstylized", "stylized"}
+    assert all(isinstance(p["world_identity"], float) for p in points)
     tracked = json.loads((demo_project / "tracking" / "mlflow_run.json").read_text())
     assert list(tracked["runs"]) == ["demo_ball/F"] and (demo_project / "mlflow.db").is_file()
     assert "up to date" in dvc(demo_project, "status").stdout

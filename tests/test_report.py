@@ -128,7 +128,11 @@ def test_report_writes_tables_plot_json_and_gallery(runs_dir: Path, tmp_path: Pa
     assert {(p["variant"], p["prompt_set"]) for p in points} == {
         (v, s) for v in VARIANTS for s in ("unstylized", "stylized")
     }
-    assert json.loads((out / "tradeoff.json").read_text())[0].keys() >= {"clip_t", "dino_i", "label"}
+    # Without world metrics the world fields are null (empty cells), so dvc.yaml's world plot reads the file.
+    assert {(p["world_text"], p["world_identity"]) for p in points} == {("", "")}
+    tradeoff = json.loads((out / "tradeoff.json").read_text())
+    assert tradeoff[0].keys() >= {"clip_t", "dino_i", "label"}
+    assert {(p["world_text"], p["world_identity"]) for p in tradeoff} == {(None, None)}
     with Image.open(out / "tradeoff.png") as plot:
         assert plot.format == "PNG" and plot.width >= 400
 
