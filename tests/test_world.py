@@ -84,6 +84,31 @@ def test_held_out_identities_are_never_drawn_for_training_and_captions_use_clip_
     assert caption(replace(specs[0], style="watercolor", scene="beach")).startswith("a watercolor painting of a ")
 
 
+def test_captions_name_the_second_colour_only_when_asked_and_beside_both_colour_and_pattern():
+    ball = random_spec(np.random.default_rng(0), identity=HELD_OUT[0], scene="beach", style="photo")
+    assert caption(ball) == "a photo of a shiny yellow spotted ball on the beach"
+    assert caption(ball, second=1.0) == "a photo of a shiny yellow purple spotted ball on the beach"
+    plain = replace(ball, identity=replace(HELD_OUT[0], pattern="plain"))
+    assert caption(plain, second=1.0) == "a photo of a shiny yellow ball on the beach"  # no second colour shows
+
+    draw = np.random.default_rng(3)
+    specs = [random_spec(draw) for _ in range(2000)]
+    # second=0 draws nothing more: a seed's training captions are those the shipped model was trained on.
+    first, again = np.random.default_rng(5), np.random.default_rng(5)
+    assert [caption(s, first, 0.8) for s in specs] == [caption(s, again, 0.8, second=0.0) for s in specs]
+    rng, named = np.random.default_rng(5), 0
+    for spec in specs:
+        words = caption(spec, rng, 0.8, second=0.7).split()
+        identity = spec.identity
+        if identity.pattern != "plain" and identity.second in words:
+            at = words.index(identity.second)
+            # between the body colour and the pattern word, never in place of the body colour
+            assert words[at - 1] == identity.colour and words[at + 1] == identity.pattern, words
+            named += 1
+    patterned = sum(s.identity.pattern != "plain" for s in specs)
+    assert 0.3 * patterned < named < 0.7 * patterned  # 0.7 x 0.8 x 0.8 of them on average
+
+
 def test_world_subject_folder(tmp_path: Path):
     folder = make_world_subject(tmp_path / "ball", "ball", num_photos=4)
     assert sorted(p.name for p in folder.glob("*.png")) == ["00.png", "01.png", "02.png", "03.png"]

@@ -109,6 +109,9 @@ class WorldTrainConfig:
     caption_dropout: float = 0.1
     word_keep: float = 0.8
     """Probability that each attribute / scene word of a caption is kept."""
+    second_colour: float = 0.0
+    """Probability that a patterned object's caption also names its pattern's colour ("a yellow purple spotted
+    ball"); 0, the shipped model's captions, never does (docs/world.md, "What the demo shows")."""
     ema_decay: float = 0.999
     seed: int = 0
     resume_from: str = ""
@@ -201,7 +204,10 @@ class _Ema:
 
 
 def _captions(specs: list, rows: torch.Tensor, rng: np.random.Generator, config: WorldTrainConfig, dropout: float):
-    return ["" if rng.random() < dropout else caption(specs[int(i)], rng, config.word_keep) for i in rows]
+    return [
+        "" if rng.random() < dropout else caption(specs[int(i)], rng, config.word_keep, config.second_colour)
+        for i in rows
+    ]
 
 
 def train_text_encoder(

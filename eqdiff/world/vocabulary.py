@@ -154,21 +154,32 @@ def random_spec(
     )
 
 
-def object_phrase(identity: Identity, rng: np.random.Generator | None = None, keep: float = 1.0) -> str:
-    """``"fuzzy blue striped box"``; with ``rng``, each attribute word is kept with probability ``keep``."""
+def object_phrase(
+    identity: Identity, rng: np.random.Generator | None = None, keep: float = 1.0, second: float = 0.0
+) -> str:
+    """``"fuzzy blue striped box"``; with ``rng``, each attribute word is kept with probability ``keep``.
+
+    ``second`` > 0 also names a patterned object's second colour between its colour and pattern words, when
+    both are kept (``"fuzzy blue orange striped box"``), with probability ``second`` (always without ``rng``).
+    At 0, the default and the shipped model's captions, no random number is drawn for it: a seed's captions are
+    those of before."""
 
     def kept(word: str) -> str:
         return word if word and (rng is None or rng.random() < keep) else ""
 
-    words = (kept(identity.texture), kept(identity.colour), kept(PATTERN_WORDS[identity.pattern]), identity.shape)
+    texture, colour, pattern = kept(identity.texture), kept(identity.colour), kept(PATTERN_WORDS[identity.pattern])
+    # drawn last, and only when asked: the stream of the other words is kept
+    named = colour and pattern and second > 0 and (rng is None or rng.random() < second)
+    words = (texture, colour, identity.second if named else "", pattern, identity.shape)
     return " ".join(w for w in words if w)
 
 
-def caption(spec: Spec, rng: np.random.Generator | None = None, keep: float = 1.0) -> str:
+def caption(spec: Spec, rng: np.random.Generator | None = None, keep: float = 1.0, second: float = 0.0) -> str:
     """The spec's caption in the paper's prompt forms; with ``rng``, attribute and scene words are dropped at
     random (probability ``1 - keep``) so the model also learns what a bare class noun or scene-less prompt means.
-    Photo-style captions alternate between ``a photo of a ...`` and ``a ...``."""
-    subject = object_phrase(spec.identity, rng, keep)
+    Photo-style captions alternate between ``a photo of a ...`` and ``a ...``. ``second``: see
+    ``object_phrase``."""
+    subject = object_phrase(spec.identity, rng, keep, second)
     scene = SCENE_PHRASES[spec.scene]
     if scene and rng is not None and rng.random() >= keep:
         scene = ""
