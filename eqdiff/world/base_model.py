@@ -111,7 +111,7 @@ class WorldTrainConfig:
     """Probability that each attribute / scene word of a caption is kept."""
     second_colour: float = 0.0
     """Probability that a patterned object's caption also names its pattern's colour ("a yellow purple spotted
-    ball"); 0, the shipped model's captions, never does (docs/world.md, "What the demo shows")."""
+    ball"); 0, the shipped model's captions, never does (docs/world.md, "Naming the second colour in captions")."""
     ema_decay: float = 0.999
     seed: int = 0
     resume_from: str = ""
