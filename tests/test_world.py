@@ -242,3 +242,44 @@ def test_the_base_model_command_refuses_a_bad_resume_folder_in_one_line(tmp_path
     (tmp_path / "taken").mkdir()
     assert main(["model", "--out", str(tmp_path / "taken")]) == 2
     assert "already exists" in capsys.readouterr().err and not any((tmp_path / "taken").iterdir())
+
+
+def test_a_resumed_part_grows_attention_at_16_without_changing_what_the_model_computes(tmp_path: Path, capsys):
+    """``--fine-attention`` on a part resumed from a model without attention at 16 x 16 adds cross-attention
+    blocks there (zero output projections: the grown UNet's output is the model's, bit for bit), trains them,
+    and saves a UNet that ``load_components`` reads; continuing the grown model without the option is refused
+    in one line, since it would silently drop the new blocks."""
+    from eqdiff.world.__main__ import main
+    from eqdiff.world.architecture import grow_fine_attention, has_fine_attention
+    from eqdiff.world.base_model import WorldTrainConfig, train_world_model
+    from eqdiff.world.preset import load_world_model
+
+    small = WorldTrainConfig(
+        num_images=64, vae_steps=2, vae_batch_size=4, text_steps=2, text_batch_size=8, steps=2, batch_size=4
+    )
+    first = train_world_model(tmp_path / "first", small)
+    unet = load_world_model(first)[0]
+    grown = grow_fine_attention(unet)
+    assert not has_fine_attention(unet.config) and has_fine_attention(grown.config)
+    layers = unet.config.layers_per_block  # an up block has one more, as in SD v1.x
+    assert len(grown.down_blocks[0].attentions) == layers and len(grown.up_blocks[-1].attentions) == layers + 1
+    noisy, timesteps = torch.randn(2, 4, 16, 16), torch.tensor([10, 700])
+    states = torch.randn(2, 77, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        assert torch.equal(unet(noisy, timesteps, states).sample, grown(noisy, timesteps, states).sample)
+
+    # no EMA here: two steps of an EMA starting at the new blocks' zeros would round to zero in fp16
+    grow = replace(small, resume_from=str(first), fine_attention=True, ema_decay=0.0)
+    part = train_world_model(tmp_path / "grown", grow)
+    record = json.loads((part / "world_model.json").read_text())
+    assert record["config"]["fine_attention"] and record["resumed_from"]["config"]["fine_attention"] is False
+    components = load_components(ModelConfig(preset="world", path=str(part), cache_dir=str(tmp_path)))
+    assert components.unet.config.down_block_types[0] == "CrossAttnDownBlock2D"
+    assert components.unet.config.up_block_types[-1] == "CrossAttnUpBlock2D"
+    trained = components.unet.down_blocks[0].attentions[0].proj_out.weight
+    assert trained.abs().sum() > 0, "the new attention at 16 x 16 was not trained"
+
+    capsys.readouterr()  # the training's progress bars
+    assert main(["model", "--out", str(tmp_path / "next"), "--resume-from", str(part)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "pass --fine-attention" in error and not (tmp_path / "next").exists()

@@ -2,6 +2,7 @@
 
 python -m eqdiff.world model --out A                     # the base model from scratch (about 90 min, 2 cores)
 python -m eqdiff.world model --out B --resume-from A     # A's UNet trained --steps more (about 55 min)
+python -m eqdiff.world model --out C --resume-from B --fine-attention   # B's UNet grown attention at 16 x 16
 python -m eqdiff.world evaluator --out eqdiff/world/weights/evaluator   # the evaluators (about 10 min, 2 cores)
 python -m eqdiff.world check-base --out reports/world-base              # base samples, recognised (2 min)
 """
@@ -27,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     model = commands.add_parser("model", help="train the world base model from scratch")
     model.add_argument("--out", type=Path, required=True, help="output folder (must not exist)")
     for field in fields(WorldTrainConfig):
-        model.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
+        option = f"--{field.name.replace('_', '-')}"
+        if isinstance(field.default, bool):
+            model.add_argument(option, action=argparse.BooleanOptionalAction, default=field.default)
+        else:
+            model.add_argument(option, type=type(field.default), default=field.default)
     evaluator = commands.add_parser("evaluator", help="train the world evaluators and measure their accuracy")
     evaluator.add_argument("--out", type=Path, required=True, help="output folder (must not exist)")
     for field in fields(EvaluatorTrainConfig):

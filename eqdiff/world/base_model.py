@@ -34,8 +34,15 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from eqdiff.architectures import CLIP_IDS, SD_V1_SCHEDULER, build_clip_tokenizer
+from eqdiff.architectures import SD_V1_SCHEDULER, build_clip_tokenizer
 from eqdiff.errors import ModelError
+from eqdiff.world.architecture import (
+    WORLD_ARCHITECTURE,
+    WORLD_RESOLUTION,
+    grow_fine_attention,
+    has_fine_attention,
+    unet_architecture,
+)
 from eqdiff.world.preset import (
     RECORD_FILE,
     load_world_model,
@@ -47,39 +54,6 @@ from eqdiff.world.vocabulary import STYLES, caption, random_spec
 
 logger = logging.getLogger(__name__)
 
-WORLD_RESOLUTION = 64
-WORLD_ARCHITECTURE = {
-    "unet": {
-        "sample_size": WORLD_RESOLUTION // 4,
-        "layers_per_block": 1,
-        "block_out_channels": (32, 64, 128),
-        # no attention at the 16 x 16 level, cross-attention at 8 x 8 and 4 x 4 and in the mid block (the RRA and
-        # L_ca/L_ra layers, down_blocks.2 and up_blocks.1, are cross-attention blocks as in SD v1.x)
-        "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        "cross_attention_dim": 64,
-        # diffusers' name for the number of heads: 2 heads of 32 and 64 channels (CPU attention with 4-wide heads
-        # took half of each training step)
-        "attention_head_dim": 2,
-        "norm_num_groups": 16,
-    },
-    "vae": {
-        "down_block_types": ("DownEncoderBlock2D",) * 3,
-        "up_block_types": ("UpDecoderBlock2D",) * 3,
-        "block_out_channels": (32, 64, 64),
-        "layers_per_block": 1,
-        "latent_channels": 4,
-        "norm_num_groups": 16,
-        "sample_size": WORLD_RESOLUTION,
-    },
-    "text_encoder": {
-        "hidden_size": 64,
-        "intermediate_size": 256,
-        "num_hidden_layers": 4,
-        "num_attention_heads": 4,
-        **CLIP_IDS,
-    },
-}
 KEPT_TOKENS = ("ktn",)
 """Vocabulary entries whose rows are kept although no caption uses them (the default concept initializer)."""
 
@@ -112,6 +86,11 @@ class WorldTrainConfig:
     second_colour: float = 0.0
     """Probability that a patterned object's caption also names its pattern's colour ("a yellow purple spotted
     ball"); 0, the shipped model's captions, never does (docs/world.md, "Naming the second colour in captions")."""
+    fine_attention: bool = False
+    """Cross-attention at the 16 x 16 level too (cross-attention blocks at every level, as SD v1.x has at its
+    finest); off, the shipped model's UNet, that level has none. A part resumed from a model without it grows
+    it: the new transformer blocks start with a zero output projection, so the grown UNet first computes exactly
+    what the model did (docs/world.md, "Attention at 16 x 16")."""
     ema_decay: float = 0.999
     seed: int = 0
     resume_from: str = ""
@@ -272,7 +251,7 @@ def train_denoiser(
 ) -> tuple[UNet2DConditionModel, set[int]]:
     """Train the UNet (a new one, or ``unet`` further) on ``scale``-d latents under the frozen ``text_encoder``;
     returns the EMA UNet and the token ids captions used."""
-    unet = (unet or UNet2DConditionModel(**WORLD_ARCHITECTURE["unet"])).train()
+    unet = (unet or UNet2DConditionModel(**unet_architecture(config.fine_attention))).train()
     noise_scheduler = DDPMScheduler.from_config(SD_V1_SCHEDULER)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr(s, config.steps, config.warmup_steps))
@@ -326,6 +305,11 @@ def check_resume(config: WorldTrainConfig) -> Path | None:
     if not config.resume_from:
         return None
     source = world_source(config.resume_from, "--resume-from")
+    unet_config = json.loads((source / "unet" / "config.json").read_text(encoding="utf-8"))
+    if has_fine_attention(unet_config) and not config.fine_attention:
+        raise ModelError(
+            f"--resume-from {source} has cross-attention at 16 x 16: pass --fine-attention to continue it as it is"
+        )
     trained = first_part_settings(source)
     changed = [name for name, value in trained.items() if getattr(config, name) != value]
     if changed:
@@ -358,6 +342,8 @@ def train_world_model(out: str | Path, config: WorldTrainConfig = WorldTrainConf
         unet = None
     else:
         unet, vae, text_encoder, used, resumed = previous
+        if config.fine_attention and not has_fine_attention(unet.config):
+            unet = grow_fine_attention(unet)
         means, stds = encode_training_set(vae, images)
         scale = float(vae.config.scaling_factor)
     unet, used_by_unet = train_denoiser(means, stds, scale, specs, text_encoder, tokenizer, config, generator, unet)
