@@ -249,8 +249,10 @@ def test_a_resumed_part_grows_attention_at_16_without_changing_what_the_model_co
     blocks there (zero output projections: the grown UNet's output is the model's, bit for bit), trains them,
     and saves a UNet that ``load_components`` reads; continuing the grown model without the option is refused
     in one line, since it would silently drop the new blocks."""
+    from diffusers import UNet2DConditionModel
+
     from eqdiff.world.__main__ import main
-    from eqdiff.world.architecture import grow_fine_attention, has_fine_attention
+    from eqdiff.world.architecture import grow_fine_attention, has_fine_attention, unet_architecture
     from eqdiff.world.base_model import WorldTrainConfig, train_world_model
     from eqdiff.world.preset import load_world_model
 
@@ -263,6 +265,10 @@ def test_a_resumed_part_grows_attention_at_16_without_changing_what_the_model_co
     assert not has_fine_attention(unet.config) and has_fine_attention(grown.config)
     layers = unet.config.layers_per_block  # an up block has one more, as in SD v1.x
     assert len(grown.down_blocks[0].attentions) == layers and len(grown.up_blocks[-1].attentions) == layers + 1
+    # what --fine-attention builds from scratch is the grown architecture, so either continues the other
+    built = UNet2DConditionModel(**unet_architecture(fine_attention=True))
+    assert built.state_dict().keys() == grown.state_dict().keys()
+    assert all(built.state_dict()[k].shape == v.shape for k, v in grown.state_dict().items())
     noisy, timesteps = torch.randn(2, 4, 16, 16), torch.tensor([10, 700])
     states = torch.randn(2, 77, unet.config.cross_attention_dim)
     with torch.no_grad():
