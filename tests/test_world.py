@@ -289,3 +289,70 @@ def test_a_resumed_part_grows_attention_at_16_without_changing_what_the_model_co
     assert main(["model", "--out", str(tmp_path / "next"), "--resume-from", str(part)]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "pass --fine-attention" in error and not (tmp_path / "next").exists()
+
+
+def test_hard_negative_captions_swap_one_attribute_with_the_same_words_dropped():
+    """The text encoder's hard negatives (NegCLIP): each is the image's training caption with one attribute
+    swapped, a different attribute each, never the caption itself; the positive caption is the one the plain
+    contrastive phase draws from the same random stream."""
+    from eqdiff.world.base_model import WorldTrainConfig
+    from eqdiff.world.text_encoder import captions_with_negatives, training_captions
+
+    config = WorldTrainConfig(second_colour=0.5)
+    specs = [random_spec(np.random.default_rng([4, i])) for i in range(40)]
+    plain = training_captions(specs, torch.arange(40), np.random.default_rng(1), config, 0.0)
+    rng, choice = np.random.default_rng(1), np.random.default_rng(2)
+    one_word = 0
+    for spec, expected in zip(specs, plain, strict=True):
+        positive, negatives = captions_with_negatives(spec, rng, choice, config, 3)
+        assert positive == expected
+        shown = [n for n in negatives if n is not None]
+        assert len(negatives) == 3 and shown and positive not in shown and len(set(shown)) == len(shown)
+        for negative in shown:
+            a, b = positive.split(), negative.split()
+            one_word += len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=True)) == 1
+    assert one_word > 40, "most hard negatives differ from their caption in exactly one word"
+
+
+def test_a_resumed_part_can_train_a_new_text_encoder_with_hard_negatives_and_keep_the_vae(tmp_path: Path, capsys):
+    """``--new-text-encoder`` on a resumed part trains a text encoder of its own (here with hard negatives), keeps
+    the model's VAE byte for byte and continues its UNet under the new encoder; the part's text settings are
+    recorded as its own, so a part resumed from it keeps that encoder; the option without ``--resume-from`` is
+    refused in one line."""
+    from eqdiff.world.__main__ import main
+    from eqdiff.world.base_model import WorldTrainConfig, first_part_settings, train_world_model
+
+    small = WorldTrainConfig(
+        num_images=64, vae_steps=2, vae_batch_size=4, text_steps=2, text_batch_size=8, steps=2, batch_size=4
+    )
+    first = train_world_model(tmp_path / "first", small)
+    new = replace(
+        small,
+        resume_from=str(first),
+        new_text_encoder=True,
+        text_hard_negatives=2,
+        text_steps=3,
+        text_tower_pooling="mean+max",
+    )
+    part = train_world_model(tmp_path / "part", new)
+    for path in (first / "vae").iterdir():
+        assert (part / "vae" / path.name).read_bytes() == path.read_bytes(), f"vae/{path.name} changed"
+    before = load_components(ModelConfig(preset="world", path=str(first), cache_dir=str(tmp_path)))
+    after = load_components(ModelConfig(preset="world", path=str(part), cache_dir=str(tmp_path)))
+    encoder_changed = [
+        not torch.equal(a, b)
+        for a, b in zip(before.text_encoder.parameters(), after.text_encoder.parameters(), strict=True)
+    ]
+    assert sum(encoder_changed) > len(encoder_changed) // 2, "the part did not train a new text encoder"
+    settings = first_part_settings(part)
+    assert settings["text_hard_negatives"] == 2 and settings["text_steps"] == 3 and settings["vae_steps"] == 2
+
+    capsys.readouterr()
+    assert main(["model", "--out", str(tmp_path / "x"), "--new-text-encoder"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--resume-from" in error and not (tmp_path / "x").exists()
+    assert main(["model", "--out", str(tmp_path / "x"), "--text-tower-pooling", "max"]) == 2
+    assert "expected one of mean, mean+max" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    # a part resumed from it without the option keeps its encoder: another text setting is refused
+    assert main(["model", "--out", str(tmp_path / "x"), "--resume-from", str(part), "--text-steps", "5"]) == 2
+    assert "--text-steps 5 would have no effect" in capsys.readouterr().err

@@ -3,6 +3,8 @@
 python -m eqdiff.world model --out A                     # the base model from scratch (about 90 min, 2 cores)
 python -m eqdiff.world model --out B --resume-from A     # A's UNet trained --steps more (about 55 min)
 python -m eqdiff.world model --out C --resume-from B --fine-attention   # B's UNet grown attention at 16 x 16
+python -m eqdiff.world model --out D --resume-from C --new-text-encoder --text-hard-negatives 3   # C's VAE and
+                                                         # UNet under a new text encoder
 python -m eqdiff.world evaluator --out eqdiff/world/weights/evaluator   # the evaluators (about 10 min, 2 cores)
 python -m eqdiff.world check-base --out reports/world-base              # base samples, recognised (2 min)
 """
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume_from and Path(args.resume_from).is_dir():
         # options left at their defaults take the resumed model's own VAE / text encoder settings
         defaults = WorldTrainConfig()
-        trained = first_part_settings(Path(args.resume_from))
+        trained = first_part_settings(Path(args.resume_from), args.new_text_encoder)
         settings.update({k: v for k, v in trained.items() if settings[k] == getattr(defaults, k)})
     config = WorldTrainConfig(**settings)
     try:

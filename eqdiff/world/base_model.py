@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
@@ -29,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from tqdm.auto import tqdm
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextModel
 
 from eqdiff.architectures import SD_V1_SCHEDULER, build_clip_tokenizer
 from eqdiff.errors import ModelError
@@ -50,7 +48,8 @@ from eqdiff.world.preset import (
     world_source,
 )
 from eqdiff.world.render import render
-from eqdiff.world.vocabulary import STYLES, caption, random_spec
+from eqdiff.world.text_encoder import TOWER_POOLING, lr_factor, token_ids, train_text_encoder, training_captions
+from eqdiff.world.vocabulary import STYLES, random_spec
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +72,13 @@ class WorldTrainConfig:
     """Contrastive (CLIP) steps of the text encoder against a small latent image tower, before the UNet."""
     text_batch_size: int = 256
     text_learning_rate: float = 1e-3
+    text_hard_negatives: int = 0
+    """Hard-negative captions per image in the text encoder's contrastive phase: the image's caption with one
+    attribute swapped (NegCLIP); 0, the shipped model's text encoder, has none (docs/world.md, "Hard negatives
+    for the text encoder")."""
+    text_tower_pooling: str = "mean"
+    """How the contrastive phase's image tower pools its feature maps: ``mean`` (the shipped model's) or
+    ``mean+max`` (``eqdiff.world.text_encoder.image_tower``)."""
     steps: int = 8_000
     """UNet optimisation steps (the text encoder is frozen, as SD v1.x's CLIP text encoder is)."""
     batch_size: int = 32
@@ -97,6 +103,9 @@ class WorldTrainConfig:
     """A world model folder to continue: its VAE and frozen text encoder are reused as they are and its UNet
     trains ``steps`` more steps (a new warm-up and cosine cycle) on the same training set; empty: train all three
     from scratch. A longer training in parts, on the same command, each part within one session."""
+    new_text_encoder: bool = False
+    """With ``resume_from``: train a new text encoder (this part's ``text_*`` settings) in place of the model's
+    and continue its UNet under it; the VAE is still reused as it is."""
 
 
 def _render_chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, list]:
@@ -127,16 +136,10 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def _lr(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def train_vae(images: np.ndarray, config: WorldTrainConfig, generator: torch.Generator) -> AutoencoderKL:
     vae = AutoencoderKL(**WORLD_ARCHITECTURE["vae"])
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_learning_rate, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr(s, config.vae_steps, 100))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.vae_steps, 100))
     for step in (bar := tqdm(range(config.vae_steps), desc="world: VAE", unit="step")):
         # the last 5 % on whole images, so the mid-block attention also sees the 16 x 16 latents it will get
         crop = config.vae_crop if step < 0.95 * config.vae_steps else WORLD_RESOLUTION
@@ -182,62 +185,6 @@ class _Ema:
             live.copy_(shadow)
 
 
-def _captions(specs: list, rows: torch.Tensor, rng: np.random.Generator, config: WorldTrainConfig, dropout: float):
-    return [
-        "" if rng.random() < dropout else caption(specs[int(i)], rng, config.word_keep, config.second_colour)
-        for i in rows
-    ]
-
-
-def train_text_encoder(
-    latents: torch.Tensor, specs: list, tokenizer, config: WorldTrainConfig, generator: torch.Generator
-) -> tuple[CLIPTextModel, set[int]]:
-    """CLIP's objective at world scale: the text encoder's pooled (EOS) state and a small conv tower on the
-    training latents, projected to a shared space, trained with the symmetric InfoNCE loss and a learnt
-    temperature. The image tower and both projections are discarded; what the UNet gets is a text encoder whose
-    states already tell shapes, colours, scenes and styles apart, as SD v1.x's frozen CLIP encoder does."""
-    width = WORLD_ARCHITECTURE["text_encoder"]["hidden_size"]
-    text_encoder = CLIPTextModel(CLIPTextConfig(**WORLD_ARCHITECTURE["text_encoder"]))
-    tower = torch.nn.Sequential(
-        torch.nn.Conv2d(latents.shape[1], 64, 3, padding=1),
-        torch.nn.SiLU(),
-        torch.nn.Conv2d(64, 128, 3, stride=2, padding=1),
-        torch.nn.SiLU(),
-        torch.nn.Conv2d(128, 128, 3, stride=2, padding=1),
-        torch.nn.SiLU(),
-        torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(),
-        torch.nn.Linear(128, width),
-    )
-    projection = torch.nn.Linear(width, width, bias=False)
-    log_temperature = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-    parameters = [*text_encoder.parameters(), *tower.parameters(), *projection.parameters(), log_temperature]
-    optimizer = torch.optim.AdamW(parameters, lr=config.text_learning_rate, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr(s, config.text_steps, 50))
-    rng = np.random.default_rng([config.seed, 2])
-    used: set[int] = set()
-    targets = torch.arange(config.text_batch_size)
-    for _ in (bar := tqdm(range(config.text_steps), desc="world: text encoder (CLIP)", unit="step")):
-        rows = torch.randint(len(specs), (config.text_batch_size,), generator=generator)
-        ids = _token_ids(tokenizer, _captions(specs, rows, rng, config, 0.0))
-        used.update(int(t) for t in ids.unique())
-        text = F.normalize(projection(text_encoder(ids).pooler_output), dim=-1)
-        image = F.normalize(tower(latents[rows]), dim=-1)
-        logits = text @ image.T * log_temperature.clamp(max=math.log(100)).exp()
-        loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-    return text_encoder.eval().requires_grad_(False), used
-
-
-def _token_ids(tokenizer, texts: list[str]) -> torch.Tensor:
-    return tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
-
-
 def train_denoiser(
     means: torch.Tensor,
     stds: torch.Tensor,
@@ -254,14 +201,14 @@ def train_denoiser(
     unet = (unet or UNet2DConditionModel(**unet_architecture(config.fine_attention))).train()
     noise_scheduler = DDPMScheduler.from_config(SD_V1_SCHEDULER)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr(s, config.steps, config.warmup_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.steps, config.warmup_steps))
     ema = _Ema([unet], config.ema_decay)
     rng = np.random.default_rng([config.seed, 1])
     used: set[int] = set()
     alphas = noise_scheduler.alphas_cumprod
     for _ in (bar := tqdm(range(config.steps), desc="world: UNet", unit="step")):
         rows = torch.randint(len(specs), (config.batch_size,), generator=generator)
-        ids = _token_ids(tokenizer, _captions(specs, rows, rng, config, config.caption_dropout))
+        ids = token_ids(tokenizer, training_captions(specs, rows, rng, config, config.caption_dropout))
         used.update(int(t) for t in ids.unique())
         latents = (means[rows] + stds[rows] * torch.randn(means[rows].shape, generator=generator)) * scale
         noise = torch.randn(latents.shape, generator=generator)
@@ -289,20 +236,33 @@ FIRST_PART_ONLY = tuple(f.name for f in fields(WorldTrainConfig) if f.name.start
 """Settings of the VAE and text encoder phases, which a resumed part does not run."""
 
 
-def first_part_settings(source: Path) -> dict:
-    """The VAE and text encoder settings the world model at ``source`` was trained with, from its record (the
-    first part's, for a model that was itself resumed); those the record lacks are left out."""
+def kept_networks(new_text_encoder: bool) -> str:
+    return "VAE" if new_text_encoder else "VAE and text encoder"
+
+
+def first_part_settings(source: Path, new_text_encoder: bool = False) -> dict:
+    """The VAE and text encoder settings the world model at ``source`` was trained with, from its record (each
+    part records those its networks were trained with); those the record lacks are left out. With
+    ``new_text_encoder``, only the VAE's: a part that trains its own text encoder keeps only the VAE."""
     record_path = source / RECORD_FILE
     record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else {}
     config = record.get("config", {})
-    return {name: config[name] for name in FIRST_PART_ONLY if name in config}
+    kept = [name for name in FIRST_PART_ONLY if not (new_text_encoder and name.startswith("text_"))]
+    return {name: config[name] for name in kept if name in config}
 
 
 def check_resume(config: WorldTrainConfig) -> Path | None:
     """The folder ``config.resume_from`` names, checked to be a world model, and ``None`` without one. A resumed
     part runs neither the VAE nor the text encoder phase: its settings for them must be those the model was
-    trained with, so that the record says what was run; any other value is refused, not silently ignored."""
+    trained with, so that the record says what was run; any other value is refused, not silently ignored. With
+    ``new_text_encoder`` the part runs the text encoder phase, and only the VAE settings are held to the model's."""
+    if config.text_tower_pooling not in TOWER_POOLING:
+        raise ModelError(
+            f"--text-tower-pooling {config.text_tower_pooling}: expected one of {', '.join(TOWER_POOLING)}"
+        )
     if not config.resume_from:
+        if config.new_text_encoder:
+            raise ModelError("--new-text-encoder replaces the text encoder of a --resume-from model: name one")
         return None
     source = world_source(config.resume_from, "--resume-from")
     unet_config = json.loads((source / "unet" / "config.json").read_text(encoding="utf-8"))
@@ -310,12 +270,12 @@ def check_resume(config: WorldTrainConfig) -> Path | None:
         raise ModelError(
             f"--resume-from {source} has cross-attention at 16 x 16: pass --fine-attention to continue it as it is"
         )
-    trained = first_part_settings(source)
+    trained = first_part_settings(source, config.new_text_encoder)
     changed = [name for name, value in trained.items() if getattr(config, name) != value]
     if changed:
         options = ", ".join(f"--{name.replace('_', '-')} {getattr(config, name)}" for name in changed)
         raise ModelError(
-            f"--resume-from keeps the VAE and text encoder of {source} (trained with "
+            f"--resume-from keeps the {kept_networks(config.new_text_encoder)} of {source} (trained with "
             + ", ".join(f"{name} {trained[name]}" for name in changed)
             + f"): {options} would have no effect"
         )
@@ -346,6 +306,8 @@ def train_world_model(out: str | Path, config: WorldTrainConfig = WorldTrainConf
             unet = grow_fine_attention(unet)
         means, stds = encode_training_set(vae, images)
         scale = float(vae.config.scaling_factor)
+        if config.new_text_encoder:
+            text_encoder, used = train_text_encoder(means * scale, specs, tokenizer, config, generator)
     unet, used_by_unet = train_denoiser(means, stds, scale, specs, text_encoder, tokenizer, config, generator, unet)
     keep = used | used_by_unet | {tokenizer.convert_tokens_to_ids(t) for t in KEPT_TOKENS}
     extra = {"resumed_from": resumed} if previous is not None else {}
