@@ -356,3 +356,23 @@ def test_a_resumed_part_can_train_a_new_text_encoder_with_hard_negatives_and_kee
     # a part resumed from it without the option keeps its encoder: another text setting is refused
     assert main(["model", "--out", str(tmp_path / "x"), "--resume-from", str(part), "--text-steps", "5"]) == 2
     assert "--text-steps 5 would have no effect" in capsys.readouterr().err
+
+
+def test_check_base_samples_the_model_and_reports_what_it_recognises(tmp_path: Path, capsys):
+    """``check-base`` on the shipped model (a few samples, 2 denoising steps): the summary has the three
+    attributes of the base model's acceptance and the pattern beside them, "all three" is over the three only,
+    and the contact sheet has one cell per sample."""
+    from PIL import Image
+
+    from eqdiff.world.__main__ import main
+
+    out = tmp_path / "check"
+    args = ["check-base", "--out", str(out), "--num-samples", "4", "--num-inference-steps", "2"]
+    assert main([*args, "--model-path", str(SHIPPED_MODEL)]) == 0
+    assert "pattern" in capsys.readouterr().out
+    summary = json.loads((out / "base_check.json").read_text())
+    assert list(summary["recognised"]) == ["shape", "colour", "style", "pattern"]
+    three = [all(s["hit"][k] for k in ("shape", "colour", "style")) for s in summary["samples"]]
+    assert summary["recognised_all"] == sum(three) / 4 and len(summary["samples"]) == 4
+    assert set(summary["evaluator_accuracy"]) == set(summary["recognised"])
+    assert Image.open(out / "base_check.png").size == (4 * 128, 128 + 26)

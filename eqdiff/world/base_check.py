@@ -2,8 +2,9 @@
 
 Random full captions ("a watercolor painting of a shiny red striped ball in the snow"; identities the base model
 was trained on), one sample each from the base model alone, recognised by the world evaluators: the fraction
-whose recognised shape, colour and style equal the prompt's, per attribute and all three at once, beside the
-evaluators' own accuracy on real world images of the same attributes. Writes ``base_check.json`` and a contact
+whose recognised shape, colour and style equal the prompt's, per attribute and all three at once, and the
+colour pattern's (reported, not in "all three"), beside the evaluators' own accuracy on real world images of the
+same attributes. Writes ``base_check.json`` and a contact
 sheet ``base_check.png`` (each sample with its prompt's attributes, a red frame where one was missed).
 """
 
@@ -21,10 +22,14 @@ from eqdiff.config import ModelConfig
 from eqdiff.world.vocabulary import caption, random_spec
 
 CHECKED = ("shape", "colour", "style")
+"""What the base model's acceptance asks for (docs/world.md, "What the shipped model draws")."""
+REPORTED = (*CHECKED, "pattern")
+"""Also reported, not part of "all three": the colour pattern, which customization needs (docs/world.md)."""
 
 
 def _truth(spec) -> dict[str, str]:
-    return {"shape": spec.identity.shape, "colour": spec.identity.colour, "style": spec.style}
+    identity = spec.identity
+    return {"shape": identity.shape, "colour": identity.colour, "style": spec.style, "pattern": identity.pattern}
 
 
 def check_base_model(
@@ -62,7 +67,7 @@ def check_base_model(
         ).images
     predictions = evaluator.predict(images)
     hits = [
-        {key: prediction[key] == _truth(spec)[key] for key in CHECKED}
+        {key: prediction[key] == _truth(spec)[key] for key in REPORTED}
         for spec, prediction in zip(specs, predictions, strict=True)
     ]
     summary = {
@@ -70,11 +75,11 @@ def check_base_model(
         "model": model.preset if not model.path else model.path,
         "num_inference_steps": num_inference_steps,
         "guidance_scale": guidance_scale,
-        "recognised": {key: float(np.mean([h[key] for h in hits])) for key in CHECKED},
-        "recognised_all": float(np.mean([all(h.values()) for h in hits])),
-        "evaluator_accuracy": {key: evaluator.accuracy.get(key) for key in CHECKED},
+        "recognised": {key: float(np.mean([h[key] for h in hits])) for key in REPORTED},
+        "recognised_all": float(np.mean([all(h[key] for key in CHECKED) for h in hits])),
+        "evaluator_accuracy": {key: evaluator.accuracy.get(key) for key in REPORTED},
         "samples": [
-            {"prompt": p, "predicted": {k: pred[k] for k in CHECKED}, "hit": h}
+            {"prompt": p, "predicted": {k: pred[k] for k in REPORTED}, "hit": h}
             for p, pred, h in zip(prompts, predictions, hits, strict=True)
         ],
     }
@@ -86,6 +91,7 @@ def check_base_model(
 def contact_sheet(images: list[Image.Image], specs: list, hits: list[dict], columns: int = 10) -> Image.Image:
     """The samples at 2x, each under its prompt's shape/colour/style; a red frame marks a miss."""
     cell, label = 128, 26
+    columns = max(1, min(columns, len(images)))
     rows = (len(images) + columns - 1) // columns
     sheet = Image.new("RGB", (columns * cell, rows * (cell + label)), "white")
     draw = ImageDraw.Draw(sheet)
@@ -95,6 +101,6 @@ def contact_sheet(images: list[Image.Image], specs: list, hits: list[dict], colu
         truth = _truth(spec)
         draw.text((x + 3, y + 1), f"{truth['colour']} {truth['shape']}", fill="black")
         draw.text((x + 3, y + 12), truth["style"], fill="black")
-        if not all(hit.values()):
+        if not all(hit[key] for key in CHECKED):
             draw.rectangle((x, y + label, x + cell - 1, y + label + cell - 1), outline="red", width=3)
     return sheet
