@@ -219,8 +219,21 @@ def test_the_base_model_command_is_seeded_resumable_and_reproduces_the_shipped_r
         parts.append(parts[-1]["resumed_from"])
     defaults = asdict(WorldTrainConfig())  # a record written before a setting existed ran with its default
     assert {**defaults, **parts[-1]["config"]} == defaults and set(parts[-1]["config"]) <= set(defaults)
-    for part in parts[:-1]:
-        assert {**defaults, **part["config"], "resume_from": "", "steps": defaults["steps"]} == defaults
+    # each later part's other settings are options of its command in docs/world.md; a resumed part records the
+    # VAE settings it kept (the first part's) and the text settings of the encoder it kept, unless it trained one
+    commands = [line for line in (REPO / "docs" / "world.md").read_text().splitlines() if "eqdiff.world model" in line]
+    trained_by = {**defaults, **parts[-1]["config"]}
+    for part in reversed(parts[:-1]):
+        config = {**defaults, **part["config"]}
+        kept = [
+            k for k in defaults if k.startswith("vae_") or (k.startswith("text_") and not config["new_text_encoder"])
+        ]
+        assert all(config[k] == trained_by[k] for k in kept), "a resumed part records the settings it kept"
+        for key in (k for k in defaults if config[k] != defaults[k] and k != "resume_from" and k not in kept):
+            option = f"--{key.replace('_', '-')}"
+            option = option if isinstance(config[key], bool) else f"{option} {config[key]}"
+            assert any(option in line for line in commands), f"{option} is in no command of docs/world.md"
+        trained_by = config
 
 
 def test_the_base_model_command_refuses_a_bad_resume_folder_in_one_line(tmp_path: Path, capsys):
