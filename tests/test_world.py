@@ -371,6 +371,73 @@ def test_a_resumed_part_can_train_a_new_text_encoder_with_hard_negatives_and_kee
     assert "--text-steps 5 would have no effect" in capsys.readouterr().err
 
 
+def test_caption_labels_name_exactly_the_attributes_a_caption_shows():
+    """The attribute heads' labels: in a full caption every attribute is named with the spec's value, but a
+    plain pattern and a scene without a phrase, which no word names; a dropped word leaves its attribute
+    unlabelled; the second colour is labelled only when the caption names it."""
+    from eqdiff.world.text_encoder import IGNORED, caption_labels
+    from eqdiff.world.vocabulary import ATTRIBUTES, caption
+
+    seen = {name: 0 for name in ATTRIBUTES}
+    for i in range(200):
+        spec = random_spec(np.random.default_rng([5, i]))
+        values = {"scene": spec.scene, "style": spec.style, **vars(spec.identity)}
+        full = caption_labels(spec, caption(spec, None, 1.0, 1.0))
+        unnamed = {"pattern"} if spec.identity.pattern == "plain" else set()
+        unnamed |= {"scene"} if spec.scene in ("studio", "clutter") else set()
+        unnamed |= {"second"} if spec.identity.pattern == "plain" else set()
+        for name, label in full.items():
+            assert (label == IGNORED) == (name in unnamed), (name, caption(spec, None, 1.0, 1.0))
+            if label != IGNORED:
+                assert ATTRIBUTES[name][label] == values[name]
+                seen[name] += 1
+        assert caption_labels(spec, caption(spec))["second"] == IGNORED  # the shipped captions never name it
+        bare = caption_labels(spec, caption(spec, np.random.default_rng(i), 0.0))
+        assert {name for name, label in bare.items() if label != IGNORED} == {"shape", "style"}
+    assert min(seen.values()) > 50
+
+
+def test_a_resumed_part_can_train_a_new_unet_under_a_text_encoder_with_attribute_heads(tmp_path: Path, capsys):
+    """``--new-unet`` on a resumed part builds its UNet from scratch (here with attention at 16 x 16, which the
+    model has not: a new UNet is not grown), under a new text encoder trained with the attribute heads; the VAE
+    is kept byte for byte and the settings recorded; the option without ``--resume-from`` is refused."""
+    from eqdiff.world.__main__ import main
+    from eqdiff.world.architecture import has_fine_attention
+    from eqdiff.world.base_model import WorldTrainConfig, first_part_settings, train_world_model
+
+    small = WorldTrainConfig(
+        num_images=64, vae_steps=2, vae_batch_size=4, text_steps=2, text_batch_size=8, steps=2, batch_size=4
+    )
+    first = train_world_model(tmp_path / "first", small)
+    new = replace(
+        small,
+        resume_from=str(first),
+        new_text_encoder=True,
+        new_unet=True,
+        fine_attention=True,
+        text_attribute_loss=1.0,
+        text_steps=3,
+    )
+    part = train_world_model(tmp_path / "part", new)
+    for path in (first / "vae").iterdir():
+        assert (part / "vae" / path.name).read_bytes() == path.read_bytes(), f"vae/{path.name} changed"
+    after = load_components(ModelConfig(preset="world", path=str(part), cache_dir=str(tmp_path)))
+    assert has_fine_attention(after.unet.config), "a new UNet has the part's architecture"
+    assert all(torch.isfinite(p).all() for p in after.text_encoder.parameters())
+    record = json.loads((part / "world_model.json").read_text())["config"]
+    assert record["new_unet"] and record["text_attribute_loss"] == 1.0
+    assert first_part_settings(part)["text_attribute_loss"] == 1.0
+    # a new UNet under the kept encoder of a model with attention at 16 x 16, built without it: not refused
+    kept = replace(new, resume_from=str(part), new_text_encoder=False, fine_attention=False)
+    plain = train_world_model(tmp_path / "plain", kept)
+    assert not has_fine_attention(load_components(ModelConfig(preset="world", path=str(plain))).unet.config)
+
+    capsys.readouterr()
+    assert main(["model", "--out", str(tmp_path / "x"), "--new-unet"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--new-unet replaces the UNet" in error and not (tmp_path / "x").exists()
+
+
 def test_check_base_samples_the_model_and_reports_what_it_recognises(tmp_path: Path, capsys):
     """``check-base`` on the shipped model (a few samples, 2 denoising steps): the summary has the three
     attributes of the base model's acceptance and the pattern beside them, "all three" is over the three only,

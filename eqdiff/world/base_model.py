@@ -48,7 +48,14 @@ from eqdiff.world.preset import (
     world_source,
 )
 from eqdiff.world.render import render
-from eqdiff.world.text_encoder import TOWER_POOLING, lr_factor, token_ids, train_text_encoder, training_captions
+from eqdiff.world.text_encoder import (
+    TOWER_POOLING,
+    lr_factor,
+    token_ids,
+    train_text_encoder,
+    training_captions,
+    word_separation,
+)
 from eqdiff.world.vocabulary import STYLES, random_spec
 
 logger = logging.getLogger(__name__)
@@ -79,6 +86,10 @@ class WorldTrainConfig:
     text_tower_pooling: str = "mean"
     """How the contrastive phase's image tower pools its feature maps: ``mean`` (the shipped model's) or
     ``mean+max`` (``eqdiff.world.text_encoder.image_tower``)."""
+    text_attribute_loss: float = 0.0
+    """Weight of the attribute heads' loss in the text encoder's phase: linear heads read each attribute a
+    caption names from the encoder's states (``eqdiff.world.text_encoder.AttributeHeads``); 0, the shipped
+    model's text encoder, has none (docs/world.md, "Attribute heads for the text encoder")."""
     steps: int = 8_000
     """UNet optimisation steps (the text encoder is frozen, as SD v1.x's CLIP text encoder is)."""
     batch_size: int = 32
@@ -106,6 +117,10 @@ class WorldTrainConfig:
     new_text_encoder: bool = False
     """With ``resume_from``: train a new text encoder (this part's ``text_*`` settings) in place of the model's
     and continue its UNet under it; the VAE is still reused as it is."""
+    new_unet: bool = False
+    """With ``resume_from``: train a new UNet from scratch (``steps`` steps) in place of the model's, under its
+    text encoder or, with ``new_text_encoder``, under a new one; the VAE is reused as it is, which saves its
+    phase (a third of a first part)."""
 
 
 def _render_chunk(args: tuple[int, int, int]) -> tuple[np.ndarray, list]:
@@ -261,12 +276,16 @@ def check_resume(config: WorldTrainConfig) -> Path | None:
             f"--text-tower-pooling {config.text_tower_pooling}: expected one of {', '.join(TOWER_POOLING)}"
         )
     if not config.resume_from:
-        if config.new_text_encoder:
-            raise ModelError("--new-text-encoder replaces the text encoder of a --resume-from model: name one")
+        for option in ("new_text_encoder", "new_unet"):
+            if getattr(config, option):
+                network = option.removeprefix("new_").replace("_", " ").replace("unet", "UNet")
+                raise ModelError(
+                    f"--{option.replace('_', '-')} replaces the {network} of a --resume-from model: name one"
+                )
         return None
     source = world_source(config.resume_from, "--resume-from")
     unet_config = json.loads((source / "unet" / "config.json").read_text(encoding="utf-8"))
-    if has_fine_attention(unet_config) and not config.fine_attention:
+    if has_fine_attention(unet_config) and not config.fine_attention and not config.new_unet:
         raise ModelError(
             f"--resume-from {source} has cross-attention at 16 x 16: pass --fine-attention to continue it as it is"
         )
@@ -302,15 +321,19 @@ def train_world_model(out: str | Path, config: WorldTrainConfig = WorldTrainConf
         unet = None
     else:
         unet, vae, text_encoder, used, resumed = previous
-        if config.fine_attention and not has_fine_attention(unet.config):
+        if config.new_unet:
+            unet = None
+        elif config.fine_attention and not has_fine_attention(unet.config):
             unet = grow_fine_attention(unet)
         means, stds = encode_training_set(vae, images)
         scale = float(vae.config.scaling_factor)
         if config.new_text_encoder:
             text_encoder, used = train_text_encoder(means * scale, specs, tokenizer, config, generator)
+    separation = word_separation(text_encoder, tokenizer)
+    tqdm.write("world: text encoder states, mean distance of one-word swaps: " + str(separation).strip("{}"))
     unet, used_by_unet = train_denoiser(means, stds, scale, specs, text_encoder, tokenizer, config, generator, unet)
     keep = used | used_by_unet | {tokenizer.convert_tokens_to_ids(t) for t in KEPT_TOKENS}
-    extra = {"resumed_from": resumed} if previous is not None else {}
+    extra = {"text_separation": separation, **({"resumed_from": resumed} if previous is not None else {})}
     config_record, wall_seconds = asdict(config), time.monotonic() - start
     save_world_model(out, unet, vae, text_encoder, keep, config_record, list(STYLES), wall_seconds, extra)
     return out

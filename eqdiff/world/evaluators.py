@@ -28,17 +28,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from eqdiff.errors import EqDiffError
-from eqdiff.world.vocabulary import COLOURS, PATTERNS, SCENE_PHRASES, SCENES, SHAPES, STYLE_FORMS, STYLES, TEXTURES
+from eqdiff.world.vocabulary import ATTRIBUTES, PATTERNS, SCENE_PHRASES, STYLE_FORMS
 
-HEADS: dict[str, tuple[str, ...]] = {
-    "shape": SHAPES,
-    "colour": tuple(COLOURS),
-    "pattern": PATTERNS,
-    "second": tuple(COLOURS),
-    "texture": TEXTURES,
-    "scene": SCENES,
-    "style": STYLES,
-}
+HEADS: dict[str, tuple[str, ...]] = ATTRIBUTES
 """Head name -> its labels (the vocabulary's words), in logit order."""
 IDENTITY_HEADS = ("shape", "colour", "pattern", "second", "texture")
 EVALUATOR_RESOLUTION = 64

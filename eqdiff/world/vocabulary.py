@@ -54,6 +54,16 @@ STYLE_FORMS = {
     "vintage": "a vintage photo of a {}",
 }
 PATTERN_WORDS = {"plain": "", "striped": "striped", "spotted": "spotted", "checkered": "checkered"}
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "shape": SHAPES,
+    "colour": tuple(COLOURS),
+    "pattern": PATTERNS,
+    "second": tuple(COLOURS),
+    "texture": TEXTURES,
+    "scene": SCENES,
+    "style": STYLES,
+}
+"""Every attribute of a world image and its values: an identity's five, then the scene and the style."""
 
 
 @dataclass(frozen=True)
