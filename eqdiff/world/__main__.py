@@ -5,6 +5,8 @@ python -m eqdiff.world model --out B --resume-from A     # A's UNet trained --st
 python -m eqdiff.world model --out C --resume-from B --fine-attention   # B's UNet grown attention at 16 x 16
 python -m eqdiff.world model --out D --resume-from C --new-text-encoder --text-hard-negatives 3   # C's VAE and
                                                          # UNet under a new text encoder
+python -m eqdiff.world model --out E --resume-from D --new-text-encoder --new-unet --text-attribute-loss 1
+                                                         # D's VAE only: a new text encoder and a new UNet
 python -m eqdiff.world evaluator --out eqdiff/world/weights/evaluator   # the evaluators (about 10 min, 2 cores)
 python -m eqdiff.world check-base --out reports/world-base              # base samples, recognised (2 min)
 """

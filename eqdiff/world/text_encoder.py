@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from eqdiff.world.architecture import WORLD_ARCHITECTURE
-from eqdiff.world.vocabulary import ATTRIBUTES, PATTERN_WORDS, SCENE_PHRASES, Spec, caption
+from eqdiff.world.vocabulary import ATTRIBUTES, COLOURS, PATTERN_WORDS, SCENE_PHRASES, SHAPES, Spec, caption
 
 SEPARATION_TEMPLATES = {
     "pattern": "a photo of a shiny yellow {} ball",
@@ -172,8 +172,7 @@ def word_separation(text_encoder: CLIPTextModel, tokenizer) -> dict[str, float]:
     over every pair of its words of the distance between the token states (16 positions, what the UNet reads) of
     two captions that differ in that word only (``SEPARATION_TEMPLATES``). Words the UNet is to tell apart need
     states as far apart as the colours' (docs/world.md, "Hard negatives for the text encoder")."""
-    words = {"pattern": [w for w in PATTERN_WORDS.values() if w], "shape": ATTRIBUTES["shape"]}
-    words["colour"] = ATTRIBUTES["colour"]
+    words = {"pattern": [w for w in PATTERN_WORDS.values() if w], "shape": SHAPES, "colour": list(COLOURS)}
     separation = {}
     for kind, template in SEPARATION_TEMPLATES.items():
         states = text_encoder(token_ids(tokenizer, [template.format(w) for w in words[kind]])).last_hidden_state
