@@ -32,6 +32,15 @@ from eqdiff.world.vocabulary import (
 REPO = Path(__file__).resolve().parents[1]
 
 
+def small_world_config():
+    """The world model command's settings at a few steps of each phase on 64 images (seconds on a CPU)."""
+    from eqdiff.world.base_model import WorldTrainConfig
+
+    return WorldTrainConfig(
+        num_images=64, vae_steps=2, vae_batch_size=4, text_steps=2, text_batch_size=8, steps=2, batch_size=4
+    )
+
+
 def test_render_is_seeded_and_its_mask_is_the_object():
     spec = random_spec(np.random.default_rng(3), scene="beach", style="photo")
     (image, mask), (again, mask_again) = render(spec), render(spec)
@@ -190,9 +199,7 @@ def test_the_base_model_command_is_seeded_resumable_and_reproduces_the_shipped_r
 
     from eqdiff.world.base_model import WorldTrainConfig, train_world_model
 
-    small = WorldTrainConfig(
-        num_images=64, vae_steps=2, vae_batch_size=4, text_steps=2, text_batch_size=8, steps=2, batch_size=4
-    )
+    small = small_world_config()
     digests = [
         json.loads((train_world_model(tmp_path / f"run{i}", small) / "world_model.json").read_text())["digest"]
         for i in (0, 1)
@@ -266,12 +273,10 @@ def test_a_resumed_part_grows_attention_at_16_without_changing_what_the_model_co
 
     from eqdiff.world.__main__ import main
     from eqdiff.world.architecture import grow_fine_attention, has_fine_attention, unet_architecture
-    from eqdiff.world.base_model import WorldTrainConfig, train_world_model
+    from eqdiff.world.base_model import train_world_model
     from eqdiff.world.preset import load_world_model
 
-    small = WorldTrainConfig(
-        num_images=64, vae_steps=2, vae_batch_size=4, text_steps=2, text_batch_size=8, steps=2, batch_size=4
-    )
+    small = small_world_config()
     first = train_world_model(tmp_path / "first", small)
     unet = load_world_model(first)[0]
     grown = grow_fine_attention(unet)
@@ -333,11 +338,9 @@ def test_a_resumed_part_can_train_a_new_text_encoder_with_hard_negatives_and_kee
     recorded as its own, so a part resumed from it keeps that encoder; the option without ``--resume-from`` is
     refused in one line."""
     from eqdiff.world.__main__ import main
-    from eqdiff.world.base_model import WorldTrainConfig, first_part_settings, train_world_model
+    from eqdiff.world.base_model import first_part_settings, train_world_model
 
-    small = WorldTrainConfig(
-        num_images=64, vae_steps=2, vae_batch_size=4, text_steps=2, text_batch_size=8, steps=2, batch_size=4
-    )
+    small = small_world_config()
     first = train_world_model(tmp_path / "first", small)
     new = replace(
         small,
@@ -403,11 +406,9 @@ def test_a_resumed_part_can_train_a_new_unet_under_a_text_encoder_with_attribute
     is kept byte for byte and the settings recorded; the option without ``--resume-from`` is refused."""
     from eqdiff.world.__main__ import main
     from eqdiff.world.architecture import has_fine_attention
-    from eqdiff.world.base_model import WorldTrainConfig, first_part_settings, train_world_model
+    from eqdiff.world.base_model import first_part_settings, train_world_model
 
-    small = WorldTrainConfig(
-        num_images=64, vae_steps=2, vae_batch_size=4, text_steps=2, text_batch_size=8, steps=2, batch_size=4
-    )
+    small = small_world_config()
     first = train_world_model(tmp_path / "first", small)
     new = replace(
         small,
