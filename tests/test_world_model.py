@@ -253,8 +253,11 @@ def test_a_resumed_part_can_train_a_new_unet_under_a_text_encoder_with_attribute
     after = load_components(ModelConfig(preset="world", path=str(part), cache_dir=str(tmp_path)))
     assert has_fine_attention(after.unet.config), "a new UNet has the part's architecture"
     assert all(torch.isfinite(p).all() for p in after.text_encoder.parameters())
-    record = json.loads((part / "world_model.json").read_text())["config"]
+    whole = json.loads((part / "world_model.json").read_text())
+    record = whole["config"]
     assert record["new_unet"] and record["text_attribute_loss"] == 1.0
+    assert set(whole["text_separation"]) == {"pattern", "shape", "colour"}
+    assert all(distance > 0 for distance in whole["text_separation"].values())
     assert first_part_settings(part)["text_attribute_loss"] == 1.0
     # a new UNet under the kept encoder of a model with attention at 16 x 16, built without it: not refused
     kept = replace(new, resume_from=str(part), new_text_encoder=False, fine_attention=False)

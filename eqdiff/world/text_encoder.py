@@ -171,7 +171,7 @@ def word_separation(text_encoder: CLIPTextModel, tokenizer) -> dict[str, float]:
     """How far apart the encoder puts the words of one kind: for ``pattern``, ``shape`` and ``colour``, the mean
     over every pair of its words of the distance between the token states (16 positions, what the UNet reads) of
     two captions that differ in that word only (``SEPARATION_TEMPLATES``). Words the UNet is to tell apart need
-    states as far apart as the colours' (docs/world.md, "Hard negatives for the text encoder")."""
+    states as far apart as the colours' (docs/world.md, "Attribute heads for the text encoder")."""
     words = {"pattern": [w for w in PATTERN_WORDS.values() if w], "shape": SHAPES, "colour": list(COLOURS)}
     separation = {}
     for kind, template in SEPARATION_TEMPLATES.items():
