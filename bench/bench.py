@@ -35,15 +35,15 @@ import torch
 import transformers
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-from eqdiff import rra
-from eqdiff.concept import attach_concept_modules, trainable_parameters
 from eqdiff.config import MethodConfig
 from eqdiff.errors import DataError
-from eqdiff.models import load_components
-from eqdiff.pipeline import EqDiffPipeline
-from eqdiff.precision import resolve_device
-from eqdiff.recipe import EqDiffRecipe
-from eqdiff.training_data import TrainingData
+from eqdiff.method import rra
+from eqdiff.models.components import load_components
+from eqdiff.models.concept import attach_concept_modules, trainable_parameters
+from eqdiff.models.precision import resolve_device
+from eqdiff.pipelines.eqdiff_pipeline import EqDiffPipeline
+from eqdiff.training.data import TrainingData
+from eqdiff.training.recipe import EqDiffRecipe
 
 TARGETS = {  # BENCHMARKS.md "Targets": H200, bf16, random full-size weights
     "train_step_s": 30.0 / 600,

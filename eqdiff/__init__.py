@@ -20,23 +20,23 @@ except PackageNotFoundError:  # a source tree that is not installed
 
 _PUBLIC = {
     # inference
-    "EqDiffPipeline": "eqdiff.pipeline",
-    "EqDiffPipelineOutput": "eqdiff.pipeline",
-    "image_generator": "eqdiff.pipeline",
+    "EqDiffPipeline": "eqdiff.pipelines.eqdiff_pipeline",
+    "EqDiffPipelineOutput": "eqdiff.pipelines.eqdiff_pipeline",
+    "image_generator": "eqdiff.pipelines.eqdiff_pipeline",
     # concepts and base models
-    "Concept": "eqdiff.concept",
-    "load_concept": "eqdiff.concept",
-    "save_concept": "eqdiff.concept",
-    "Components": "eqdiff.models",
-    "load_components": "eqdiff.models",
+    "Concept": "eqdiff.models.concept",
+    "load_concept": "eqdiff.models.concept",
+    "save_concept": "eqdiff.models.concept",
+    "Components": "eqdiff.models.components",
+    "load_components": "eqdiff.models.components",
     # training
-    "EqDiffRecipe": "eqdiff.recipe",
-    "train_concept": "eqdiff.train",
+    "EqDiffRecipe": "eqdiff.training.recipe",
+    "train_concept": "eqdiff.training.train",
     # the stages' work
-    "compute_masks": "eqdiff.masks",
-    "generate_samples": "eqdiff.generate",
-    "evaluate": "eqdiff.evaluate",
-    "build_report": "eqdiff.report",
+    "compute_masks": "eqdiff.prep.masks",
+    "generate_samples": "eqdiff.pipelines.generate",
+    "evaluate": "eqdiff.evaluation.evaluate",
+    "build_report": "eqdiff.evaluation.report",
     # configuration
     "Params": "eqdiff.config",
     "MethodConfig": "eqdiff.config",
@@ -83,14 +83,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from eqdiff.concept import Concept, load_concept, save_concept
     from eqdiff.config import VARIANTS, MethodConfig, ModelConfig, Params
     from eqdiff.errors import EqDiffError
-    from eqdiff.evaluate import evaluate
-    from eqdiff.generate import generate_samples
-    from eqdiff.masks import compute_masks
-    from eqdiff.models import Components, load_components
-    from eqdiff.pipeline import EqDiffPipeline, EqDiffPipelineOutput, image_generator
-    from eqdiff.recipe import EqDiffRecipe
-    from eqdiff.report import build_report
-    from eqdiff.train import train_concept
+    from eqdiff.evaluation.evaluate import evaluate
+    from eqdiff.evaluation.report import build_report
+    from eqdiff.models.components import Components, load_components
+    from eqdiff.models.concept import Concept, load_concept, save_concept
+    from eqdiff.pipelines.eqdiff_pipeline import EqDiffPipeline, EqDiffPipelineOutput, image_generator
+    from eqdiff.pipelines.generate import generate_samples
+    from eqdiff.prep.masks import compute_masks
+    from eqdiff.training.recipe import EqDiffRecipe
+    from eqdiff.training.train import train_concept

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from eqdiff.config import OrchestrationConfig, apply_cli_overrides, load_params
-from eqdiff.layout import RunLayout
+from eqdiff.io.run_layout import RunLayout
 from tasks.spec import (
     DEMO_SUBJECT,
     DEMO_SUBJECT_DIR,

@@ -77,7 +77,7 @@ step() {  # step NAME COMMAND...: run it, log it, time it; the check goes on pas
 step env "$PY" -c "import sys, torch, diffusers, transformers; print(sys.version.split()[0], 'torch', torch.__version__,
   'diffusers', diffusers.__version__, 'transformers', transformers.__version__,
   'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"
-step tests "$PY" -m pytest "${PYTEST[@]}" tests/test_fast_paths.py tests/test_bands.py tests/test_device_placement.py
+step tests "$PY" -m pytest "${PYTEST[@]}" tests/pipelines/test_fast_paths.py tests/prep/test_bands.py tests/models/test_device_placement.py
 
 printf '{} on the beach\na watercolor painting of a {}\n' > "$WORK/prompts.txt"
 overrides=(-S "model.preset=$PRESET" -S "train.resolution=$RES" -S "train.steps=$TRAIN_STEPS"

@@ -1,6 +1,6 @@
 """The pipeline's top-level params: ``subjects``, ``classes``, ``variants`` and ``prompts`` (see params.yaml).
 
-``classes`` maps each class's slug to its noun (``eqdiff.classes``); a subject names its class by slug.
+``classes`` maps each class's slug to its noun (``eqdiff.prep.classes``); a subject names its class by slug.
 
 These keys drive DVC's ``foreach``/``matrix`` and the flows' fan-out; the method sections are read by the
 stages themselves. Errors are ``ConfigError`` with one line naming the key.
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eqdiff.classes import class_slug
 from eqdiff.config import VARIANTS, ConfigError
+from eqdiff.prep.classes import class_slug
 from eqdiff.stages.arguments import read_classes
 
 # What DVC may paste unquoted into a shell command: dvc.yaml interpolates names and paths into its cmds.

@@ -22,7 +22,7 @@ from prefect.cache_policies import NONE
 
 from eqdiff.config import Params
 from eqdiff.errors import EqDiffError
-from eqdiff.layout import RunLayout
+from eqdiff.io.run_layout import RunLayout
 from eqdiff.stages import STAGES
 from tasks.logs import forward_eqdiff_logs
 from tasks.spec import SubjectSpec

@@ -21,9 +21,9 @@ import filecmp
 import shutil
 from pathlib import Path
 
-from eqdiff.artifacts import staged_directory
 from eqdiff.config import OrchestrationConfig
 from eqdiff.errors import DataError
+from eqdiff.io.artifacts import staged_directory
 from tasks.spec import SubjectSpec
 
 INPUTS = "inputs"

@@ -37,7 +37,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from eqdiff.artifacts import read_json, write_json
 from eqdiff.config import (
     AugmentConfig,
     EvaluateConfig,
@@ -49,9 +48,10 @@ from eqdiff.config import (
     section_to_dict,
 )
 from eqdiff.errors import EqDiffError
-from eqdiff.evaluations import METRICS
-from eqdiff.layout import RunLayout
-from eqdiff.sample_index import PROMPT_SETS
+from eqdiff.evaluation.records import METRICS
+from eqdiff.evaluation.sample_index import PROMPT_SETS
+from eqdiff.io.artifacts import read_json, write_json
+from eqdiff.io.run_layout import RunLayout
 from tasks.run_owners import Terminated, close_stale_runs, owner_tags, raise_terminated
 from tasks.spec import read_subjects, read_variants
 

@@ -140,7 +140,7 @@ class MasksConfig(Section):
     threshold: float = 0.5
     """u2netp: foreground where the min-max-normalised saliency is >= this value."""
     refine: bool = True
-    """u2netp: refine the masks across the subject's photos (``eqdiff.mask_refine``); false = plain U²-Netp."""
+    """u2netp: refine the masks across the subject's photos (``eqdiff.prep.mask_refine``); false = plain U²-Netp."""
     max_foreground_warn: float = 0.95
     """A mask covering more than this fraction of its photo is reported as a warning."""
     files_dir: str | None = None

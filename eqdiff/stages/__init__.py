@@ -3,12 +3,12 @@
 A stage is one module ``eqdiff/stages/<name>.py`` with three names (docs/architecture.md "Stages"):
 
 - ``run(...)``: the typed stage function — explicit input and output paths and a ``Params`` — that every door
-  calls; it claims its outputs (``eqdiff.output_safety``) and hands the work to the core modules;
+  calls; it claims its outputs (``eqdiff.io.output_safety``) and hands the work to the core modules;
 - ``add_arguments(parser)``: its ``eqdiff <name>`` arguments;
 - ``main(args, params)``: the CLI door, ``run`` called with the parsed arguments.
 
 The CLI (``eqdiff.cli``), the Prefect tasks (``tasks/stages.py``) and the dvc.yaml consistency test
-(``tests/test_stage_layer.py``) read ``STAGES``; core modules never import this package.
+(``tests/stages/test_stage_layer.py``) read ``STAGES``; core modules never import this package.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Arguments and params keys several stage doors share: the class of a subject (docs/architecture.md, Stages).
 
-``params.yaml`` lists each class once under ``classes`` as ``slug: noun`` (``eqdiff.classes``); a command gets
+``params.yaml`` lists each class once under ``classes`` as ``slug: noun`` (``eqdiff.prep.classes``); a command gets
 ``--class SLUG`` and reads the noun from params, or ``--class-noun TEXT`` directly.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from eqdiff.classes import class_slug
 from eqdiff.config import ConfigError
+from eqdiff.prep.classes import class_slug
 
 
 def read_classes(params: dict[str, Any]) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """``eqdiff augment``: a seeded, fixed set of reference views per photo (docs/method.md, Data and batch).
 
-The work is ``eqdiff.augment.augment_subject``.
+The work is ``eqdiff.prep.augment.augment_subject``.
 
 Reads params sections ``augment`` and ``train`` (``train.resolution``).
 """
@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from eqdiff.augment import augment_subject
 from eqdiff.config import AugmentConfig, Params, TrainConfig
-from eqdiff.data import discover_subject
-from eqdiff.output_safety import claim_output
+from eqdiff.io.output_safety import claim_output
+from eqdiff.prep.augment import augment_subject
+from eqdiff.prep.subjects import discover_subject
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """``eqdiff bands``: band images and their VAE posterior parameters, cached (docs/method.md, FDTE).
 
-The work is ``eqdiff.bands.compute_band_cache``. Reads params sections ``model``, ``fdte`` (band options
+The work is ``eqdiff.prep.bands.compute_band_cache``. Reads params sections ``model``, ``fdte`` (band options
 only: ``shape``, ``colour``, ``output``, ``cutoff_low``, ``cutoff_high``) and ``train`` (``resolution``, ``resize``).
 Runs on CUDA when it is available.
 """
@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from eqdiff.bands import compute_band_cache
 from eqdiff.config import FdteConfig, ModelConfig, Params, TrainConfig
-from eqdiff.data import discover_subject
-from eqdiff.output_safety import claim_output, model_input
+from eqdiff.io.output_safety import claim_output, model_input
+from eqdiff.prep.bands import compute_band_cache
+from eqdiff.prep.subjects import discover_subject
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

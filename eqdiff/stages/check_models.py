@@ -1,6 +1,6 @@
 """``eqdiff check-models``: check every model path the params name, in seconds, before any long stage runs.
 
-The work is ``eqdiff.model_check.check_models``. Reads params sections ``model``, ``evaluate`` (``clip_model``,
+The work is ``eqdiff.models.check_models.check_models``. Reads params sections ``model``, ``evaluate`` (``clip_model``,
 ``dino_model``) and ``masks`` (the backend and its files). Prints one table row per path; any problem is a
 ``ModelCheckError`` with one line per problem (exit status 2). ``--out`` also writes the table to a file
 (``dvc.yaml``'s record of the check), only when every path passes.
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from eqdiff.config import Params
-from eqdiff.model_check import ModelCheckError, ModelRow, check_models, format_table
+from eqdiff.models.check_models import ModelCheckError, ModelRow, check_models, format_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from eqdiff.artifacts import write_json
 from eqdiff.config import EvaluateConfig, Params
-from eqdiff.evaluate import evaluate, info_path, split_metrics
-from eqdiff.output_safety import claim_output, optional_path
+from eqdiff.evaluation.evaluate import evaluate, info_path, split_metrics
+from eqdiff.io.artifacts import write_json
+from eqdiff.io.output_safety import claim_output, optional_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
-"""``eqdiff generate``: sample a concept over prompt sets -> ``eqdiff.generate.generate_samples``.
+"""``eqdiff generate``: sample a concept over prompt sets -> ``eqdiff.pipelines.generate.generate_samples``.
 
 Reads params section ``generate``. ``--prompts unstylized=prompts/live.txt --prompts stylized=prompts/style.txt``
-names the prompt sets (default: the package's demo lists). Output layout: see ``eqdiff.generate``.
+names the prompt sets (default: the package's demo lists). Output layout: see ``eqdiff.pipelines.generate``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from eqdiff.config import GenerateConfig, Params
-from eqdiff.generate import generate_samples, parse_prompt_sets
+from eqdiff.pipelines.generate import generate_samples, parse_prompt_sets
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

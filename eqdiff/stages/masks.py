@@ -1,7 +1,7 @@
 """``eqdiff masks``: subject masks and an overlay sheet (docs/architecture.md, Offline models and data;
 docs/method.md, MGDP).
 
-The work is ``eqdiff.masks.compute_masks``. Reads params section ``masks``.
+The work is ``eqdiff.prep.masks.compute_masks``. Reads params section ``masks``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from eqdiff.config import MasksConfig, Params
-from eqdiff.data import discover_subject
-from eqdiff.masks import compute_masks, files_dir
-from eqdiff.output_safety import claim_output, optional_path
+from eqdiff.io.output_safety import claim_output, optional_path
+from eqdiff.prep.masks import compute_masks, files_dir
+from eqdiff.prep.subjects import discover_subject
 from eqdiff.stages.arguments import add_class_arguments, class_noun_argument
 
 

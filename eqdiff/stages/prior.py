@@ -1,6 +1,6 @@
 """``eqdiff prior``: class images for prior preservation (docs/method.md, Losses and optimisation).
 
-The work is ``eqdiff.prior.prepare_class_images``. Reads params sections ``model``, ``prior`` and ``train``
+The work is ``eqdiff.prep.prior.prepare_class_images``. Reads params sections ``model``, ``prior`` and ``train``
 (``num_class_images``, ``resolution``). The images are made resumably where they are written: in ``--out``
 itself, or with ``--work-dir`` in that folder, the finished set then copied to ``--out`` whole. dvc.yaml uses
 a work folder so that its output need not be ``persist``ed (DVC's run-cache never restores persisted
@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from eqdiff.artifacts import staged_directory
 from eqdiff.config import ModelConfig, Params, PriorConfig, TrainConfig
-from eqdiff.output_safety import claim_output, model_input, optional_path
-from eqdiff.prior import MANIFEST_FILE, prepare_class_images
+from eqdiff.io.artifacts import staged_directory
+from eqdiff.io.output_safety import claim_output, model_input, optional_path
+from eqdiff.prep.prior import MANIFEST_FILE, prepare_class_images
 from eqdiff.stages.arguments import add_class_arguments, class_noun_argument
 
 

@@ -4,7 +4,7 @@
 Reads the top-level ``subjects`` (names) and ``variants`` of the params: the report covers exactly those
 (subject, variant) runs, each of which must have its ``--runs/<subject>/<variant>/metrics.json``; other
 folders under ``--runs`` (other experiments' subjects) are left out. Without ``subjects`` in the params (no
-params file) it covers every run under ``--runs``. ``--out`` is replaced whole (see ``eqdiff.report``).
+params file) it covers every run under ``--runs``. ``--out`` is replaced whole (see ``eqdiff.evaluation.report``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from eqdiff.config import ConfigError, Params
-from eqdiff.report import build_report
+from eqdiff.evaluation.report import build_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

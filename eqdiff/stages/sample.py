@@ -15,7 +15,7 @@ from pathlib import Path
 from eqdiff.config import Params
 from eqdiff.config.base import MAX_SEED
 from eqdiff.errors import DataError
-from eqdiff.sample import make_sample_subject
+from eqdiff.prep.sample import make_sample_subject
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""``eqdiff train``: fine-tune a concept on a subject folder -> ``eqdiff.train.train_concept``.
+"""``eqdiff train``: fine-tune a concept on a subject folder -> ``eqdiff.training.train.train_concept``.
 
 Reads params sections ``model``, ``concept``, ``fdte``, ``mgdp``, ``rra``, ``losses``, ``train``, ``generate``
 (validation sampling), ``augment`` (in-memory reference views when no ``--augment`` dir is given) and ``prior``
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from eqdiff.config import AugmentConfig, Params, PriorConfig
-from eqdiff.recipe import LossCallback
 from eqdiff.stages.arguments import add_class_arguments, class_noun_argument
-from eqdiff.train import train_concept
+from eqdiff.training.recipe import LossCallback
+from eqdiff.training.train import train_concept
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from diffusers import UNet2DConditionModel
 
-from eqdiff.architectures import CLIP_IDS
 from eqdiff.errors import ModelError
+from eqdiff.models.architectures import CLIP_IDS
 
 WORLD_RESOLUTION = 64
 WORLD_ARCHITECTURE = {

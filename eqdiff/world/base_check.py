@@ -43,7 +43,7 @@ def check_base_model(
 ) -> dict:
     """Sample ``num_samples`` random prompts from the base model (default: the shipped world model) and score
     them; returns the summary."""
-    from eqdiff.pipeline import EqDiffPipeline
+    from eqdiff.pipelines.eqdiff_pipeline import EqDiffPipeline
     from eqdiff.world.evaluators import WorldEvaluator
 
     model = model or ModelConfig(preset="world")

@@ -32,8 +32,8 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel
 
-from eqdiff.architectures import SD_V1_SCHEDULER, build_clip_tokenizer
 from eqdiff.errors import ModelError
+from eqdiff.models.architectures import SD_V1_SCHEDULER, build_clip_tokenizer
 from eqdiff.world.architecture import (
     WORLD_ARCHITECTURE,
     WORLD_RESOLUTION,

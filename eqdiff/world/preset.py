@@ -20,8 +20,8 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel
 
-from eqdiff.architectures import SD_V1_SCHEDULER, build_clip_tokenizer
 from eqdiff.errors import ModelError
+from eqdiff.models.architectures import SD_V1_SCHEDULER, build_clip_tokenizer
 
 SHIPPED_MODEL = Path(__file__).parent / "weights" / "model"
 WEIGHT_FOLDERS = ("unet", "vae", "text_encoder")

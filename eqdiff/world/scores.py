@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from eqdiff.data import load_image
-from eqdiff.sample_index import PROMPT_SETS, SampleIndex
+from eqdiff.evaluation.sample_index import PROMPT_SETS, SampleIndex
+from eqdiff.prep.subjects import load_image
 from eqdiff.world.evaluators import HEADS, IDENTITY_HEADS, WorldEvaluator, identity_embedding, matches, prompt_targets
 
 WORLD_METRICS = ("world_text", "world_identity")

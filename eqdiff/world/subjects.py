@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from eqdiff.errors import DataError
-from eqdiff.sample import png_bytes, write_sample_files
+from eqdiff.prep.sample import png_bytes, write_sample_files
 from eqdiff.world.render import render
 from eqdiff.world.vocabulary import HELD_OUT, Identity, random_spec
 

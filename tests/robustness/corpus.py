@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from eqdiff.artifacts import load_tensors
-from eqdiff.data import load_image
-from eqdiff.sample import make_sample_subject
+from eqdiff.io.artifacts import load_tensors
+from eqdiff.prep.sample import make_sample_subject
+from eqdiff.prep.subjects import load_image
 from robustness import corpus_artifacts as art
 from robustness import corpus_limits, corpus_outputs, corpus_readback
 from robustness.harness import Case, Env, Invocation, make_subject, masks_run, train_run

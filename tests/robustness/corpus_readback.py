@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from eqdiff import cli
-from eqdiff.artifacts import load_tensors
+from eqdiff.io.artifacts import load_tensors
 from robustness.corpus_artifacts import Builder, params_file
 from robustness.corpus_limits import override, stage_argv
 from robustness.harness import Case, Env, Invocation, generate_run, make_subject, masks_run, train_run

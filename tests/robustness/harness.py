@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eqdiff import cli
-from eqdiff.sample import make_sample_subject
+from eqdiff.prep.sample import make_sample_subject
 from robustness.images import mask, photo
 
 TRAIN_ARGS = [
@@ -192,7 +192,7 @@ class Env:
 
     @functools.cached_property
     def subject(self) -> Path:
-        """Three synthetic 'toy' photos with masks in ``masks/`` (``eqdiff.sample``)."""
+        """Three synthetic 'toy' photos with masks in ``masks/`` (``eqdiff.prep.sample``)."""
         return make_sample_subject(self.root / "toy", num_photos=3)
 
     def _cli(self, argv: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""Generators of bad and odd image files, shared by the corpus and ``tests/test_bad_inputs.py`` (docs/robustness.md).
+"""Generators of bad and odd image files, shared by the corpus and ``tests/stages/test_bad_inputs.py``
+(docs/robustness.md).
 
 Every generator is seeded: the same call gives the same bytes, so a failing case reproduces.
 """

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from eqdiff import cli
-from eqdiff.concept import load_concept
+from eqdiff.models.concept import load_concept
 from robustness.harness import GENERATE_ARGS, TRAIN_ARGS, snapshot
 
 SEED = os.environ.get("EQDIFF_KILL_SEED", "7")

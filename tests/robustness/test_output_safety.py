@@ -19,8 +19,8 @@ import pytest
 
 from eqdiff import cli
 from eqdiff.config import ModelConfig
-from eqdiff.models import preset_directory
-from eqdiff.sample import make_sample_subject
+from eqdiff.models.components import preset_directory
+from eqdiff.prep.sample import make_sample_subject
 from robustness.harness import GENERATE_ARGS, TRAIN_ARGS, error_lines
 
 RES = ["-S", "train.resolution=32"]

@@ -12,7 +12,7 @@ from PIL import Image
 
 from eqdiff import config as config_module
 from eqdiff.config import ConfigError, MethodConfig, Section, section_to_dict
-from eqdiff.data import DataError, load_image
+from eqdiff.prep.subjects import DataError, load_image
 
 SECTIONS = sorted(
     (obj for obj in vars(config_module).values() if isinstance(obj, type) and issubclass(obj, Section) and obj.SECTION),

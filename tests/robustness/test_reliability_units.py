@@ -11,8 +11,8 @@ import pytest
 
 from eqdiff.config import ConfigError, load_params, parse_override
 from eqdiff.errors import EqDiffError, os_error_message
-from eqdiff.output_safety import OutputError, check_name, claim_output, inside
-from eqdiff.stage_manifest import check_cache_inputs
+from eqdiff.io.manifests import check_cache_inputs
+from eqdiff.io.output_safety import OutputError, check_name, claim_output, inside
 
 
 def test_params_prompt_set_keys_cannot_leave_the_samples_folder(tmp_path):
@@ -102,9 +102,9 @@ def test_tracking_names_a_half_written_loss_line(tmp_path):
 
 
 def test_cache_of_a_photo_no_longer_there_is_refused(tmp_path):
-    from eqdiff.data import discover_subject
-    from eqdiff.sample import make_sample_subject
-    from eqdiff.stage_manifest import subject_inputs
+    from eqdiff.io.manifests import subject_inputs
+    from eqdiff.prep.sample import make_sample_subject
+    from eqdiff.prep.subjects import discover_subject
 
     subject_dir = make_sample_subject(tmp_path / "toy", num_photos=3)
     subject = discover_subject(subject_dir, "toy")

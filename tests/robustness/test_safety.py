@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from eqdiff.concept import load_checkpoint
 from eqdiff.config import AugmentConfig, MethodConfig
-from eqdiff.data import discover_subject
 from eqdiff.errors import TrainingError
-from eqdiff.models import load_components
-from eqdiff.recipe import EqDiffRecipe
-from eqdiff.training_data import prepare_training_data
+from eqdiff.models.components import load_components
+from eqdiff.prep.subjects import discover_subject
+from eqdiff.training.checkpoints import load_checkpoint
+from eqdiff.training.data import prepare_training_data
+from eqdiff.training.recipe import EqDiffRecipe
 from robustness.harness import Case as _Case
 from robustness.harness import error_lines, masks_run, run_case
 
@@ -66,7 +66,7 @@ def test_concept_and_checkpoints_hold_only_safetensors_and_json(env):
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from eqdiff.artifacts import OutputLock
+    from eqdiff.io.artifacts import OutputLock
     with OutputLock(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(120)
@@ -86,7 +86,7 @@ def held_lock(tmp_path):
 
 
 def test_a_second_writer_process_refuses(held_lock):
-    code = f"from eqdiff.artifacts import OutputLock\nwith OutputLock({str(held_lock)!r}): pass"
+    code = f"from eqdiff.io.artifacts import OutputLock\nwith OutputLock({str(held_lock)!r}): pass"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode != 0 and "another run is writing this output directory" in result.stderr
 

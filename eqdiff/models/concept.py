@@ -1,0 +1,204 @@
+"""A learned concept on disk (docs/method.md, Inference; docs/robustness.md).
+
+A concept directory holds exactly two files: ``concept.safetensors`` (the frequency embeddings, every trainable
+processor weight keyed by its UNet parameter name, and the default inference reference image) and
+``concept.json`` (format, base-model identity and fingerprint, placeholder, class noun, prompts, the resolved
+config). Loading checks the base model and then *requires* every trainable tensor of the rebuilt processors to
+be present with its shape: unlike diffusers' ``load_attn_procs`` for Custom Diffusion weights (which parses
+the file and silently installs nothing, ``reference/ecosystem.md`` §1.4), nothing can be ignored quietly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eqdiff.io.artifacts import (
+    ArtifactError,
+    load_tensors,
+    read_json,
+    save_tensors,
+    staged_directory,
+    write_json,
+)
+from eqdiff.method.fdte import FrequencyEmbeddings
+from eqdiff.method.rra import install_processors, trainable_state_dict
+from eqdiff.models.components import add_placeholder_token
+
+FORMAT = "eqdiff-concept/1"
+WEIGHTS_FILE = "concept.safetensors"
+MANIFEST_FILE = "concept.json"
+FREQUENCY_KEY = "frequency_embeddings"
+REFERENCE_KEY = "reference_image"
+
+
+class ConceptError(ArtifactError):
+    """A concept or training checkpoint is missing, corrupt, foreign, or made for another base model."""
+
+
+@dataclass
+class Concept:
+    weights: dict[str, torch.Tensor]
+    """``frequency_embeddings`` (2 or 1, d) and the processors' trainable tensors by UNet parameter name."""
+    reference_image: torch.Tensor
+    """(3, H, W) float in [-1, 1]."""
+    manifest: dict[str, Any]
+
+    @property
+    def placeholder(self) -> str:
+        return self.manifest["placeholder"]
+
+    @property
+    def rra(self) -> bool:
+        return bool(self.manifest["rra"])
+
+
+def save_concept(
+    directory: str | Path,
+    weights: dict[str, torch.Tensor],
+    reference_image: torch.Tensor,
+    manifest: dict[str, Any],
+) -> Path:
+    """Write a concept directory atomically (staged whole, then swapped in)."""
+    tensors = {k: v.detach().float() for k, v in weights.items()}
+    tensors[REFERENCE_KEY] = reference_image.detach().float()
+    with staged_directory(directory) as staging:
+        save_tensors(staging / WEIGHTS_FILE, tensors, metadata={"format": FORMAT})
+        write_json(staging / MANIFEST_FILE, {"format": FORMAT, **manifest})
+    return Path(directory)
+
+
+_MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "base_model": str,
+    "base_model_fingerprint": str,
+    "placeholder": str,
+    "initializer_token": str,
+    "class_noun": str,
+    "variant": str,
+    "rra": bool,
+    "resolution": int,
+    "config": dict,
+}
+"""What inference reads from ``concept.json``, with its type."""
+
+
+def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Every field inference reads, of its type; the recorded model and RRA sections valid as in params."""
+    for key, kind in _MANIFEST_FIELDS.items():
+        value = manifest.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConceptError(f"{path}: field {key!r} missing or not a {kind.__name__} (got {value!r})")
+    if manifest["resolution"] <= 0 or manifest["resolution"] % 8:
+        raise ConceptError(f"{path}: resolution {manifest['resolution']} is not a positive multiple of 8")
+    from eqdiff.config import ConfigError, ModelConfig, RraConfig
+
+    for name, section in (("model", ModelConfig), ("rra", RraConfig)):
+        try:
+            section.from_mapping(manifest["config"].get(name))
+        except ConfigError as exc:
+            raise ConceptError(f"{path}: config.{exc}") from None
+
+
+def _check_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """fp32, finite, and the two tensors every concept holds of their shape: (1 or 2, d) and (3, H, W)."""
+    for name, tensor in tensors.items():
+        if tensor.dtype != torch.float32:
+            raise ConceptError(f"{path}: tensor {name!r} is {tensor.dtype}, expected torch.float32")
+        if not torch.isfinite(tensor).all():
+            raise ConceptError(f"{path}: tensor {name!r} holds NaN or inf values (the concept is corrupt)")
+    for key in (FREQUENCY_KEY, REFERENCE_KEY):
+        if key not in tensors:
+            raise ConceptError(f"{path}: missing tensor {key!r} (not an EqDiff concept)")
+    frequency, reference = tensors[FREQUENCY_KEY].shape, tensors[REFERENCE_KEY].shape
+    if len(frequency) != 2 or frequency[0] not in (1, 2):
+        raise ConceptError(f"{path}: tensor {FREQUENCY_KEY!r} has shape {tuple(frequency)}, expected (1 or 2, d)")
+    if len(reference) != 3 or reference[0] != 3:
+        raise ConceptError(f"{path}: tensor {REFERENCE_KEY!r} has shape {tuple(reference)}, expected (3, H, W)")
+
+
+def load_concept(directory: str | Path) -> Concept:
+    """Read and validate a concept directory: manifest fields and types, fp32 finite tensors of their shapes."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConceptError(f"{directory}: concept directory not found")
+    try:
+        manifest = read_json(directory / MANIFEST_FILE)
+    except ArtifactError as exc:
+        raise ConceptError(str(exc)) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ConceptError(f"{directory / MANIFEST_FILE}: not an EqDiff concept manifest (format {FORMAT})")
+    _check_manifest(directory / MANIFEST_FILE, manifest)
+    tensors = load_tensors(directory / WEIGHTS_FILE)
+    _check_tensors(directory / WEIGHTS_FILE, tensors)
+    reference = tensors.pop(REFERENCE_KEY)
+    return Concept(tensors, reference, manifest)
+
+
+def check_concept_base_model(concept_dir: str | Path, manifest: dict[str, Any], fingerprint: str, base_id: str) -> None:
+    if manifest.get("base_model_fingerprint") != fingerprint:
+        raise ConceptError(
+            f"{concept_dir}: trained on base model {manifest.get('base_model')!r} "
+            f"(fingerprint {manifest.get('base_model_fingerprint')}), not on {base_id!r} (fingerprint {fingerprint})"
+        )
+
+
+def load_into(module_params: dict[str, torch.nn.Parameter], weights: dict[str, torch.Tensor], where: str) -> None:
+    """Copy ``weights`` into exactly the given parameters: a missing, extra or mis-shaped tensor is an error."""
+    missing = sorted(set(module_params) - set(weights))
+    extra = sorted(set(weights) - set(module_params))
+    if missing or extra:
+        detail = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        raise ConceptError(
+            f"{where}: weights do not match the model ({detail}; {len(missing)} missing, {len(extra)} unexpected)"
+        )
+    with torch.no_grad():
+        for name, param in module_params.items():
+            if weights[name].shape != param.shape:
+                raise ConceptError(
+                    f"{where}: {name} has shape {tuple(weights[name].shape)}, expected {tuple(param.shape)}"
+                )
+            param.copy_(weights[name])
+
+
+def attach_concept_modules(
+    components,
+    placeholder: str,
+    initializer_token: str,
+    rra: bool,
+    decoupled: bool,
+    bank,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[FrequencyEmbeddings, int]:
+    """Add the placeholder token, install the processors (weights in ``dtype``: fp32 for training) and build
+    the frequency embeddings (fp32). Returns (frequency embeddings on the UNet's device, placeholder token id).
+    """
+    placeholder_id, initializer_id = add_placeholder_token(components, placeholder, initializer_token)
+    initial = components.text_encoder.get_input_embeddings().weight[initializer_id]
+    install_processors(components.unet, bank, rra, dtype=dtype)
+    embeddings = FrequencyEmbeddings(initial, decoupled=decoupled)  # on the text encoder's device
+    return embeddings, placeholder_id
+
+
+def trainable_parameters(unet, embeddings: FrequencyEmbeddings) -> dict[str, torch.nn.Parameter]:
+    """Every trainable tensor of a concept, by the name it is saved under (docs/method.md, Losses and optimisation)."""
+    return {FREQUENCY_KEY: embeddings.frequency_embeddings, **trainable_state_dict(unet)}
+
+
+def apply_concept(concept: Concept, components, bank, where: str | Path) -> tuple[FrequencyEmbeddings, int]:
+    """Attach a saved concept to base components (processor weights in the UNet's dtype); every tensor must load."""
+    check_concept_base_model(where, concept.manifest, components.fingerprint, components.base_model_id)
+    frequency = concept.weights[FREQUENCY_KEY]
+    embeddings, placeholder_id = attach_concept_modules(
+        components,
+        concept.placeholder,
+        concept.manifest["initializer_token"],
+        concept.rra,
+        decoupled=frequency.shape[0] == 2,
+        bank=bank,
+        dtype=components.unet.dtype,
+    )
+    load_into(trainable_parameters(components.unet, embeddings), concept.weights, str(where))
+    return embeddings, placeholder_id

@@ -1,0 +1,1 @@
+"""Inference: ``EqDiffPipeline`` with its reference rows, and the ``generate`` stage's work."""

@@ -1,0 +1,84 @@
+"""MLflow tracking read back through mlflow's own client: parent runs carry the shared params and the averaged
+metrics, run names are unique and readable, losses keep their training steps and wall times."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from support.data import fast_params
+
+from eqdiff.io.artifacts import write_json
+
+SUBJECTS = {"toy": {"A": 0.50, "F": 0.70}, "can": {"A": 0.30, "F": 0.60}}  # unstylized CLIP-T of each run
+
+
+def metrics_file(clip_t: float) -> dict:
+    """What ``eqdiff evaluate`` writes to metrics.json (numbers only; report.py ``_check_metrics``)."""
+    block = {"clip_t": clip_t, "clip_i": clip_t / 2, "dino_i": clip_t / 4, "n_images": 2}
+    return {"unstylized": block, "stylized": dict(block)}
+
+
+@pytest.fixture
+def tracked(tmp_path: Path, subject_dir: Path) -> tuple[dict, Path]:
+    """Params of 2 subjects x variants A, F; toy/F really trained (its losses.jsonl), every run evaluated."""
+    from eqdiff.stages.train import run as train_concept
+
+    runs = tmp_path / "runs"
+    params = fast_params(train={"steps": 3, "with_prior_preservation": False})
+    train_concept(
+        subject_dir, "toy", runs / "toy" / "F" / "concept", params, losses=runs / "toy" / "F" / "losses.jsonl"
+    )
+    for subject, variants in SUBJECTS.items():
+        for variant, clip_t in variants.items():
+            write_json(runs / subject / variant / "metrics.json", metrics_file(clip_t))
+            info = {"calibrated": False, "subject_dir": str(subject_dir)}
+            write_json(runs / subject / variant / "evaluation.json", info)
+    params.update(
+        subjects=[{"name": name, "dir": str(subject_dir), "class": "toy"} for name in SUBJECTS],
+        classes={"toy": "toy"},
+        variants=["A", "F"],
+        orchestration={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "tracking-test"},
+    )
+    return params, runs
+
+
+def test_parent_runs_names_and_loss_timestamps_read_back(tracked: tuple[dict, Path]):
+    from mlflow.tracking import MlflowClient
+
+    from tasks.tracking import log_pipeline
+
+    params, runs = tracked
+    first, second = log_pipeline(params, runs), log_pipeline(params, runs)
+    client = MlflowClient(tracking_uri=first["tracking_uri"])
+
+    parent = client.get_run(first["parent_run_id"])
+    # Params every nested run shares, and which subjects and variants ran; not the variant-dependent ones.
+    assert parent.data.params["fdte.p_l"] == "0.1" and parent.data.params["train.steps"] == "3"
+    assert parent.data.params["pipeline.subjects"] == "toy,can"
+    assert parent.data.params["pipeline.variants"] == "A,F"
+    assert "train.variant" not in parent.data.params and "fdte.enabled" not in parent.data.params
+    # Per variant, averaged over the subjects (the report's macro average).
+    for variant in ("A", "F"):
+        mean = sum(SUBJECTS[s][variant] for s in SUBJECTS) / len(SUBJECTS)
+        assert parent.data.metrics[f"{variant}/unstylized/clip_t"] == pytest.approx(mean)
+        assert parent.data.metrics[f"{variant}/stylized/dino_i"] == pytest.approx(mean / 4)
+
+    # Every name unique across both invocations; a nested run's name says its subject, variant and invocation.
+    experiment = client.get_experiment_by_name("tracking-test")
+    names = [run.info.run_name for run in client.search_runs([experiment.experiment_id])]
+    assert len(names) == 2 * (1 + 4) and len(set(names)) == len(names)
+    parent_name = parent.info.run_name
+    assert parent_name.startswith("pipeline-dvc-")
+    assert client.get_run(first["runs"]["toy/F"]).info.run_name == f"toy/F-{parent_name.removeprefix('pipeline-dvc-')}"
+    assert client.get_run(second["parent_run_id"]).info.run_name != parent_name
+
+    # Losses at their training steps and at the wall times training recorded (not one tracking-time stamp).
+    records = [json.loads(line) for line in (runs / "toy" / "F" / "losses.jsonl").read_text().splitlines()]
+    history = sorted(client.get_metric_history(first["runs"]["toy/F"], "loss/total"), key=lambda m: m.step)
+    assert [m.step for m in history] == [1, 2, 3]
+    assert [m.timestamp for m in history] == [int(r["time"] * 1000) for r in records]
+    assert len({m.timestamp for m in history}) == 3
+    assert [m.value for m in history] == pytest.approx([r["loss/total"] for r in records])
+    assert "time" not in client.get_run(first["runs"]["toy/F"]).data.metrics
