@@ -10,7 +10,7 @@ ratio of a compute-bound GPU, and what a timing spends above it is overhead (lau
     ``StableDiffusionPipeline``, EqDiff as shipped, and EqDiff with one reference row per main row. A one-step
     call is counted; the UNet's share is the per-step cost, the rest (text, reference encode, VAE decode) is fixed.
 
-Counted as ``reference/performance.md`` counts: convolutions, matmuls and attention, 2 FLOPs per MAC; elementwise
+Counted as the FLOP model of BENCHMARKS.md counts: convolutions, matmuls and attention, 2 FLOPs per MAC; elementwise
 ops and norms excluded. On CPU, SDPA runs a kernel the counter does not know, so its formula is registered here.
 
     python bench/flops.py --preset tiny                                   # seconds
@@ -44,8 +44,8 @@ for _op, _formula in (
         register_flop_formula(_op, get_raw=True)(_formula)
 
 UNET = "UNet2DConditionModel"
-EXPECTED = {  # reference/performance.md §1.3-1.4, the FLOP model the issue's targets were derived from
-    # §1.3 counts 2 rows (batch 2, no prior); the paper recipe runs 4 (2 + 2 prior): twice its step.
+EXPECTED = {  # BENCHMARKS.md, "The FLOP model": the model the speed targets were derived from
+    # Its training step counts 2 rows (batch 2, no prior); the paper recipe runs 4 (2 + 2 prior): twice its step.
     "train_A": 2 * 3.40e12,
     "train_F": 2 * 5.63e12,
     "image_plain": 82.9e12,
@@ -106,7 +106,7 @@ def markdown(args, device: torch.device, train: dict, infer: dict) -> str:
         f"`{' '.join(sys.argv)}` · torch {torch.__version__}, Python {platform.python_version()} · counted on "
         f"{device.type} with `FlopCounterMode` · {args.resolution} px",
         "",
-        "| training step (batch 2 + 2 prior) | FLOPs counted | FLOP model (`performance.md` §1.3, × 2 for 4 rows) |",
+        "| training step (batch 2 + 2 prior) | FLOPs counted | FLOP model (BENCHMARKS.md, × 2 for 4 rows) |",
         "|---|---|---|",
         f"| plain Custom Diffusion (A) | {tf(train['A'])} | {expected('train_A')} |",
         f"| EqDiff full recipe (F) | {tf(train['F'])} | {expected('train_F')} |",
@@ -131,8 +131,8 @@ def markdown(args, device: torch.device, train: dict, infer: dict) -> str:
     if full:
         lines += [
             "",
-            f"FLOP model per image (`performance.md` §1.4): plain SD {expected('image_plain')}; EqDiff with the "
-            f"reference UNet at 1 row per image {expected('image_reference_rows_1')}, at 2 rows "
+            f"FLOP model per image (BENCHMARKS.md, The FLOP model): plain SD {expected('image_plain')}; EqDiff with "
+            f"the reference UNet at 1 row per image {expected('image_reference_rows_1')}, at 2 rows "
             f"{expected('image_reference_rows_2')}.",
         ]
     return "\n".join(lines) + "\n"

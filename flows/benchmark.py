@@ -1,4 +1,4 @@
-"""The ``benchmark`` flow: subjects x ablation variants fanned out on Dask (docs/architecture.md; ecosystem.md §5).
+"""The ``benchmark`` flow: subjects x variants fanned out on Dask (docs/architecture.md; README.md, Scaling out).
 
 Per class noun one prior, per subject masks -> augment -> bands, then per (subject, variant) train ->
 generate -> evaluate, all submitted at once to the Dask task runner of ``flows.cluster`` (a local cluster by

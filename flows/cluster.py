@@ -1,4 +1,4 @@
-"""The Dask task runner of the fan-out flows (prefect-dask; ecosystem.md §5).
+"""The Dask task runner of the fan-out flows (prefect-dask; README.md, Scaling out).
 
 - ``orchestration.dask_address`` set: connect to that existing scheduler (its workers bring their own GPUs;
   start one worker per GPU there, e.g. ``CUDA_VISIBLE_DEVICES=i dask worker ADDR --nthreads 1``). Workers on

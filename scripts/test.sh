@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Quickstart command 2: set up (idempotent) and run the test suite with ruff.
+# Quickstart command 2: set up (idempotent) and run the test suite with ruff, one pytest-xdist worker per core.
+#   bash scripts/test.sh                  the whole suite (what CI runs)
+#   bash scripts/test.sh --fast           the inner loop: no e2e tests (tests/e2e/) and no slow ones
+#   bash scripts/test.sh tests/method -x  any other arguments go to pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -10,10 +13,20 @@ if [ "${CI:-}" = "true" ] && ! command -v chromium >/dev/null 2>&1; then
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
         || echo "warning: could not install chromium; the gallery rendering test will be skipped" >&2
 fi
+args=()
+for arg in "$@"; do
+  if [ "$arg" = "--fast" ]; then
+    args+=(-m "not gpu and not weights and not e2e and not slow")
+  else
+    args+=("$arg")
+  fi
+done
 set +e
 # --durations and each file's time (console_output_style=times): where the time goes, in every CI log (the
-# suite has a time budget).
-.venv/bin/python -m pytest --durations=20 -o console_output_style=times "$@"
+# suite has a time budget). --dist loadfile: a file's tests share one worker, so a module fixture (the DVC demo
+# project, a trained concept) is built once. PYTEST_WORKERS=0 runs in one process.
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-auto}" --dist loadfile --durations=25 -o console_output_style=times \
+  "${args[@]}"
 status=$?
 set -e
 # pytest exits 5 when no test was collected (e.g. a -k filter that matches nothing): not a failure of the suite.

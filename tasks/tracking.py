@@ -1,4 +1,4 @@
-"""MLflow tracking of pipeline results (docs/architecture.md, Stages; ecosystem.md §4.3, §4.5).
+"""MLflow tracking of pipeline results (docs/architecture.md, Stages; README.md, Viewing results).
 
 One parent run per pipeline invocation and one nested run per (subject, variant), logged after the fact from
 the files the stages wrote, so the DVC ``track`` stage and the Prefect flows log exactly the same things:
@@ -49,9 +49,9 @@ from eqdiff.config import (
 )
 from eqdiff.errors import EqDiffError
 from eqdiff.evaluation.records import METRICS
-from eqdiff.evaluation.sample_index import PROMPT_SETS
-from eqdiff.io.artifacts import read_json, write_json
+from eqdiff.io.artifacts import write_json
 from eqdiff.io.run_layout import RunLayout
+from eqdiff.io.schemas.evaluation import EvaluationRecord, MetricsRecord
 from tasks.run_owners import Terminated, close_stale_runs, owner_tags, raise_terminated
 from tasks.spec import read_subjects, read_variants
 
@@ -101,12 +101,12 @@ def read_losses(path: Path) -> list[tuple[int, float | None, dict[str, float]]]:
     return rows
 
 
-def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    """``{"unstylized/clip_t": ..., "stylized/dino_i": ...}`` of an ``eqdiff evaluate`` metrics mapping."""
+def final_metrics(metrics: MetricsRecord) -> dict[str, float]:
+    """``{"unstylized/clip_t": ..., "stylized/dino_i": ..., "live/clip_t": ...}``: the paper's metrics of every
+    prompt set of an ``eqdiff evaluate`` metrics file."""
     return {
-        f"{prompt_set}/{name}": float(metrics[prompt_set][name])
-        for prompt_set in PROMPT_SETS
-        if prompt_set in metrics
+        f"{prompt_set}/{name}": float(getattr(block, name))
+        for prompt_set, block in metrics.sets.items()
         for name in METRICS
     }
 
@@ -182,7 +182,8 @@ def _metric_rows(layout: RunLayout, subject: str, variant: str) -> list:
     metrics_file = layout.metrics(subject, variant)
     if metrics_file.is_file():
         evaluated = int(metrics_file.stat().st_mtime * 1000)  # when evaluate wrote them, not when tracked
-        rows += [Metric(key, value, evaluated, 0) for key, value in final_metrics(read_json(metrics_file)).items()]
+        final = final_metrics(MetricsRecord.read(metrics_file))
+        rows += [Metric(key, value, evaluated, 0) for key, value in final.items()]
     return rows
 
 
@@ -247,7 +248,7 @@ def _log_nested_run(
     with ``origin`` (git revision, DVC experiment, owning process). While it is being logged its id is first in
     ``open_runs`` (the runs to end if logging dies)."""
     info = layout.evaluation(subject.name, variant)
-    calibrated = info.is_file() and read_json(info).get("calibrated", False)
+    calibrated = info.is_file() and EvaluationRecord.read(info).calibrated
     run = client.create_run(
         experiment_id,
         run_name=f"{subject.name}/{variant}-{suffix}",
@@ -333,7 +334,8 @@ def log_pipeline(
                 )
                 nested[f"{subject.name}/{variant}"] = run_id
                 run_params.append(flat)
-                run_metrics[subject.name, variant] = final_metrics(read_json(layout.metrics(subject.name, variant)))
+                metrics = MetricsRecord.read(layout.metrics(subject.name, variant))
+                run_metrics[subject.name, variant] = final_metrics(metrics)
         _log_parent_summary(client, parent_id, params, run_params, run_metrics)
         if reports_dir is not None and Path(reports_dir).is_dir():
             client.log_artifacts(parent_id, str(reports_dir), "report")

@@ -56,7 +56,7 @@ class ClassScheduler(enum.StrEnum):
 
 @dataclass(frozen=True)
 class PriorConfig(Section):
-    """Class images for prior preservation (docs/method.md, Losses and optimisation; official §1.1)."""
+    """Class images for prior preservation (docs/method.md, Losses and optimisation; docs/official-code.md §1.1)."""
 
     SECTION = "prior"
     LIMITS = {

@@ -37,12 +37,13 @@ from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, ViTConfig, ViTMod
 
 from eqdiff.config import EvaluateConfig
 from eqdiff.errors import DataError, EqDiffError
-from eqdiff.evaluation.sample_index import PROMPT_SETS, SampleIndex, read_sample_index
+from eqdiff.evaluation.metric_registry import metric_family
+from eqdiff.evaluation.sample_index import read_sample_index
 from eqdiff.io.run_layout import EVALUATION_FILE
-from eqdiff.models.components import build_clip_tokenizer
+from eqdiff.io.schemas.evaluation import EVALUATION_FIELDS, EvaluationRecord, MetricsRecord, check_prompt_set
+from eqdiff.io.schemas.samples import SampleIndex
+from eqdiff.models.architectures import build_clip_tokenizer
 from eqdiff.prep.subjects import discover_subject, load_image
-from eqdiff.world.evaluators import WorldEvaluator
-from eqdiff.world.scores import world_scores
 
 logger = logging.getLogger(__name__)
 
@@ -303,20 +304,24 @@ def evaluate(
     """CLIP-T, CLIP-I and DINO-I of one samples directory against the subject's photos (docs/method.md, Evaluation).
 
     Returns the ``metrics.json`` mapping: ``{"unstylized": {clip_t, clip_t_cosine, clip_i, dino_i, n_images,
-    n_prompts}, "stylized": {...}, "calibrated": bool, ...}`` with one block per prompt set that has images,
-    the model identities, ``subject_dir`` (as given; ``eqdiff report`` reads the photos from it) and
-    ``per_prompt`` CLIP-T. ``calibrated`` is true only when both metric models were loaded from weights and
-    the samples themselves say they are calibrated. ``models`` defaults to ``load_metric_models(config)``.
+    n_prompts}, "stylized": {...}, "calibrated": bool, ...}`` with one block per prompt set of the samples (any
+    name but a field of the two files; ``split_metrics`` makes the files of it), the model identities,
+    ``subject_dir`` (as given; ``eqdiff report`` reads the photos from it) and ``per_prompt`` CLIP-T.
+    ``calibrated`` is true only when both metric models were loaded from weights and the samples themselves say
+    they are calibrated. ``models`` defaults to ``load_metric_models(config)``.
     With ``config.world``, each block also has ``world_text``, ``world_identity``, ``world_identity_match``
-    (``eqdiff.world.scores``), and ``world_evaluator`` records the evaluators' digest and measured accuracy.
+    (the ``world`` metric family of ``eqdiff.evaluation.metric_registry``), and ``world_evaluator`` records the
+    evaluators' digest and measured accuracy.
     """
     index = read_sample_index(samples_dir)
+    for name in index.prompt_sets:  # the mapping returned holds the sets' blocks beside the files' other fields
+        check_prompt_set(name, f"{index.directory / SampleIndex.FILE}: prompt set")
     subject = discover_subject(subject_dir, index.class_noun, min_photos=1)
     models = models or load_metric_models(config)
 
     # 1. Embed the generated and the real images (the same models, the same preprocessing).
     generated_clip, generated_dino = embed_images(
-        [im.path for im in index.images],
+        list(index.paths),
         models,
         config.batch_size,
         desc=f"{index.subject}/{index.variant} generated",
@@ -352,10 +357,8 @@ def evaluate(
         "n_real_images": len(subject.photos),
         "per_prompt": _per_prompt(index, cosines, texts),
     }
-    for prompt_set in PROMPT_SETS:
+    for prompt_set in index.prompt_sets:
         selected = [i for i, im in enumerate(index.images) if im.prompt_set == prompt_set]
-        if not selected:
-            continue
         result[prompt_set] = {
             "clip_t": clipscore(cosines[selected]),
             "clip_t_cosine": float(cosines[selected].double().mean()),
@@ -364,23 +367,27 @@ def evaluate(
             "n_images": len(selected),
             "n_prompts": len({index.images[i].prompt_index for i in selected}),
         }
-    # 4. The world-native metrics (world preset): the world evaluators' scene / style / identity recognition.
+    # 4. The world-native metrics (world preset): the registered ``world`` family, the world evaluators' scene /
+    # style / identity recognition.
     if config.world:
-        world = world_scores(index, subject.photos, WorldEvaluator.load())
-        result["world_evaluator"] = world.pop("world_evaluator")
+        family = metric_family("world")
+        world = family.score(index, subject.photos)
+        result[family.record] = world.pop(family.record)
         for prompt_set, scores in world.items():
             result[prompt_set].update(scores)
-    assert all(math.isfinite(v) for s in PROMPT_SETS if s in result for v in result[s].values())
+    assert all(math.isfinite(v) for s in index.prompt_sets for v in result[s].values())
     return result
 
 
 """The sidecar of ``metrics.json``: what was measured (calibration flags, metric models, per-prompt CLIP-T)."""
 
 
-def split_metrics(result: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``metrics.evaluate``'s mapping as (numbers: the prompt-set blocks and ``n_real_images``, the rest)."""
-    numeric = {k for k, v in result.items() if k in PROMPT_SETS or (isinstance(v, int) and not isinstance(v, bool))}
-    return {k: result[k] for k in numeric}, {k: v for k, v in result.items() if k not in numeric}
+def split_metrics(result: dict[str, Any]) -> tuple[MetricsRecord, EvaluationRecord]:
+    """``evaluate``'s mapping as its two files (``eqdiff.io.schemas.evaluation``): ``metrics.json`` (numbers: the
+    prompt-set blocks and ``n_real_images``) and ``evaluation.json`` (the fields of ``EvaluationRecord``)."""
+    described = {k: v for k, v in result.items() if k in EVALUATION_FIELDS}
+    numbers = {k: v for k, v in result.items() if k not in described}
+    return MetricsRecord.from_json(numbers, MetricsRecord.FILE), EvaluationRecord.from_json(described, EVALUATION_FILE)
 
 
 def info_path(metrics: Path) -> Path:

@@ -21,9 +21,10 @@ from typing import Any
 
 from eqdiff.errors import DataError
 from eqdiff.evaluation.records import Run
-from eqdiff.evaluation.sample_index import PROMPT_SETS, read_sample_index
-from eqdiff.evaluation.table1 import PAPER_SOURCE, html_table, world_sentence
-from eqdiff.io.artifacts import ArtifactError, read_json, save_png, write_text
+from eqdiff.evaluation.sample_index import read_sample_index
+from eqdiff.evaluation.table1 import PAPER_SOURCE, html_table, table_sets, world_sentence
+from eqdiff.io.artifacts import ArtifactError, save_png, write_text
+from eqdiff.io.schemas.stage_manifests import MasksManifest
 from eqdiff.io.sheets import thumbnail
 from eqdiff.prep.subjects import discover_subject, load_image
 
@@ -95,22 +96,19 @@ def _figure(src: str, caption: str) -> str:
 
 def mask_warnings(run: Run) -> list[str] | None:
     """The masks stage's warnings for ``run``'s subject (``masks/masks.json``), or None without that file."""
-    manifest = run.masks_dir / "masks.json"
+    manifest = run.masks_dir / MasksManifest.FILE
     if not manifest.is_file():
         return None
     try:
-        warnings = read_json(manifest).get("warnings")
-    except (ArtifactError, AttributeError):
-        raise DataError(f"{manifest}: not an `eqdiff masks` manifest (re-run the masks stage)") from None
-    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
-        raise DataError(f"{manifest}: 'warnings' is not a list of lines (re-run the masks stage)")
-    return warnings
+        return list(MasksManifest.read(manifest).warnings)
+    except ArtifactError as exc:
+        raise DataError(f"{exc} (re-run the masks stage)") from None
 
 
 def _warnings_section(run: Run) -> list[str]:
     warnings = mask_warnings(run)
     if warnings is None:
-        return [f'<p class="mask-checks">No masks.json at {html.escape(str(run.masks_dir))}.</p>']
+        return [f'<p class="mask-checks">No {MasksManifest.FILE} at {html.escape(str(run.masks_dir))}.</p>']
     if not warnings:
         return ['<p class="mask-checks">Mask self-checks: no warning.</p>']
     items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
@@ -120,7 +118,7 @@ def _warnings_section(run: Run) -> list[str]:
 
 def _sheets(run: Run, gallery: Path) -> list[str]:
     """Copy the subject's photos and sheets (masks overlay, band sheet, augment sheet) and return their HTML."""
-    subject_dir = Path(run.metrics["subject_dir"])
+    subject_dir = Path(run.evaluation.subject_dir)
     if not subject_dir.is_dir():
         raise DataError(
             f"{subject_dir}: subject folder named in {run.samples_dir.parent / 'evaluation.json'} "
@@ -155,18 +153,19 @@ def _variants_side_by_side(runs: list[Run], gallery: Path) -> list[str]:
     images: dict[tuple[str, int], dict[str, list[str]]] = {}
     prompts: dict[tuple[str, int], str] = {}
     for run in runs:
-        for image in read_sample_index(run.samples_dir).images:
+        index = read_sample_index(run.samples_dir)
+        for image in index.images:
             where = (image.prompt_set, image.prompt_index)
             prompts[where] = image.prompt
             relative = (
                 f"assets/{run.subject}/{run.variant}/{image.prompt_set}/"
                 f"{image.prompt_index:03d}_{image.sample_index:02d}.png"
             )
-            _copy_image(image.path, gallery / relative, THUMBNAIL_SIDE)
+            _copy_image(index.path(image), gallery / relative, THUMBNAIL_SIDE)
             images.setdefault(where, {}).setdefault(run.variant, []).append(relative)
     variants = [run.variant for run in runs]
     section = ["<h2>Samples: the variants side by side</h2>"]
-    for prompt_set in PROMPT_SETS:
+    for prompt_set in table_sets(s for s, _ in prompts):
         rows = sorted(index for s, index in prompts if s == prompt_set)
         if not rows:
             continue

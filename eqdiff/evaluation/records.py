@@ -2,20 +2,20 @@
 "Report").
 
 ``eqdiff evaluate`` writes ``metrics.json`` (numbers only, what ``dvc metrics`` tabulates) and its sidecar
-``evaluation.json`` (calibration flags, metric models, ``subject_dir``, ...); a ``Run`` joins the two,
-validated, with where that subject's samples, masks, augment and band outputs are.
+``evaluation.json`` (calibration flags, metric models, ``subject_dir``, ...); a ``Run`` holds the two, read
+through their schemas (``eqdiff.io.schemas.evaluation``), with where that subject's samples, masks, augment and
+band outputs are.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from eqdiff.errors import DataError
-from eqdiff.evaluation.sample_index import PROMPT_SETS
-from eqdiff.io.artifacts import ArtifactError, read_json
+from eqdiff.io.artifacts import ArtifactError
 from eqdiff.io.run_layout import RunLayout
+from eqdiff.io.schemas.evaluation import EvaluationRecord, MetricsRecord
 
 METRICS = ("clip_t", "clip_i", "dino_i")
 """The paper's three metrics, in Table 1's order (``eqdiff evaluate`` computes them; kept here, where they are
@@ -24,36 +24,23 @@ read, so that the report and tracking import no metric models)."""
 
 @dataclass(frozen=True)
 class Run:
-    """One (subject, variant) evaluation: its ``metrics.json`` joined with its sidecar, and where its samples
-    are; ``subject_root`` is ``RUNS/<subject>`` (``masks/``, ``augment/``, ``bands/`` of the subject)."""
+    """One (subject, variant) evaluation: its ``metrics.json`` and its sidecar ``evaluation.json``, and where its
+    samples are; ``subject_root`` is ``RUNS/<subject>`` (``masks/``, ``augment/``, ``bands/`` of the subject)."""
 
     subject: str
     variant: str
-    metrics: dict[str, Any]
+    metrics: MetricsRecord
+    evaluation: EvaluationRecord
     samples_dir: Path
     subject_root: Path
 
     @property
     def calibrated(self) -> bool:
-        return bool(self.metrics["calibrated"])
+        return self.evaluation.calibrated
 
     @property
     def masks_dir(self) -> Path:
         return RunLayout(self.subject_root.parent).masks(self.subject)
-
-
-def _check_metrics(path: Path, metrics: Any) -> None:
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("calibrated"), bool):
-        raise DataError(f"{path}: not an `eqdiff evaluate` metrics file (no boolean 'calibrated')")
-    blocks = [s for s in PROMPT_SETS if s in metrics]
-    if not blocks:
-        raise DataError(f"{path}: has no {' or '.join(PROMPT_SETS)} block")
-    for prompt_set in blocks:
-        for key in (*METRICS, "n_images"):
-            if not isinstance(metrics[prompt_set].get(key), int | float):
-                raise DataError(f"{path}: {prompt_set}.{key} missing or not a number")
-    if not isinstance(metrics.get("subject_dir"), str):
-        raise DataError(f"{path}: field 'subject_dir' missing (re-run `eqdiff evaluate`)")
 
 
 def discover_runs(runs_dir: str | Path, selection: list[tuple[str, str]] | None = None) -> list[Run]:
@@ -79,11 +66,11 @@ def discover_runs(runs_dir: str | Path, selection: list[tuple[str, str]] | None 
         if not info.is_file():
             raise DataError(f"{info}: missing beside {path.name} (re-run `eqdiff evaluate`)")
         try:
-            metrics = {**read_json(info), **read_json(path)}
+            metrics, evaluation = MetricsRecord.read(path), EvaluationRecord.read(info)
         except ArtifactError as exc:
-            raise DataError(str(exc)) from None
-        _check_metrics(path, metrics)
-        runs.append(Run(subject, variant, metrics, layout.samples(subject, variant), layout.subject(subject)))
+            raise DataError(f"{exc} (re-run `eqdiff evaluate`)") from None
+        samples = layout.samples(subject, variant)
+        runs.append(Run(subject, variant, metrics, evaluation, samples, layout.subject(subject)))
     if not runs:
         raise DataError(f"{runs_dir}: no <subject>/<variant>/metrics.json found")
     return runs

@@ -19,8 +19,9 @@ root). Output (``OUT``), built in a staging folder and swapped in whole:
                       the world metrics) averaged over subjects (dvc metrics: numbers only)
     report.json       the report's flags: ``{"calibrated": bool}``, plus ``world_evaluator`` (its weights, sha256
                       and measured accuracy) when the world metrics are shown
-    table.md          Table 1's layout (rows = variants; unstylized, stylized x CLIP-T, CLIP-I, DINO-I), averaged
-                      with the paper's rows (marked ``paper:``), then per subject
+    table.md          Table 1's layout (rows = variants; unstylized, stylized x CLIP-T, CLIP-I, DINO-I, then any
+                      other prompt set, e.g. ``live``, the same way), averaged with the paper's rows (marked
+                      ``paper:``), then per subject
     tradeoff.png      CLIP-T vs DINO-I, one labelled point per variant x prompt set; with the world metrics,
                       World-T vs World-I instead (the world evaluators' text alignment vs identity)
     tradeoff.csv/json the same points for ``dvc plots`` (dino_i, clip_t, world_identity, world_text; null without
@@ -44,16 +45,17 @@ matplotlib.use("Agg")  # headless: the report is built on CI and servers without
 import matplotlib.pyplot as plt  # noqa: E402
 
 from eqdiff.evaluation.gallery import write_gallery  # noqa: E402
+from eqdiff.evaluation.metric_registry import metric_family  # noqa: E402
 from eqdiff.evaluation.records import Run, discover_runs  # noqa: E402
-from eqdiff.evaluation.sample_index import PROMPT_SETS  # noqa: E402
-from eqdiff.evaluation.table1 import PAPER_SOURCE, columns, markdown_table, world_sentence  # noqa: E402
+from eqdiff.evaluation.table1 import PAPER_SOURCE, columns, markdown_table, table_sets, world_sentence  # noqa: E402
 from eqdiff.io.artifacts import OutputLock, staged_directory, write_json, write_text  # noqa: E402
 from eqdiff.io.output_safety import claim_output  # noqa: E402
-from eqdiff.world.scores import WORLD_METRICS  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 UNCALIBRATED = "uncalibrated (random weights)"
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+"""The trade-off plot's marker per prompt set, in ``table_sets`` order (unstylized o, stylized s, then the others)."""
 
 
 def summarize(runs: list[Run]) -> dict[str, Any]:
@@ -64,17 +66,18 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
     ``world_text``, ``world_identity`` when every run was evaluated with ``evaluate.world`` (then
     ``world_evaluator`` is the first run's record of the evaluator, else None).
     """
-    world = all("world_evaluator" in run.metrics for run in runs)
+    world = all(run.evaluation.world_evaluator is not None for run in runs)
     keys = (*columns(world), "n_images")
     subjects: dict[str, dict[str, Any]] = {}
     for run in runs:
+        blocks = run.metrics.sets
         subjects.setdefault(run.subject, {})[run.variant] = {
-            s: {k: run.metrics[s][k] for k in keys} for s in PROMPT_SETS if s in run.metrics
+            s: {k: getattr(blocks[s], k) for k in keys} for s in table_sets(blocks) if s in blocks
         }
     all_subjects = set(subjects)
     variants: dict[str, dict[str, Any]] = {}
     for variant in sorted({run.variant for run in runs}):
-        for prompt_set in PROMPT_SETS:
+        for prompt_set in table_sets(s for subject in subjects.values() for s in subject.get(variant, {})):
             rows = [s[variant][prompt_set] for s in subjects.values() if prompt_set in s.get(variant, {})]
             if not rows:
                 continue
@@ -90,7 +93,7 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
                 len(all_subjects),
             )
     calibrated = all(run.calibrated for run in runs)
-    evaluator = runs[0].metrics["world_evaluator"] if world and runs else None
+    evaluator = runs[0].evaluation.world_evaluator if world and runs else None
     return {"calibrated": calibrated, "world_evaluator": evaluator, "variants": variants, "subjects": subjects}
 
 
@@ -132,7 +135,7 @@ def tradeoff_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
             "label": f"{variant} ({prompt_set})",
             "clip_t": row["clip_t"],
             "dino_i": row["dino_i"],
-            **{k: row.get(k) for k in WORLD_METRICS},
+            **{k: row.get(k) for k in metric_family("world").metrics},
         }
         for variant, sets in summary["variants"].items()
         for prompt_set, row in sets.items()
@@ -141,7 +144,7 @@ def tradeoff_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def tradeoff_csv(points: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    fields = ["variant", "prompt_set", "label", "clip_t", "dino_i", *WORLD_METRICS]  # None: an empty cell
+    fields = ["variant", "prompt_set", "label", "clip_t", "dino_i", *metric_family("world").metrics]  # None: empty
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(points)
@@ -155,13 +158,12 @@ def plot_tradeoff(points: list[dict[str, Any]], calibrated: bool, path: Path, wo
     x, y = ("world_identity", "world_text") if world else ("dino_i", "clip_t")
     calibrated = calibrated or world
     figure, axes = plt.subplots(figsize=(6, 4.5), dpi=100)
-    markers = {"unstylized": "o", "stylized": "s"}
-    for prompt_set in PROMPT_SETS:
+    for number, prompt_set in enumerate(table_sets(p["prompt_set"] for p in points)):
         chosen = [p for p in points if p["prompt_set"] == prompt_set]
         axes.scatter(
             [p[x] for p in chosen],
             [p[y] for p in chosen],
-            marker=markers[prompt_set],
+            marker=MARKERS[number % len(MARKERS)],
             label=prompt_set,
         )
         for p in chosen:
@@ -186,7 +188,7 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, selection: list[tupl
     ``out_dir`` (replaced atomically); returns ``out_dir``."""
     out_dir = Path(out_dir)
     runs = discover_runs(runs_dir, selection)
-    subjects = {str(run.metrics["subject_dir"]) for run in runs}
+    subjects = {run.evaluation.subject_dir for run in runs}
     claim_output(out_dir, "report", manifest="summary.json", reads=[Path(runs_dir)], folders=map(Path, subjects))
     summary = summarize(runs)
     if not summary["calibrated"] and summary["world_evaluator"] is not None:

@@ -5,17 +5,20 @@ prompts and again for the stylized ones; with ``world``, also World-T and World-
 alignment and identity similarity, docs/world-evaluators.md) after each set's three. The paper's own rows are
 reference values, always shown apart from the measured rows and marked as the paper's; they are averages over
 the paper's subjects, with real CLIP/DINO weights, so they compare with an averaged table of a calibrated run
-only.
+only. Prompt sets of other names (DreamBench's ``live``, ...) get their own column groups after the paper's two.
 """
 
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from typing import Any
 
+from eqdiff.evaluation.metric_registry import metric_family
 from eqdiff.evaluation.records import METRICS
-from eqdiff.evaluation.sample_index import PROMPT_SETS
-from eqdiff.world.scores import WORLD_METRICS
+
+PAPER_SETS = ("unstylized", "stylized")
+"""The prompt sets of the paper's Table 1, its two column groups: always shown, first."""
 
 METRIC_TITLES = {
     "clip_t": "CLIP-T",
@@ -39,13 +42,19 @@ PAPER_ROWS: dict[str, dict[str, dict[str, float]]] = {
 
 
 def columns(world: bool) -> tuple[str, ...]:
-    """The metrics of one prompt set's columns: the paper's three, then the world's two with ``world``."""
-    return (*METRICS, *WORLD_METRICS) if world else METRICS
+    """The metrics of one prompt set's columns: the paper's three, then, with ``world``, the two of the registered
+    ``world`` metric family (``eqdiff.evaluation.metric_registry``)."""
+    return (*METRICS, *metric_family("world").metrics) if world else METRICS
 
 
-def _cells(sets: dict[str, Any], world: bool = False) -> list[str]:
-    """Six (ten with ``world``) numbers, unstylized first; dashes where a prompt set or a value is missing."""
-    return [f"{sets[s][k]:.3f}" if k in sets.get(s, {}) else "—" for s in PROMPT_SETS for k in columns(world)]
+def table_sets(names: Iterable[str]) -> tuple[str, ...]:
+    """The column groups of a table of prompt sets ``names``: the paper's two, then the others by name."""
+    return (*PAPER_SETS, *sorted(set(names) - set(PAPER_SETS)))
+
+
+def _cells(sets: dict[str, Any], prompt_sets: tuple[str, ...], world: bool = False) -> list[str]:
+    """Three (five with ``world``) numbers per prompt set; dashes where a prompt set or a value is missing."""
+    return [f"{sets[s][k]:.3f}" if k in sets.get(s, {}) else "—" for s in prompt_sets for k in columns(world)]
 
 
 def html_table(
@@ -57,8 +66,9 @@ def html_table(
     World-I columns. The table has class ``table1`` and ``data-subject`` (empty for the average); measured rows
     carry ``data-variant``.
     """
-    groups = "".join(f'<th colspan="{len(columns(world))}">{s}</th>' for s in PROMPT_SETS)
-    titles = "".join(f"<th>{METRIC_TITLES[k]}</th>" for _ in PROMPT_SETS for k in columns(world))
+    prompt_sets = table_sets(s for sets in rows.values() for s in sets)
+    groups = "".join(f'<th colspan="{len(columns(world))}">{html.escape(s)}</th>' for s in prompt_sets)
+    titles = "".join(f"<th>{METRIC_TITLES[k]}</th>" for _ in prompt_sets for k in columns(world))
     lines = [
         f'<table class="table1" data-subject="{html.escape(subject)}">',
         f"<caption>{html.escape(caption)}</caption>",
@@ -66,11 +76,11 @@ def html_table(
         f"<tr>{titles}</tr>",
     ]
     for variant, sets in rows.items():
-        cells = "".join(f"<td>{c}</td>" for c in _cells(sets, world))
+        cells = "".join(f"<td>{c}</td>" for c in _cells(sets, prompt_sets, world))
         lines.append(f'<tr data-variant="{html.escape(variant)}"><td>{html.escape(variant)}</td>{cells}</tr>')
     if paper:
         for method, sets in PAPER_ROWS.items():
-            cells = "".join(f"<td>{c}</td>" for c in _cells(sets, world))
+            cells = "".join(f"<td>{c}</td>" for c in _cells(sets, prompt_sets, world))
             label = f"paper: {method}"
             lines.append(f'<tr class="paper" title="{PAPER_SOURCE}"><td>{html.escape(label)}</td>{cells}</tr>')
     return "\n".join(lines + ["</table>"])
@@ -78,13 +88,14 @@ def html_table(
 
 def markdown_table(rows: dict[str, dict[str, Any]], paper: bool = False, world: bool = False) -> list[str]:
     """The same table in Markdown (``table.md``); the paper's rows are labelled "paper: <method>"."""
-    header = " | ".join(f"{s} {METRIC_TITLES[k]}" for s in PROMPT_SETS for k in columns(world))
-    lines = [f"| Variant | {header} |", "|---|" + "---:|" * (len(PROMPT_SETS) * len(columns(world)))]
+    prompt_sets = table_sets(s for sets in rows.values() for s in sets)
+    header = " | ".join(f"{s} {METRIC_TITLES[k]}" for s in prompt_sets for k in columns(world))
+    lines = [f"| Variant | {header} |", "|---|" + "---:|" * (len(prompt_sets) * len(columns(world)))]
     for variant, sets in rows.items():
-        lines.append(f"| {variant} | " + " | ".join(_cells(sets, world)) + " |")
+        lines.append(f"| {variant} | " + " | ".join(_cells(sets, prompt_sets, world)) + " |")
     if paper:
         for method, sets in PAPER_ROWS.items():
-            lines.append(f"| paper: {method} | " + " | ".join(_cells(sets, world)) + " |")
+            lines.append(f"| paper: {method} | " + " | ".join(_cells(sets, prompt_sets, world)) + " |")
     return lines
 
 

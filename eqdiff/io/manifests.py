@@ -3,7 +3,8 @@
 A cached stage records, in a JSON manifest beside its outputs, a *key*: the SHA-256 of every input file,
 the options that shape its outputs and (where a model is involved) the model fingerprint. A re-run whose key
 equals the recorded one and whose outputs all exist rewrites nothing (docs/robustness.md: unchanged inputs, untouched
-outputs), so DVC, Prefect caching and ``make``-style callers see stable files.
+outputs), so DVC, Prefect caching and ``make``-style callers see stable files. The manifests' schemas are in
+``eqdiff.io.schemas.stage_manifests``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from eqdiff.errors import DataError
+from eqdiff.io.artifacts import ArtifactError
+from eqdiff.io.schemas.stage_manifests import StageManifest
 from eqdiff.prep.subjects import Subject
 
 logger = logging.getLogger(__name__)
@@ -49,8 +52,8 @@ def normalised(key: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(key, sort_keys=True, default=str))
 
 
-def is_up_to_date(manifest: Path, key: dict[str, Any], outputs: list[Path]) -> bool:
-    """True when ``manifest`` records exactly ``key`` and every output file exists.
+def is_up_to_date(manifest: Path, key: dict[str, Any], outputs: list[Path], schema: type[StageManifest]) -> bool:
+    """True when ``manifest`` (a ``schema``) records exactly ``key`` and every output file exists.
 
     An unreadable manifest counts as stale (the stage recomputes and replaces it), never as an error: it is
     the stage's own output, not user input.
@@ -58,28 +61,27 @@ def is_up_to_date(manifest: Path, key: dict[str, Any], outputs: list[Path]) -> b
     if not manifest.is_file() or not all(p.is_file() for p in outputs):
         return False
     try:
-        recorded = json.loads(manifest.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        logger.warning("%s: unreadable manifest, recomputing", manifest)
+        recorded = schema.read(manifest)
+    except ArtifactError as exc:
+        logger.warning("%s; recomputing", exc)
         return False
-    return isinstance(recorded, dict) and recorded.get("key") == normalised(key)
+    return recorded.key == normalised(key)
 
 
-def check_cache_inputs(cache_dir: Path, manifest_name: str, subject: Subject, masks_dir: Path, stage: str) -> None:
-    """Refuse a cache (``eqdiff bands``/``augment`` output) not made from these photos and masks, by content.
+def check_cache_inputs(cache_dir: Path, schema: type[StageManifest], subject: Subject, masks_dir: Path) -> None:
+    """Refuse a cache (``eqdiff bands``/``augment`` output: ``schema`` is its manifest) not made from these photos
+    and masks, by content.
 
     The manifest's ``key.inputs`` records each photo's and mask's SHA-256; a photo edited in place after the
     cache was made keeps its name but not its digest, so comparing names alone would train on stale data.
     """
-    path = Path(cache_dir) / manifest_name
+    path, stage = Path(cache_dir) / schema.FILE, schema.STAGE
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (run `eqdiff {stage}` first)")
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found (run `eqdiff {stage}` first)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise DataError(f"{path}: not valid JSON") from None
-    key = recorded.get("key") if isinstance(recorded, dict) else None
-    inputs = key.get("inputs") if isinstance(key, dict) else None
+        inputs = schema.read(path).key.get("inputs")
+    except ArtifactError as exc:
+        raise DataError(f"{exc} (re-run `eqdiff {stage}`)") from None
     if not isinstance(inputs, dict):
         raise DataError(f"{path}: not an `eqdiff {stage}` manifest (no key.inputs); re-run `eqdiff {stage}`")
     current = subject_inputs(subject, masks_dir)

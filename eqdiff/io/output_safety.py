@@ -144,19 +144,5 @@ def claim_output(
     return out
 
 
-def model_input(model: Any) -> Path | None:
-    """The local path a ``ModelConfig`` reads (a random preset's cache folder, or ``model.path``: a directory or
-    a single checkpoint file)."""
-    from eqdiff.models.components import RANDOM_PRESETS, default_cache_dir
-    from eqdiff.world.preset import SHIPPED_MODEL
-
-    if model.preset in RANDOM_PRESETS:
-        root = Path(model.cache_dir) if model.cache_dir else default_cache_dir()
-        return root / f"{model.preset}-v1-seed{model.seed}"
-    if model.preset == "world" and not model.path:
-        return SHIPPED_MODEL
-    return Path(model.path).expanduser() if model.path else None
-
-
 def optional_path(value: str | None) -> Path | None:
     return Path(value).expanduser() if value else None

@@ -41,7 +41,7 @@ def scaled_radius(radius: int, latent_side: int) -> int:
 def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     """Max filter of Chebyshev radius ``radius`` (a (2r+1)² window), clipped at the borders.
 
-    Equals the official 5 iterations of reflect-pad-2 + 5×5 max-pool for radius 10 (official-eqdiff-code §8.5).
+    Equals the official 5 iterations of reflect-pad-2 + 5×5 max-pool for radius 10 (docs/official-code.md §8.5).
     Args: mask (B, 1, h, w) float. Returns the same shape.
     """
     if radius == 0:

@@ -141,7 +141,7 @@ class _GateClamp(torch.autograd.Function):
     """clamp(x, 0, 1) whose gradient passes where 0 <= x <= 1, boundaries included.
 
     The official M^f = clamp(out[..., d], 0, 1) learns only because torch 2.0's clamp passed gradient at exactly
-    0 (official-eqdiff-code.md §8.2): H_r is zero-initialised, so every gate starts at 0. Current torch returns
+    0 (docs/official-code.md §8.2): H_r is zero-initialised, so every gate starts at 0. Current torch returns
     a zero gradient at the boundary, which would leave every gate at 0 forever (RRA never switches on). This
     keeps the behaviour the method was trained with, on any torch version.
     """

@@ -2,7 +2,7 @@
 CLIP tokenizer.
 
 ``RANDOM_PRESETS`` holds the ``tiny`` and ``sd-v1-random`` configs of the three networks:
-``eqdiff.models.components`` builds them with seeded random weights, and ``eqdiff.models.base_weights`` converts
+``eqdiff.models.presets`` builds them with seeded random weights, and ``eqdiff.models.base_weights`` converts
 single-file checkpoints with them (the ``sd-v1-random`` configs are CompVis/stable-diffusion-v1-4's, so a real SD v1.x
 file loads with nothing fetched).
 """

@@ -21,6 +21,7 @@ import json
 import pickle
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -108,6 +109,12 @@ def tensor_shapes(path: Path, what: str = "model.path") -> dict[str, tuple[tuple
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{what}: {path} is not a readable .safetensors file ({first[:160]})") from None
     return {key: (tuple(value.shape), value.dtype) for key, value in read_tensor_file(path, what).items()}
+
+
+def dtype_summary(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> str:
+    """The floating-point dtypes ``tensor_shapes`` found, most common first (``float16``, ``float32+float16``)."""
+    counts = Counter(str(dtype).removeprefix("torch.") for _, dtype in shapes.values() if dtype.is_floating_point)
+    return "+".join(name for name, _ in counts.most_common()) or "-"
 
 
 _SAFETENSORS_DTYPES = {

@@ -20,10 +20,16 @@ import torch
 
 from eqdiff.config import EvaluateConfig, MasksConfig, ModelConfig, Params
 from eqdiff.errors import EqDiffError
-from eqdiff.models.architectures import COMPONENTS, RANDOM_PRESETS
-from eqdiff.models.base_weights import ARCHITECTURES, detect_architecture, is_single_file, layout_of, tensor_shapes
-from eqdiff.models.components import default_cache_dir
-from eqdiff.world.preset import SHIPPED_MODEL, world_digest, world_files, world_source
+from eqdiff.models.architectures import COMPONENTS
+from eqdiff.models.base_weights import (
+    ARCHITECTURES,
+    detect_architecture,
+    dtype_summary,
+    is_single_file,
+    layout_of,
+    tensor_shapes,
+)
+from eqdiff.models.presets import cache_root, preset
 
 Shapes = dict[str, tuple[tuple[int, ...], torch.dtype]]
 
@@ -50,12 +56,6 @@ class ModelRow:
 
 class _Problem(Exception):
     """A check's verdict on one path (turned into a row's ``problem``)."""
-
-
-def dtype_summary(shapes: Shapes) -> str:
-    """The floating-point dtypes a file stores, most common first (``float16``, ``float32+float16``)."""
-    counts = Counter(str(dtype).removeprefix("torch.") for _, dtype in shapes.values() if dtype.is_floating_point)
-    return "+".join(name for name, _ in counts.most_common()) or "-"
 
 
 def _read_shapes(path: Path) -> Shapes:
@@ -126,16 +126,6 @@ def _sd_single_file(path: Path) -> tuple[str, str, str]:
     return f"single file ({path.suffix})", name, dtype_summary({k: shapes[k] for k in layout})
 
 
-def _world_folder(path: Path) -> tuple[str, str, str]:
-    try:
-        source = world_source(str(path))
-    except EqDiffError as exc:
-        raise _Problem(str(exc).split(f"{path} ", 1)[-1]) from None
-    files = [f for f in world_files(source) if f.suffix == ".safetensors"]
-    shapes = {f"{f.parent.name}.{k}": v for f in files for k, v in tensor_shapes(f, "model.path").items()}
-    return "world model folder", f"world (weights {world_digest(source)})", dtype_summary(shapes)
-
-
 def _sd_directory(path: Path) -> tuple[str, str, str]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
@@ -183,14 +173,18 @@ def _same_unet(found: dict[str, Any], preset: dict[str, Any]) -> bool:
 
 
 def check_sd(model: ModelConfig) -> ModelRow:
-    if model.preset in RANDOM_PRESETS:
-        root = Path(model.cache_dir) if model.cache_dir else default_cache_dir()
-        where = root / f"{model.preset}-v1-seed{model.seed}"
-        return ModelRow("model.preset", str(where), "random preset (built on first use)", model.preset, "float32")
-    if model.preset == "world":
-        return _row("model.path", model.path or SHIPPED_MODEL, _world_folder)
+    """The row of the base model: what its preset's entry (``eqdiff.models.presets``) says of the path it reads,
+    or, where the entry leaves it to this module (``sd-v1``), the SD v1.x checks of a directory or single file."""
+    entry = preset(model.preset)
+    where = entry.reads(model, cache_root(model))
 
     def check(path: Path) -> tuple[str, str, str]:
+        try:
+            described = entry.describe(model, path)
+        except EqDiffError as exc:
+            raise _Problem(str(exc).split(f"{path} ", 1)[-1]) from None
+        if described is not None:
+            return described
         if path.is_file() and is_single_file(path):
             return _sd_single_file(path)
         if path.is_dir():
@@ -201,7 +195,9 @@ def check_sd(model: ModelConfig) -> ModelRow:
             return "hub id", "not checked (fetched when loaded)", "-"
         raise _Problem("does not exist")
 
-    return _row("model.path", model.path, check)
+    if not entry.uses_path:  # built from its name (a random preset): shown where it is built
+        return _row("model.preset", where, check)
+    return _row("model.path", model.path or where, check)
 
 
 # ----------------------------------------------------------------------------------------------------------

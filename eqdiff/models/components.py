@@ -1,16 +1,10 @@
-"""Component builders: the ``tiny`` and ``sd-v1`` presets (their configs and the CLIP tokenizer live in
-``eqdiff.models.architectures``), ``load_components``, the placeholder token (docs/architecture.md, Offline models and
-data).
+"""``load_components``, the placeholder token (docs/architecture.md, Offline models and data).
 
 Stock components only: diffusers ``UNet2DConditionModel``, ``AutoencoderKL``, ``DDPMScheduler``,
-transformers ``CLIPTextModel`` and ``CLIPTokenizer``. A preset is a registry entry that yields a diffusers
-directory; every preset is then loaded by the same ``load_components`` a real checkpoint goes through (a diffusers
-directory or a single-file checkpoint, read by ``eqdiff.models.base_weights``).
-
-The ``tiny`` preset has SD v1.x's *architecture* (4 UNet levels, 2 transformer layers per down level and 3 per up
-level: 16 self- and 16 cross-attention layers, 10 of them in mid+up) at small widths, seeded random weights,
-and the real 49,408-token CLIP vocabulary rebuilt from the BPE file inside the ``open-clip-torch`` wheel. Its
-images are noise: it exists so that every code path runs for real, offline, on a CPU.
+transformers ``CLIPTextModel`` and ``CLIPTokenizer``. A preset is an entry of the preset registry
+(``eqdiff.models.presets``) that yields a diffusers directory or checkpoint file; every preset is then loaded by the
+same ``load_components`` a real checkpoint goes through (a diffusers directory or a single-file checkpoint, read by
+``eqdiff.models.base_weights``).
 """
 
 from __future__ import annotations
@@ -18,28 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from eqdiff.config import ModelConfig
 from eqdiff.errors import ModelError
-from eqdiff.models.architectures import (
-    RANDOM_PRESETS,
-    SD_V1_SCHEDULER,
-    build_clip_tokenizer,
-)
 from eqdiff.models.base_weights import read_components
-from eqdiff.world.preset import world_directory
-
-PRESETS = (*RANDOM_PRESETS, "world")
-"""Names ``model.preset`` takes besides ``sd-v1``: the random presets and the trained ``world`` model."""
+from eqdiff.models.presets import cache_root, preset
 
 logger = logging.getLogger(__name__)
 
@@ -68,91 +50,23 @@ class Components:
         return self
 
 
-def build_random_preset(name: str, seed: int, directory: Path) -> None:
-    """Build a seeded random preset and save it as a diffusers directory at ``directory``."""
-    preset = RANDOM_PRESETS[name]
-    generator_state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**preset.unet)
-        vae = AutoencoderKL(**preset.vae)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**preset.text_encoder))
-    finally:
-        torch.random.set_rng_state(generator_state)
-    unet.save_pretrained(directory / "unet")
-    vae.save_pretrained(directory / "vae")
-    text_encoder.save_pretrained(directory / "text_encoder")
-    build_clip_tokenizer(directory / "tokenizer").save_pretrained(directory / "tokenizer")
-    DDPMScheduler.from_config(SD_V1_SCHEDULER).save_pretrained(directory / "scheduler")
-    (directory / "eqdiff_preset.json").write_text(
-        json.dumps({"preset": name, "seed": seed, "native_resolution": preset.native_resolution}), encoding="utf-8"
-    )
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("EQDIFF_CACHE", Path.home() / ".cache" / "eqdiff"))
-
-
-def _cache_root(config: ModelConfig) -> Path:
-    return Path(config.cache_dir) if config.cache_dir else default_cache_dir()
-
-
-def preset_directory(config: ModelConfig) -> Path:
-    """A random preset's directory, built once (atomically) and then reused."""
-    root = _cache_root(config)
-    directory = root / f"{config.preset}-v1-seed{config.seed}"
-    if not (directory / "eqdiff_preset.json").is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{config.preset}-", dir=root))
-        try:
-            build_random_preset(config.preset, config.seed, staging)
-            try:
-                staging.rename(directory)
-            except OSError:  # another process built it first: theirs is identical
-                if not (directory / "eqdiff_preset.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return directory
-
-
 def resolve_model_path(config: ModelConfig) -> str:
-    """Directory, single ``.safetensors`` / ``.ckpt`` file (or, when allowed, hub id) that ``load_components`` reads."""
-    if config.preset in RANDOM_PRESETS:
-        return str(preset_directory(config))
-    if config.preset == "world":
-        return str(world_directory(config.path, _cache_root(config))[0])
-    path = Path(config.path).expanduser()
-    if path.is_dir() or (path.is_file() and path.suffix.lower() in (".safetensors", ".ckpt")):
-        return str(path)
-    if path.is_file():
-        raise ModelError(
-            f"model.path: {path} is a {path.suffix or 'suffix-less'} file (expected a diffusers "
-            "directory or a single .safetensors / .ckpt checkpoint)"
-        )
-    if config.allow_download:
-        return config.path
-    raise ModelError(
-        f"model.path: {config.path} is not a local directory or checkpoint file "
-        "(set model.allow_download: true to use a hub id)"
-    )
+    """Directory, single ``.safetensors`` / ``.ckpt`` file (or, when allowed, hub id) that ``load_components`` reads:
+    what the entry of ``model.preset`` gives (a preset's directory is built or completed once in the cache)."""
+    return preset(config.preset).source(config, cache_root(config))
 
 
 def load_components(config: ModelConfig) -> Components:
     """Load the five stock components from a preset's directory, ``model.path`` (a diffusers directory or a single
     checkpoint file, ``eqdiff.models.base_weights``) or a hub id when downloads are allowed."""
+    entry = preset(config.preset)
     source = resolve_model_path(config)
     tokenizer, text_encoder, unet, vae, scheduler = read_components(source, config.allow_download)
     for module in (text_encoder, unet, vae):
         module.requires_grad_(False).eval()
-    if config.preset in RANDOM_PRESETS:
-        identity = f"{config.preset}:seed={config.seed}"
-        native = RANDOM_PRESETS[config.preset].native_resolution
-    elif config.preset == "world":
-        identity = f"world:{Path(source).name.removeprefix('world-')}"
-        native = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
-    else:
-        identity = str(config.path)
+    identity = entry.identity(config, source)
+    native = entry.native_resolution(config)
+    if native is None:
         native = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
     return Components(
         tokenizer,
@@ -191,7 +105,7 @@ def add_placeholder_token(components: Components, placeholder: str, initializer_
     The initializer is looked up as a vocabulary entry (``ktn`` = 42170, a word-internal BPE piece), not as the
     BPE of a word, exactly as the official code's ``encode([...])`` does. The text encoder's embedding table is
     resized and the new row set to the initializer's row; that row is never trained (the learned vectors are
-    injected, §4.1), it only keeps the id valid.
+    injected, paper §4.1; docs/official-code.md §2.3), it only keeps the id valid.
     """
     tokenizer = components.tokenizer
     vocab = tokenizer.get_vocab()

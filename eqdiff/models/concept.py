@@ -3,34 +3,27 @@
 A concept directory holds exactly two files: ``concept.safetensors`` (the frequency embeddings, every trainable
 processor weight keyed by its UNet parameter name, and the default inference reference image) and
 ``concept.json`` (format, base-model identity and fingerprint, placeholder, class noun, prompts, the resolved
-config). Loading checks the base model and then *requires* every trainable tensor of the rebuilt processors to
-be present with its shape: unlike diffusers' ``load_attn_procs`` for Custom Diffusion weights (which parses
-the file and silently installs nothing, ``reference/ecosystem.md`` §1.4), nothing can be ignored quietly.
+config; its schema is ``eqdiff.io.schemas.concept.ConceptManifest``). Loading checks the base model and then
+*requires* every trainable tensor of the rebuilt processors to be present with its shape: unlike diffusers'
+``load_attn_procs`` for Custom Diffusion weights (which parses the file and silently installs nothing;
+docs/method.md, Loading concepts), nothing can be ignored quietly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from eqdiff.io.artifacts import (
-    ArtifactError,
-    load_tensors,
-    read_json,
-    save_tensors,
-    staged_directory,
-    write_json,
-)
+from eqdiff.io.artifacts import ArtifactError, load_tensors, save_tensors, staged_directory, write_json
+from eqdiff.io.schemas.concept import FORMAT, ConceptManifest
 from eqdiff.method.fdte import FrequencyEmbeddings
 from eqdiff.method.rra import install_processors, trainable_state_dict
 from eqdiff.models.components import add_placeholder_token
 
-FORMAT = "eqdiff-concept/1"
 WEIGHTS_FILE = "concept.safetensors"
-MANIFEST_FILE = "concept.json"
+MANIFEST_FILE = ConceptManifest.FILE
 FREQUENCY_KEY = "frequency_embeddings"
 REFERENCE_KEY = "reference_image"
 
@@ -45,61 +38,30 @@ class Concept:
     """``frequency_embeddings`` (2 or 1, d) and the processors' trainable tensors by UNet parameter name."""
     reference_image: torch.Tensor
     """(3, H, W) float in [-1, 1]."""
-    manifest: dict[str, Any]
+    manifest: ConceptManifest
 
     @property
     def placeholder(self) -> str:
-        return self.manifest["placeholder"]
+        return self.manifest.placeholder
 
     @property
     def rra(self) -> bool:
-        return bool(self.manifest["rra"])
+        return self.manifest.rra
 
 
 def save_concept(
     directory: str | Path,
     weights: dict[str, torch.Tensor],
     reference_image: torch.Tensor,
-    manifest: dict[str, Any],
+    manifest: ConceptManifest,
 ) -> Path:
     """Write a concept directory atomically (staged whole, then swapped in)."""
     tensors = {k: v.detach().float() for k, v in weights.items()}
     tensors[REFERENCE_KEY] = reference_image.detach().float()
     with staged_directory(directory) as staging:
         save_tensors(staging / WEIGHTS_FILE, tensors, metadata={"format": FORMAT})
-        write_json(staging / MANIFEST_FILE, {"format": FORMAT, **manifest})
+        write_json(staging / MANIFEST_FILE, manifest.to_json())
     return Path(directory)
-
-
-_MANIFEST_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "base_model": str,
-    "base_model_fingerprint": str,
-    "placeholder": str,
-    "initializer_token": str,
-    "class_noun": str,
-    "variant": str,
-    "rra": bool,
-    "resolution": int,
-    "config": dict,
-}
-"""What inference reads from ``concept.json``, with its type."""
-
-
-def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    """Every field inference reads, of its type; the recorded model and RRA sections valid as in params."""
-    for key, kind in _MANIFEST_FIELDS.items():
-        value = manifest.get(key)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConceptError(f"{path}: field {key!r} missing or not a {kind.__name__} (got {value!r})")
-    if manifest["resolution"] <= 0 or manifest["resolution"] % 8:
-        raise ConceptError(f"{path}: resolution {manifest['resolution']} is not a positive multiple of 8")
-    from eqdiff.config import ConfigError, ModelConfig, RraConfig
-
-    for name, section in (("model", ModelConfig), ("rra", RraConfig)):
-        try:
-            section.from_mapping(manifest["config"].get(name))
-        except ConfigError as exc:
-            raise ConceptError(f"{path}: config.{exc}") from None
 
 
 def _check_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -124,24 +86,23 @@ def load_concept(directory: str | Path) -> Concept:
     directory = Path(directory)
     if not directory.is_dir():
         raise ConceptError(f"{directory}: concept directory not found")
-    try:
-        manifest = read_json(directory / MANIFEST_FILE)
+    try:  # every field inference reads, of its type; the recorded model and RRA sections valid as in params
+        manifest = ConceptManifest.read(directory / MANIFEST_FILE)
     except ArtifactError as exc:
         raise ConceptError(str(exc)) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ConceptError(f"{directory / MANIFEST_FILE}: not an EqDiff concept manifest (format {FORMAT})")
-    _check_manifest(directory / MANIFEST_FILE, manifest)
     tensors = load_tensors(directory / WEIGHTS_FILE)
     _check_tensors(directory / WEIGHTS_FILE, tensors)
     reference = tensors.pop(REFERENCE_KEY)
     return Concept(tensors, reference, manifest)
 
 
-def check_concept_base_model(concept_dir: str | Path, manifest: dict[str, Any], fingerprint: str, base_id: str) -> None:
-    if manifest.get("base_model_fingerprint") != fingerprint:
+def check_concept_base_model(
+    concept_dir: str | Path, manifest: ConceptManifest, fingerprint: str, base_id: str
+) -> None:
+    if manifest.base_model_fingerprint != fingerprint:
         raise ConceptError(
-            f"{concept_dir}: trained on base model {manifest.get('base_model')!r} "
-            f"(fingerprint {manifest.get('base_model_fingerprint')}), not on {base_id!r} (fingerprint {fingerprint})"
+            f"{concept_dir}: trained on base model {manifest.base_model!r} "
+            f"(fingerprint {manifest.base_model_fingerprint}), not on {base_id!r} (fingerprint {fingerprint})"
         )
 
 
@@ -194,7 +155,7 @@ def apply_concept(concept: Concept, components, bank, where: str | Path) -> tupl
     embeddings, placeholder_id = attach_concept_modules(
         components,
         concept.placeholder,
-        concept.manifest["initializer_token"],
+        concept.manifest.initializer_token,
         concept.rra,
         decoupled=frequency.shape[0] == 2,
         bank=bank,

@@ -31,8 +31,9 @@ from eqdiff.errors import DataError
 from eqdiff.method import rra
 from eqdiff.method.fdte import FrequencyEmbeddings, encode_prompt
 from eqdiff.method.prompts import remove_placeholder, tokenize, training_reference_prompt
-from eqdiff.models.components import PRESETS, Components, Denoiser, load_components
+from eqdiff.models.components import Components, Denoiser, load_components
 from eqdiff.models.concept import MANIFEST_FILE, Concept, ConceptError, apply_concept, load_concept
+from eqdiff.models.presets import preset, preset_names
 from eqdiff.pipelines.reference import UnconditionalReferenceCache, reference_rows
 from eqdiff.prep.subjects import center_crop_resize, image_to_tensor
 
@@ -82,7 +83,7 @@ class EqDiffPipeline(DiffusionPipeline):
         source = pretrained_model_name_or_path
         if isinstance(source, ModelConfig):
             model = source
-        elif str(source) in PRESETS:
+        elif str(source) in preset_names() and not preset(str(source)).requires_path:
             model = ModelConfig(preset=str(source))
         else:
             if (Path(source) / MANIFEST_FILE).is_file():
@@ -106,12 +107,12 @@ class EqDiffPipeline(DiffusionPipeline):
         self.bank = rra.ReferenceBank()
         self.embeddings, self.placeholder_id = apply_concept(concept, self._base, self.bank, where)
         self.placeholder, self.use_rra = concept.placeholder, concept.rra
-        self.resolution = int(concept.manifest["resolution"])
+        self.resolution = concept.manifest.resolution
         self.reference_image = concept.reference_image
         self._unconditional_reference = UnconditionalReferenceCache()
-        if concept.manifest.get("instance_prompt"):
+        if concept.manifest.instance_prompt:
             self.default_reference_prompt = training_reference_prompt(
-                concept.manifest["instance_prompt"], concept.placeholder, concept.manifest["class_noun"]
+                concept.manifest.instance_prompt, concept.placeholder, concept.manifest.class_noun
             )
 
     @classmethod
@@ -125,7 +126,7 @@ class EqDiffPipeline(DiffusionPipeline):
         """The base model the concept was trained on (its manifest's model config, unless ``model`` is given)
         with the concept attached: what ``eqdiff generate`` samples."""
         concept = load_concept(concept_dir)
-        model = model or ModelConfig.from_mapping(concept.manifest["config"]["model"])
+        model = model or ModelConfig.from_mapping(concept.manifest.config["model"])
         return cls.from_concept(concept, load_components(model), device, dtype, where=concept_dir)
 
     def to(self, *args, **kwargs) -> EqDiffPipeline:

@@ -1,9 +1,10 @@
 """The ``generate`` stage's work: sample a concept over named prompt sets into a samples folder.
 
-Prompt sets are files of templates (``{}`` = the subject slot); without any, the package's short demo lists.
+Prompt sets are files of templates (``{}`` = the subject slot) under any name that is a valid folder name (the
+paper's ``unstylized`` and ``stylized``, DreamBench's ``live``, ...); without any, the package's short demo lists.
 Each image's generator comes from (seed, set, prompt index, sample index), so any image reproduces alone.
-Layout (``eqdiff.evaluation.sample_index`` reads it): ``OUT/<set>/<prompt:03d>_<sample:02d>.png``,
-``OUT/index.json`` and ``OUT/grid.png``. Images are written one by one, atomically; a re-run with the same
+Layout: ``OUT/<set>/<prompt:03d>_<sample:02d>.png``, ``OUT/index.json`` (``eqdiff.io.schemas.samples.SampleIndex``)
+and ``OUT/grid.png``. Images are written one by one, atomically; a re-run with the same
 concept, prompts and settings keeps the images already there (no lost or duplicated images).
 """
 
@@ -19,11 +20,14 @@ from tqdm.auto import tqdm
 
 from eqdiff.config import GenerateConfig, ReferenceText
 from eqdiff.errors import DataError
-from eqdiff.io.artifacts import ArtifactError, OutputLock, read_json, save_png, write_json, write_text
+from eqdiff.io.artifacts import ArtifactError, OutputLock, save_png, write_json, write_text
 from eqdiff.io.manifests import file_digest
-from eqdiff.io.output_safety import check_name, claim_output, inside
+from eqdiff.io.output_safety import claim_output, inside
+from eqdiff.io.schemas.concept import ConceptManifest
+from eqdiff.io.schemas.evaluation import check_prompt_set
+from eqdiff.io.schemas.samples import SampleImage, SampleIndex
 from eqdiff.method.prompts import builtin_prompt_file, read_prompt_file, remove_placeholder, subject_prompt, tokenize
-from eqdiff.models.concept import MANIFEST_FILE, WEIGHTS_FILE
+from eqdiff.models.concept import WEIGHTS_FILE
 from eqdiff.models.precision import inference_dtype, resolve_device
 from eqdiff.pipelines.eqdiff_pipeline import EqDiffPipeline, image_generator
 from eqdiff.prep.subjects import load_image
@@ -43,7 +47,7 @@ def parse_prompt_sets(specs: list[str]) -> dict[str, Path]:
             raise DataError(f"--prompts {spec!r}: expected SET=FILE, e.g. stylized=prompts/style.txt")
         if name in sets:
             raise DataError(f"--prompts {spec!r}: prompt set {name!r} is given twice")
-        sets[check_name(name, "--prompts set")] = Path(path)
+        sets[check_prompt_set(name, "--prompts set")] = Path(path)
     return sets
 
 
@@ -67,7 +71,7 @@ def generate_samples(
     """Generate ``config.num_images_per_prompt`` images for every template of every prompt set into ``out``."""
     prompt_sets = prompt_sets or parse_prompt_sets([])
     for name in prompt_sets:  # each name becomes a folder of ``out``; the params ``prompts:`` keys come here too
-        check_name(name, "prompt set")
+        check_prompt_set(name, "prompt set")
     reads = [concept, reference, *prompt_sets.values()]
     claim_output(out, "generate", manifest=".run_key", reads=reads)
     templates = {name: read_prompt_file(path) for name, path in prompt_sets.items()}
@@ -80,11 +84,11 @@ def generate_samples(
     pipe = EqDiffPipeline.from_concept_dir(concept, device=torch_device, dtype=dtype)
     if config.compile:
         pipe.enable_compile()
-    manifest = read_json(concept / MANIFEST_FILE)
+    manifest = ConceptManifest.read(concept / ConceptManifest.FILE)
     jobs = []
     for set_index, (name, lines) in enumerate(templates.items()):
         for prompt_index, template in enumerate(lines):
-            prompt = subject_prompt(template, pipe.placeholder, manifest["class_noun"])
+            prompt = subject_prompt(template, pipe.placeholder, manifest.class_noun)
             try:  # refuse an over-long prompt before anything is written, naming its line (docs/robustness.md)
                 tokenize(pipe.tokenizer, [prompt])
             except DataError as exc:
@@ -142,7 +146,7 @@ def generate_samples(
                 guidance_scale=config.guidance_scale,
                 eta=config.eta,
                 height=config.resolution,
-                reference_noise=manifest["config"]["rra"]["reference_noise"],
+                reference_noise=manifest.config["rra"]["reference_noise"],
                 progress=False,
             ).images
             for job, image in zip(chunk, images, strict=True):
@@ -151,16 +155,15 @@ def generate_samples(
                     bar.update(1)
         bar.close()
         save_png(out / "grid.png", _grid([out / j["file"] for j in jobs]))
-        write_json(
-            out / "index.json",
-            {
-                "subject": manifest.get("subject", ""),
-                "class_noun": manifest["class_noun"],
-                "placeholder": pipe.placeholder,
-                "variant": manifest["variant"],
-                "calibrated": manifest["config"]["model"]["preset"] == "sd-v1",  # random presets: noise
-                "images": [{k: v for k, v in j.items() if k != "seed_index"} for j in jobs],
-            },
+        index = SampleIndex(
+            out,
+            subject=manifest.subject or "",
+            class_noun=manifest.class_noun,
+            placeholder=pipe.placeholder,
+            variant=manifest.variant,
+            calibrated=manifest.config["model"]["preset"] == "sd-v1",  # random presets: noise
+            images=tuple(SampleImage(**{k: v for k, v in j.items() if k != "seed_index"}) for j in jobs),
         )
+        write_json(out / SampleIndex.FILE, index.to_json())
     logger.info("%d images in %s", len(jobs), out)
     return out

@@ -1,4 +1,5 @@
-"""Reference augmentation (paper §4.3 training references; docs/method.md, Data and batch; official code §1.3-§1.4).
+"""Reference augmentation (paper §4.3 training references; docs/method.md, Data and batch;
+docs/official-code.md §1.3-§1.4).
 
 * **Instance references** — another photo of the subject, zoomed out onto a mid-grey canvas (p ~ 0.66,
   side s ~ U[170, 512] at 512 px) or zoomed in and randomly cropped (s ~ U[614, 716]), randomly translated;
@@ -26,6 +27,7 @@ from eqdiff.config import AugmentConfig, section_to_dict
 from eqdiff.config.base import OFFICIAL_RESOLUTION
 from eqdiff.io.artifacts import OutputLock, save_png, staged_directory, write_json
 from eqdiff.io.manifests import is_up_to_date, subject_inputs
+from eqdiff.io.schemas.stage_manifests import AugmentManifest
 from eqdiff.io.sheets import tile_sheet
 from eqdiff.prep.subjects import Subject, center_crop_resize, load_image, load_mask
 
@@ -64,7 +66,7 @@ def _zoom(image: Image.Image, mask: Image.Image | None, side: int, config: Augme
 def reference_views(
     image: Image.Image, mask: np.ndarray | None, side: int, num_views: int, config: AugmentConfig, seed: int
 ) -> list[View]:
-    """Seeded instance reference views of one photo (docs/method.md, Data and batch, official §1.3).
+    """Seeded instance reference views of one photo (docs/method.md, Data and batch, docs/official-code.md §1.3).
 
     Args:
         image: the photo, RGB, any size (as ``data.load_image`` returns it).
@@ -147,7 +149,7 @@ def _color_jitter(image: Image.Image, rng: random.Random, strength: float = 0.4,
 
 
 def moco_view(image: Image.Image, side: int, seed: int) -> Image.Image:
-    """A MoCo-v2 view of a class image for its prior reference (official §1.4); RGB ``side`` x ``side``.
+    """A MoCo-v2 view of a class image for its prior reference (docs/official-code.md §1.4); RGB ``side`` x ``side``.
 
     RandomResizedCrop(side, scale=(0.2, 1)) bilinear; ColorJitter(0.4, 0.4, 0.4, 0.1) with p = 0.8;
     RandomGrayscale(0.2); Gaussian blur sigma ~ U[0.1, 2] with p = 0.5; horizontal flip with p = 0.5.
@@ -181,10 +183,10 @@ def augment_subject(subject: Subject, masks_dir: Path, out_dir: Path, side: int,
     """Write ``views_per_photo`` reference views and masks per photo, a manifest and a contact sheet.
 
     Layout: ``out_dir/views/<stem>_<k>.png`` (RGB side x side), ``out_dir/masks/<stem>_<k>.png``
-    (L, {0, 255}), ``out_dir/augment.json`` (per photo its view file names; the key: input digests + options +
-    side) and ``out_dir/sheet.png`` (per photo: each view with its mask beside it, labelled columns). Every
-    input is validated before anything is written; the directory is swapped in whole. With unchanged inputs and
-    options nothing is rewritten.
+    (L, {0, 255}), ``out_dir/augment.json`` (``AugmentManifest``: per photo its view file names; the key: input
+    digests + options + side) and ``out_dir/sheet.png`` (per photo: each view with its mask beside it, labelled
+    columns). Every input is validated before anything is written; the directory is swapped in whole. With
+    unchanged inputs and options nothing is rewritten.
     """
     out_dir = Path(out_dir)
     key = {
@@ -192,8 +194,7 @@ def augment_subject(subject: Subject, masks_dir: Path, out_dir: Path, side: int,
         "options": section_to_dict(config),
         "resolution": side,
     }
-    manifest = out_dir / "augment.json"
-    if is_up_to_date(manifest, key, [out_dir / "sheet.png"]):
+    if is_up_to_date(out_dir / AugmentManifest.FILE, key, [out_dir / "sheet.png"], AugmentManifest):
         logger.info("%s: up to date, nothing rewritten", out_dir)
         return out_dir
     loaded = []
@@ -215,6 +216,6 @@ def augment_subject(subject: Subject, masks_dir: Path, out_dir: Path, side: int,
             sheet_rows.append([tile for view, view_mask in views for tile in (view, view_mask)])
         labels = [f"{what} {k + 1}" for k in range(config.views_per_photo) for what in ("view", "mask")]
         save_png(staging / "sheet.png", tile_sheet(sheet_rows, side, column_labels=labels))
-        write_json(staging / "augment.json", {"key": key, "views": views_of})
+        write_json(staging / AugmentManifest.FILE, AugmentManifest(key, views_of).to_json())
     logger.info("%s: %d views of %d photos", out_dir, sum(map(len, views_of.values())), len(loaded))
     return out_dir

@@ -8,8 +8,9 @@ the VAE encoder in the loop). Layout of ``<dir>``:
   {0, 1}; ``low``, ``high`` (N, 3, R, R) float32 (``abs`` output >= 0, ``real`` signed);
   ``{full,low,high}_{mean,logvar}`` (N, 4, R/f, R/f) float32, unscaled (multiply a sample by
   ``vae.config.scaling_factor``).
-* ``bands.json`` — ``stems`` (row order), ``resolution``, ``resize``, ``band_options`` (shape, colour, output, cutoffs),
-  ``fingerprint`` (base model) and ``key`` (what a re-run compares to skip: inputs' SHA-256 + the above).
+* ``bands.json`` (``eqdiff.io.schemas.stage_manifests.BandsManifest``) — ``stems`` (row order), ``resolution``,
+  ``resize``, ``band_options`` (shape, colour, output, cutoffs), ``fingerprint`` (base model) and ``key`` (what a
+  re-run compares to skip: inputs' SHA-256 + the above).
 * ``sheet.png`` — per photo: target | LOW | HIGH | mask, under those column labels.
 """
 
@@ -28,13 +29,13 @@ from eqdiff.io.artifacts import (
     ArtifactError,
     OutputLock,
     load_tensors,
-    read_json,
     save_png,
     save_tensors,
     staged_directory,
     write_json,
 )
 from eqdiff.io.manifests import is_up_to_date, normalised, subject_inputs
+from eqdiff.io.schemas.stage_manifests import BandsManifest
 from eqdiff.io.sheets import tile_sheet
 from eqdiff.method.fdte import band_images, band_posteriors
 from eqdiff.models.components import load_components
@@ -45,7 +46,7 @@ logger = logging.getLogger(__name__)
 BAND_OPTIONS = ("shape", "colour", "output", "cutoff_low", "cutoff_high")
 """The ``fdte`` fields that change the band images; the band probabilities do not touch the cache."""
 POSTERIOR_KEYS = tuple(f"{band}_{stat}" for band in ("full", "low", "high") for stat in ("mean", "logvar"))
-TENSORS_FILE, MANIFEST_FILE, SHEET_FILE = "bands.safetensors", "bands.json", "sheet.png"
+TENSORS_FILE, MANIFEST_FILE, SHEET_FILE = "bands.safetensors", BandsManifest.FILE, "sheet.png"
 
 
 def band_options(config: FdteConfig) -> dict[str, Any]:
@@ -125,22 +126,16 @@ def compute_band_cache(
         "resize": resize.value,
         "fingerprint": components.fingerprint,
     }
-    if is_up_to_date(out_dir / MANIFEST_FILE, key, [out_dir / TENSORS_FILE, out_dir / SHEET_FILE]):
+    if is_up_to_date(out_dir / MANIFEST_FILE, key, [out_dir / TENSORS_FILE, out_dir / SHEET_FILE], BandsManifest):
         logger.info("%s: up to date, nothing rewritten", out_dir)
         return out_dir
     tensors = band_tensors(targets, masks, components.vae, config)
-    manifest = {
-        "key": key,
-        "stems": [p.stem for p in subject.photos],
-        "resolution": side,
-        "resize": resize.value,
-        "band_options": band_options(config),
-        "fingerprint": components.fingerprint,
-    }
+    stems = tuple(p.stem for p in subject.photos)
+    manifest = BandsManifest(key, stems, side, resize.value, band_options(config), components.fingerprint)
     with OutputLock(out_dir), staged_directory(out_dir) as staging:
         save_tensors(staging / TENSORS_FILE, tensors, metadata={"format": "eqdiff-bands"})
         save_png(staging / SHEET_FILE, band_sheet(targets, tensors["low"], tensors["high"], masks))
-        write_json(staging / MANIFEST_FILE, manifest)
+        write_json(staging / MANIFEST_FILE, manifest.to_json())
     logger.info("%s: bands of %d photos at %d px", out_dir, len(targets), side)
     return out_dir
 
@@ -180,27 +175,25 @@ def load_band_cache(
     """
     directory = Path(directory)
     manifest_path = directory / MANIFEST_FILE
-    manifest = read_json(manifest_path)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("stems"), list):
-        raise ArtifactError(f"{manifest_path}: not an eqdiff band-cache manifest")
-    if manifest.get("fingerprint") != expected_fingerprint:
+    manifest = BandsManifest.read(manifest_path)
+    if manifest.fingerprint != expected_fingerprint:
         raise ArtifactError(
-            f"{manifest_path}: bands were computed with base model {manifest.get('fingerprint')}, "
+            f"{manifest_path}: bands were computed with base model {manifest.fingerprint}, "
             f"expected {expected_fingerprint} (re-run `eqdiff bands`)"
         )
-    if manifest.get("resolution") != resolution:
-        raise ArtifactError(f"{manifest_path}: bands are at {manifest.get('resolution')} px, expected {resolution} px")
-    if manifest.get("resize", ResizeMode.CROP.value) != resize.value:
+    if manifest.resolution != resolution:
+        raise ArtifactError(f"{manifest_path}: bands are at {manifest.resolution} px, expected {resolution} px")
+    if manifest.resize != resize.value:
         raise ArtifactError(
-            f"{manifest_path}: targets were resized with {manifest.get('resize')!r}, expected train.resize "
+            f"{manifest_path}: targets were resized with {manifest.resize!r}, expected train.resize "
             f"{resize.value!r} (re-run `eqdiff bands`)"
         )
-    if fdte is not None and manifest.get("band_options") != normalised(band_options(fdte)):
+    if fdte is not None and manifest.band_options != normalised(band_options(fdte)):
         raise ArtifactError(
-            f"{manifest_path}: band options {manifest.get('band_options')} differ from the "
+            f"{manifest_path}: band options {manifest.band_options} differ from the "
             f"fdte config {band_options(fdte)} (re-run `eqdiff bands`)"
         )
     tensors_path = directory / TENSORS_FILE
     tensors = load_tensors(tensors_path)
-    _check_shapes(tensors_path, tensors, len(manifest["stems"]), resolution)
-    return {**tensors, "stems": list(manifest["stems"])}
+    _check_shapes(tensors_path, tensors, len(manifest.stems), resolution)
+    return {**tensors, "stems": list(manifest.stems)}

@@ -13,8 +13,9 @@ backend's masks then go through the self-checks of ``eqdiff.prep.mask_checks``.
 Output of ``compute_masks`` (a directory, written whole and atomically): ``<stem>.png`` per photo (mode L,
 values 0/255, the photo's size and orientation), ``overlay.png`` (a contact sheet: each photo with its
 background dimmed and its mask outlined, its foreground percentage, and a red frame when a self-check found
-something) and ``masks.json`` (per photo: the foreground fraction, backend, threshold, what refinement changed
-and the self-checks' findings; all the warnings; the key of the inputs that produced it).
+something) and ``masks.json`` (``eqdiff.io.schemas.stage_manifests.MasksManifest``; per photo: the foreground
+fraction, backend, threshold, what refinement changed and the self-checks' findings; all the warnings; the key
+of the inputs that produced it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from eqdiff.config import MaskBackend, MasksConfig, section_to_dict
 from eqdiff.errors import DataError
 from eqdiff.io.artifacts import OutputLock, save_png, staged_directory, write_json
 from eqdiff.io.manifests import file_digest, is_up_to_date, normalised
+from eqdiff.io.schemas.stage_manifests import MaskRecord, MasksManifest
 from eqdiff.io.sheets import grid, labelled, overlay, tile_sheet
 from eqdiff.prep.mask_checks import check_masks
 from eqdiff.prep.mask_refine import refine_subject
@@ -122,7 +124,7 @@ def _photo_masks(subject: Subject, images: list[Image.Image], config: MasksConfi
     return [mask_fn(photo, image) for photo, image in bar]
 
 
-def _write_masks(subject: Subject, config: MasksConfig, staging: Path) -> tuple[dict[str, Any], list[str]]:
+def _write_masks(subject: Subject, config: MasksConfig, staging: Path) -> tuple[dict[str, MaskRecord], list[str]]:
     """Write every photo's mask and the overlay sheet into ``staging``; return (records, warnings)."""
     images = [load_image(photo) for photo in subject.photos]
     results = _photo_masks(subject, images, config)
@@ -133,7 +135,7 @@ def _write_masks(subject: Subject, config: MasksConfig, staging: Path) -> tuple[
                 "try another backend or give the mask with backend files"
             )
     findings = check_masks([photo.name for photo in subject.photos], [r.mask for r in results])
-    records: dict[str, dict[str, Any]] = {}
+    records: dict[str, MaskRecord] = {}
     warnings: list[str] = []
     tiles: list[Image.Image] = []
     for photo, image, result in zip(subject.photos, images, results, strict=True):
@@ -147,14 +149,9 @@ def _write_masks(subject: Subject, config: MasksConfig, staging: Path) -> tuple[
         save_png(staging / f"{photo.stem}.png", Image.fromarray(result.mask.astype(np.uint8) * 255, "L"))
         tile = overlay(image, result.mask, TILE)
         tiles.append(labelled(tile, f"{photo.stem}  {fraction:.1%}", marked=bool(found)))
-        records[photo.stem] = {
-            "photo": photo.name,
-            "foreground_fraction": round(fraction, 6),
-            "backend": config.backend.value,
-            "threshold": result.threshold,
-            **result.details,
-            "checks": found,
-        }
+        records[photo.stem] = MaskRecord(
+            photo.name, round(fraction, 6), config.backend.value, result.threshold, result.details, tuple(found)
+        )
     save_png(staging / "overlay.png", tile_sheet(grid(tiles), TILE))
     return records, warnings
 
@@ -175,13 +172,13 @@ def compute_masks(subject: Subject, out_dir: str | Path, config: MasksConfig) ->
     with OutputLock(out_dir):
         key = masks_key(subject, config)
         outputs = [out_dir / f"{p.stem}.png" for p in subject.photos] + [out_dir / "overlay.png"]
-        if is_up_to_date(out_dir / "masks.json", key, outputs):
+        if is_up_to_date(out_dir / MasksManifest.FILE, key, outputs, MasksManifest):
             logger.info("%s: masks up to date", out_dir)
             return out_dir
         with staged_directory(out_dir) as staging:
             records, warnings = _write_masks(subject, config, staging)
-            manifest = {"subject": subject.name, "class_noun": subject.class_noun, "photos": records}
-            write_json(staging / "masks.json", {**manifest, "warnings": warnings, "key": key})
+            manifest = MasksManifest(subject.name, subject.class_noun, records, tuple(warnings), key)
+            write_json(staging / MasksManifest.FILE, manifest.to_json())
         logger.info(
             "%s: %d masks, %d warning(s); check %s", out_dir, len(records), len(warnings), out_dir / "overlay.png"
         )

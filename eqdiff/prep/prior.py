@@ -1,6 +1,7 @@
-"""Class images for prior preservation (docs/method.md, Losses and optimisation; official code §1.1).
+"""Class images for prior preservation (docs/method.md, Losses and optimisation; docs/official-code.md §1.1).
 
-Two sources, one output layout (``<dir>/NNNN.png`` + ``<dir>/prior.json``):
+Two sources, one output layout (``<dir>/NNNN.png`` + ``<dir>/prior.json``, whose schema is
+``eqdiff.io.schemas.stage_manifests.PriorManifest``):
 
 * **generated** — the base model samples the class prompt (official: the class noun alone) with its default
   scheduler (PNDM, as official; ``prior.scheduler: ddim`` is the alternative),
@@ -17,7 +18,6 @@ The output directory is meant to persist across runs: **DVC must declare it ``pe
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,12 +33,13 @@ from eqdiff.errors import DataError
 from eqdiff.io.artifacts import ArtifactError, OutputLock, save_png, staged_directory, write_json
 from eqdiff.io.manifests import file_digest, is_up_to_date, normalised
 from eqdiff.io.output_safety import inside
+from eqdiff.io.schemas.stage_manifests import PriorManifest
 from eqdiff.models.components import Components, load_components
 from eqdiff.prep.subjects import IMAGE_SUFFIXES, load_image
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FILE = "prior.json"
+MANIFEST_FILE = PriorManifest.FILE
 
 
 def class_prompt(config: PriorConfig, class_noun: str) -> str:
@@ -65,12 +66,12 @@ def _is_valid(path: Path, resolution: int) -> bool:
         return False
 
 
-def _read_manifest(path: Path) -> dict[str, Any] | None:
+def _read_manifest(path: Path) -> PriorManifest | None:
+    """The manifest at ``path``, or None when there is none or it is not one (it is remade)."""
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return PriorManifest.read(path)
+    except ArtifactError:
         return None
-    return manifest if isinstance(manifest, dict) else None
 
 
 def _claim_directory(out_dir: Path, key: dict[str, Any]) -> None:
@@ -79,7 +80,7 @@ def _claim_directory(out_dir: Path, key: dict[str, Any]) -> None:
     Class images without a manifest are not ours to delete: that is an error naming the folder.
     """
     recorded = _read_manifest(out_dir / MANIFEST_FILE)
-    if recorded is not None and recorded.get("key") == normalised(key):
+    if recorded is not None and recorded.key == normalised(key):
         return
     existing = sorted(out_dir.glob("[0-9][0-9][0-9][0-9].png"))
     if existing and recorded is None:
@@ -92,7 +93,7 @@ def _claim_directory(out_dir: Path, key: dict[str, Any]) -> None:
         for path in existing:
             path.unlink()
     # Written before any image, so a killed run leaves images attributed to the settings that made them.
-    write_json(out_dir / MANIFEST_FILE, {"key": key, "images": []})
+    write_json(out_dir / MANIFEST_FILE, PriorManifest(key, ()).to_json())
 
 
 SCHEDULERS = {ClassScheduler.PNDM: PNDMScheduler, ClassScheduler.DDIM: DDIMScheduler}
@@ -177,9 +178,9 @@ def generate_class_images(
                 for index, image in zip(batch, images, strict=True):
                     if index in missing:
                         save_png(paths[index], image)
-        manifest = {"key": normalised(key), "images": [p.name for p in paths]}
+        manifest = PriorManifest(normalised(key), tuple(p.name for p in paths))
         if _read_manifest(out_dir / MANIFEST_FILE) != manifest:
-            write_json(out_dir / MANIFEST_FILE, manifest)
+            write_json(out_dir / MANIFEST_FILE, manifest.to_json())
     logger.info("%s: %d class images (%d generated now)", out_dir, num_images, len(missing))
     return paths
 
@@ -202,7 +203,7 @@ def copy_real_class_images(source_dir: str | Path, out_dir: str | Path, num_imag
     sources = sources[:num_images]
     key = {"mode": "real", "inputs": {p.name: file_digest(p) for p in sources}}
     paths = [out_dir / _image_name(i) for i in range(num_images)]
-    if is_up_to_date(out_dir / MANIFEST_FILE, key, paths):
+    if is_up_to_date(out_dir / MANIFEST_FILE, key, paths, PriorManifest):
         logger.info("%s: up to date, nothing rewritten", out_dir)
         return paths
     # No progress bar while validating: an error must stay a single stderr line (docs/robustness.md).
@@ -210,10 +211,8 @@ def copy_real_class_images(source_dir: str | Path, out_dir: str | Path, num_imag
     with OutputLock(out_dir), staged_directory(out_dir) as staging:
         for path, image in tqdm(list(zip(paths, images, strict=True)), desc="prior (copy)", unit="image"):
             save_png(staging / path.name, image)
-        write_json(
-            staging / MANIFEST_FILE,
-            {"key": key, "images": [p.name for p in paths], "sources": [p.name for p in sources]},
-        )
+        manifest = PriorManifest(key, tuple(p.name for p in paths), tuple(p.name for p in sources))
+        write_json(staging / MANIFEST_FILE, manifest.to_json())
     return paths
 
 
@@ -239,11 +238,12 @@ def prepare_class_images(
 def load_class_images(directory: str | Path, num: int) -> list[Path]:
     """The first ``num`` class images listed in ``<directory>/prior.json``; ArtifactError when fewer."""
     directory = Path(directory)
-    manifest = _read_manifest(directory / MANIFEST_FILE)
-    if manifest is None or not isinstance(manifest.get("images"), list):
-        raise ArtifactError(f"{directory / MANIFEST_FILE}: missing or not a class-image manifest (run `eqdiff prior`)")
+    try:
+        manifest = PriorManifest.read(directory / MANIFEST_FILE)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{exc} (run `eqdiff prior`)") from None
     where = f"{directory / MANIFEST_FILE}: images"
-    paths = [inside(directory, name, where) for name in manifest["images"]]
+    paths = [inside(directory, name, where) for name in manifest.images]
     if len(paths) < num:
         raise ArtifactError(f"{directory}: holds {len(paths)} class image(s), expected at least {num}")
     for path in paths[:num]:

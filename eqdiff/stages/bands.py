@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from eqdiff.config import FdteConfig, ModelConfig, Params, TrainConfig
-from eqdiff.io.output_safety import claim_output, model_input
+from eqdiff.io.output_safety import claim_output
+from eqdiff.models.presets import model_input
 from eqdiff.prep.bands import compute_band_cache
 from eqdiff.prep.subjects import discover_subject
 

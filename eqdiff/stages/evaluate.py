@@ -42,8 +42,8 @@ def run(
     for path in (out, info):
         claim_output(path, "evaluate", reads=reads, folders=[subject_dir], file_check=earlier)
     numbers, described = split_metrics(evaluate(samples, subject_dir, config))
-    write_json(info, described)
-    write_json(out, numbers)
+    write_json(info, described.to_json())
+    write_json(out, numbers.to_json())
     return Path(out)
 
 

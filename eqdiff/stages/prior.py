@@ -19,7 +19,8 @@ from typing import Any
 
 from eqdiff.config import ModelConfig, Params, PriorConfig, TrainConfig
 from eqdiff.io.artifacts import staged_directory
-from eqdiff.io.output_safety import claim_output, model_input, optional_path
+from eqdiff.io.output_safety import claim_output, optional_path
+from eqdiff.models.presets import model_input
 from eqdiff.prep.prior import MANIFEST_FILE, prepare_class_images
 from eqdiff.stages.arguments import add_class_arguments, class_noun_argument
 

@@ -1,6 +1,6 @@
 """``eqdiff sample``: write a synthetic subject (docs/architecture.md, Offline models and data) ->
-``make_sample_subject`` (the drawn toy) or, with ``--world NAME``, ``make_world_subject`` (a held-out subject of
-the procedural world, docs/world.md).
+``make_sample_subject`` (the drawn toy) or, with ``--world NAME``, the world plug-in's subject source (a held-out
+subject of the procedural world, docs/world.md; registered in ``eqdiff.plugins``).
 
 Reads no params section. Writes ``--out/NN.png`` photos and ``--out/masks/NN.png`` masks, each file atomically;
 nothing is downloaded or copied. The same ``--num-photos`` and ``--seed`` give the same bytes, so the DVC stage
@@ -34,9 +34,9 @@ def run(out: Path, num_photos: int = 4, seed: int = 0, world: str | None = None)
     if not 0 <= seed <= MAX_SEED:
         raise DataError(f"--seed: expected 0 to {MAX_SEED}, got {seed}")
     if world is not None:
-        from eqdiff.world.subjects import make_world_subject
+        from eqdiff.plugins import load_plugins
 
-        return make_world_subject(out, world, num_photos=num_photos, seed=seed)
+        return load_plugins().subject_sources["world"](out, world, num_photos, seed)
     return make_sample_subject(out, num_photos=num_photos, seed=seed)
 
 

@@ -24,8 +24,9 @@ from PIL import Image
 
 from eqdiff.config import AugmentConfig, MethodConfig
 from eqdiff.errors import DataError
-from eqdiff.io.artifacts import read_json
+from eqdiff.io.artifacts import ArtifactError
 from eqdiff.io.output_safety import OutputError, inside
+from eqdiff.io.schemas.stage_manifests import AugmentManifest
 from eqdiff.method.fdte import FrequencyBand, band_posteriors, encode_posterior, sample_bands
 from eqdiff.prep import augment as augment_module
 from eqdiff.prep.subjects import (
@@ -148,20 +149,22 @@ def _reference_views(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor | None], list[int]]:
     """Reference views (3, H, W) in [-1, 1], their masks, and the index of the photo each came from."""
     views, masks, owners = [], [], []
-    manifest = read_json(augment_dir / "augment.json").get("views", {}) if augment_dir is not None else {}
-    if not isinstance(manifest, dict):
-        raise DataError(f"{augment_dir / 'augment.json'}: 'views' is not a mapping of photo stem -> view names")
+    manifest = augment_dir / AugmentManifest.FILE if augment_dir is not None else None
+    try:
+        views_of = AugmentManifest.read(manifest).views if manifest is not None else {}
+    except ArtifactError as exc:
+        raise DataError(str(exc)) from None
     for index, (photo, mask_path) in enumerate(zip(subject.photos, mask_paths, strict=True)):
         if augment_dir is not None:
-            names = manifest.get(photo.stem)
+            names = views_of.get(photo.stem)
             if not names:
                 raise DataError(f"{augment_dir}: no reference views for {photo.name} (re-run `eqdiff augment`)")
             try:  # names listed in a manifest must stay inside the augment folder
-                where = f"{augment_dir / 'augment.json'}: views.{photo.stem}"
+                where = f"{manifest}: views.{photo.stem}"
                 files = [
                     (inside(augment_dir / "views", n, where), inside(augment_dir / "masks", n, where)) for n in names
                 ]
-            except (OutputError, TypeError) as exc:
+            except OutputError as exc:
                 raise DataError(str(exc)) from None
             pairs = [(load_image(view), mask) for view, mask in files]
             pairs = [(img, Image.open(m).convert("L") if m.is_file() else None) for img, m in pairs]

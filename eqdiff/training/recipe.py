@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from eqdiff.config import MethodConfig
 from eqdiff.errors import DataError, TrainingError
+from eqdiff.io.schemas.concept import ConceptManifest
 from eqdiff.method import mgdp, rra
 from eqdiff.method.fdte import encode_prompt
 from eqdiff.method.prompts import subject_prompt, tokenize, training_reference_prompt
@@ -66,7 +67,8 @@ _SCHEDULING_FIELDS = (
 def noisy_reference(
     scheduler, reference_latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, time_gap: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The training reference: noised with its target row's own ε at t_ref = max(t − time_gap, 0) (official §4.2)."""
+    """The training reference: noised with its target row's own ε at t_ref = max(t − time_gap, 0)
+    (docs/official-code.md §4.2)."""
     reference_timesteps = (timesteps - time_gap).clamp_min(0)
     return scheduler.add_noise(reference_latents, noise, reference_timesteps), reference_timesteps
 
@@ -214,7 +216,8 @@ class EqDiffRecipe:
     def training_step(self, batch: Batch, reference_no_grad: bool = True) -> dict[str, torch.Tensor]:
         """Forward the losses of one batch (no backward). The bank stays filled and in READ mode until the caller
         clears it after ``backward`` (gradient checkpointing re-runs the main pass during backward).
-        ``reference_no_grad=False`` exists for the test that proves the reference pass needs no graph (§4.3)."""
+        ``reference_no_grad=False`` exists for the test that proves the reference pass needs no graph
+        (docs/method.md, RRA: reference pass; the official pass kept one, docs/official-code.md §4.2)."""
         cfg, unet, scheduler = self.config, self.denoiser, self.components.noise_scheduler
         num_prior = len(batch.classes)
         inst = slice(num_prior, None)
@@ -297,7 +300,9 @@ class EqDiffRecipe:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total"]).backward()
         self.scaler.unscale_(self.optimizer)
-        if cfg.max_grad_norm > 0:  # over ALL trainable parameters, frequency vectors included (§4.7)
+        # Over ALL trainable parameters, frequency vectors included (the official code left them out:
+        # docs/official-code.md §7.17).
+        if cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(list(self.parameters.values()), cfg.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -368,24 +373,24 @@ class EqDiffRecipe:
         with self._autocast():  # the frozen UNet may be stored in the autocast dtype
             validation_images(self, self.work_dir / "validation" / f"step-{self.step:06d}.png")
 
-    def concept_manifest(self) -> dict:
+    def concept_manifest(self) -> ConceptManifest:
         cfg = self.config
-        return {
-            "subject": self.subject_name,
-            "base_model": self.components.base_model_id,
-            "base_model_fingerprint": self.components.fingerprint,
-            "placeholder": cfg.concept.placeholder,
-            "initializer_token": cfg.concept.initializer_token,
-            "class_noun": self.class_noun,
-            "instance_prompt": cfg.train.instance_prompt,
-            "class_prompt": self.class_prompt,
-            "resolution": cfg.train.resolution,
-            "rra": cfg.rra.enabled,
-            "variant": cfg.train.variant,
-            "steps": self.step,
-            "run_key": self.run_key,
-            "config": {k: v for k, v in cfg.to_dict().items() if k != "generate"},
-        }
+        return ConceptManifest(
+            subject=self.subject_name,
+            base_model=self.components.base_model_id,
+            base_model_fingerprint=self.components.fingerprint,
+            placeholder=cfg.concept.placeholder,
+            initializer_token=cfg.concept.initializer_token,
+            class_noun=self.class_noun,
+            instance_prompt=cfg.train.instance_prompt,
+            class_prompt=self.class_prompt,
+            resolution=cfg.train.resolution,
+            rra=cfg.rra.enabled,
+            variant=cfg.train.variant,
+            steps=self.step,
+            run_key=self.run_key,
+            config={k: v for k, v in cfg.to_dict().items() if k != "generate"},
+        )
 
     def save(self, concept_dir: Path) -> Path:
         """Write the concept directory (safetensors + manifest)."""

@@ -17,12 +17,15 @@ from pathlib import Path
 
 from eqdiff.config import AugmentConfig, MethodConfig, PriorConfig
 from eqdiff.errors import DataError
-from eqdiff.io.artifacts import OutputLock, write_text
+from eqdiff.io.artifacts import ArtifactError, OutputLock, write_text
 from eqdiff.io.manifests import check_cache_inputs
-from eqdiff.io.output_safety import OutputError, claim_output, model_input, optional_path
+from eqdiff.io.output_safety import OutputError, claim_output, optional_path
+from eqdiff.io.schemas.concept import ConceptManifest
+from eqdiff.io.schemas.stage_manifests import AugmentManifest, BandsManifest
 from eqdiff.models.components import load_components
 from eqdiff.models.concept import MANIFEST_FILE, WEIGHTS_FILE
 from eqdiff.models.precision import resolve_device
+from eqdiff.models.presets import model_input
 from eqdiff.prep import prior as prior_module
 from eqdiff.prep.bands import load_band_cache
 from eqdiff.prep.subjects import discover_subject
@@ -90,10 +93,10 @@ def truncate_loss_log(path: Path, step: int) -> None:
 def is_finished(out: Path, run_key: str, steps: int) -> bool:
     """Whether ``out`` already holds this run's concept, trained for ``steps`` steps."""
     try:
-        manifest = json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        manifest = ConceptManifest.read(out / MANIFEST_FILE)
+    except (OSError, ArtifactError):
         return False
-    return manifest.get("run_key") == run_key and manifest.get("steps") == steps and (out / WEIGHTS_FILE).is_file()
+    return manifest.run_key == run_key and manifest.steps == steps and (out / WEIGHTS_FILE).is_file()
 
 
 def publish_losses(log: Path, out: Path) -> None:
@@ -133,9 +136,9 @@ def train_concept(
     masks = masks if masks is not None else (subject.directory / "masks")
     work_dir = work_dir or out.with_name(out.name + "-work")
     claim_train_outputs(config, prior_config, subject.directory, out, work_dir, [masks, augment, bands, prior])
-    for cache, manifest_name, stage in ((bands, "bands.json", "bands"), (augment, "augment.json", "augment")):
+    for cache, schema in ((bands, BandsManifest), (augment, AugmentManifest)):
         if cache is not None:  # caches are valid by the photos' contents, not their names
-            check_cache_inputs(cache, manifest_name, subject, masks, stage)
+            check_cache_inputs(cache, schema, subject, masks)
     torch_device = resolve_device(device)
     # The work directory (checkpoints, losses) is an output too: a second run there must refuse as well.
     with OutputLock(out), OutputLock(work_dir):

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from eqdiff.evaluation.sample_index import PROMPT_SETS, SampleIndex
+from eqdiff.io.schemas.samples import SampleIndex
 from eqdiff.prep.subjects import load_image
 from eqdiff.world.evaluators import HEADS, IDENTITY_HEADS, WorldEvaluator, identity_embedding, matches, prompt_targets
 
@@ -44,7 +44,7 @@ def world_scores(index: SampleIndex, photos: Sequence[Path], evaluator: WorldEva
     """``{prompt set: {world_text, world_identity, world_identity_match}}`` for each prompt set with images,
     plus ``"world_evaluator"``: where the evaluator came from, its sha256 and measured accuracy, and the real
     photos' majority identity."""
-    generated, generated_embeddings = _recognise(evaluator, [im.path for im in index.images])
+    generated, generated_embeddings = _recognise(evaluator, list(index.paths))
     real, real_embeddings = _recognise(evaluator, list(photos))
     majority = {name: Counter(p[name] for p in real).most_common(1)[0][0] for name in IDENTITY_HEADS}
     out: dict[str, Any] = {
@@ -55,10 +55,8 @@ def world_scores(index: SampleIndex, photos: Sequence[Path], evaluator: WorldEva
             "real_identity": majority,
         }
     }
-    for prompt_set in PROMPT_SETS:
+    for prompt_set in index.prompt_sets:
         rows = [i for i, im in enumerate(index.images) if im.prompt_set == prompt_set]
-        if not rows:
-            continue
         aligned = [matches(generated[i], prompt_targets(index.images[i].prompt, index.placeholder)) for i in rows]
         same = [all(generated[i][name] == majority[name] for name in IDENTITY_HEADS) for i in rows]
         cosines = generated_embeddings[rows].double() @ real_embeddings.double().T

@@ -34,7 +34,7 @@ def test_bad_params_name_the_field(params, message):
 
 def test_defaults_are_the_official_recipe_with_fixes():
     config = MethodConfig.from_dict({})
-    # Provenance: docs/method.md, FDTE, Losses and optimisation / official-eqdiff-code.md §0.
+    # Provenance: docs/method.md, FDTE, Losses and optimisation / docs/official-code.md §0.
     assert (config.fdte.p_l, config.fdte.p_h, config.fdte.p_o) == (0.1, 0.1, 0.8)
     assert (config.fdte.cutoff_low, config.fdte.cutoff_high) == (50.0, 5.0)
     assert config.train.learning_rate == 4e-5 and config.train.steps == 600 and config.train.seed == 42

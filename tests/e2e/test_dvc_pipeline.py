@@ -151,14 +151,11 @@ def test_dvc_demo_produces_every_artefact_and_is_stable(demo_project: Path):
 
 
 @pytest.mark.slow
-def test_customize_flow_writes_what_dvc_writes(demo_project: Path, monkeypatch: pytest.MonkeyPatch):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_customize_flow_writes_what_dvc_writes(demo_project: Path, monkeypatch: pytest.MonkeyPatch, prefect_api):
     from flows.customize import customize
 
     monkeypatch.chdir(demo_project)
-    with prefect_test_harness():
-        result = customize("params.yaml", runs_dir="flow_runs", reports_dir="flow_reports")
+    result = customize("params.yaml", runs_dir="flow_runs", reports_dir="flow_reports")
     assert set(result["runs"]) == {"demo_ball/F"}
     dvc_runs, flow_runs = demo_project / "runs", demo_project / "flow_runs"
     ignore = re.compile(r"(^|/)\.|concept-work/|prior-work/")  # lock files; DVC's scratch of resumable stages

@@ -16,14 +16,6 @@ from eqdiff.prep.classes import class_slug
 from eqdiff.prep.sample import make_sample_subject
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness():
-        yield
-
-
 def task_runs_and_logs(flow_run_id) -> tuple[list[str], list[str]]:
     """Names of the task runs of a flow run and of its subflow runs (benchmark-runs), and their log lines."""
     from prefect.client.orchestration import get_client

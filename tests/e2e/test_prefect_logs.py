@@ -6,18 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import pytest
-
 from eqdiff.io.run_layout import RunLayout
 from tasks.spec import SubjectSpec
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness():
-        yield
 
 
 def run_logs(flow_run_id) -> list:

@@ -1,4 +1,5 @@
-"""Acceptance 4: re-running a stage with unchanged inputs rewrites nothing; one band option recomputes bands only."""
+"""Stages skip unchanged work (README.md, Prefect flows): re-running a stage with unchanged inputs rewrites nothing;
+changing one band option recomputes the bands only."""
 
 from __future__ import annotations
 

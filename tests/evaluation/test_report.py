@@ -54,8 +54,8 @@ def runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 seed=10 * s + v,
             )
             numbers, info = split_metrics(evaluate(samples, photos, EvaluateConfig(), models=models))
-            write_json(runs / subject / variant / "metrics.json", numbers)
-            write_json(runs / subject / variant / "evaluation.json", info)
+            write_json(runs / subject / variant / "metrics.json", numbers.to_json())
+            write_json(runs / subject / variant / "evaluation.json", info.to_json())
     return runs
 
 
@@ -167,12 +167,12 @@ def test_a_masks_manifest_that_is_not_one_is_named(runs_dir: Path, tmp_path: Pat
     broken = tmp_path / "runs"
     shutil.copytree(runs_dir, broken)
     manifest = broken / "can" / "masks" / "masks.json"
-    manifest.write_text('{"warnings": "none"}')
-    with pytest.raises(DataError, match=rf"^{re.escape(str(manifest))}: 'warnings' is not a list of lines"):
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "warnings": "none"}))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(manifest))}: field 'warnings' missing or not a list"):
         build_report(broken, tmp_path / "report")
     assert not (tmp_path / "report").exists()
     manifest.write_text("[1, 2")
-    with pytest.raises(DataError, match=rf"^{re.escape(str(manifest))}: not an `eqdiff masks` manifest"):
+    with pytest.raises(DataError, match=rf"^{re.escape(str(manifest))}: not valid JSON \(re-run the masks stage\)"):
         build_report(broken, tmp_path / "report")
 
 

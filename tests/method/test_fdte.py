@@ -11,7 +11,7 @@ from eqdiff.models.components import add_placeholder_token
 
 
 def test_injecting_the_tokens_own_embedding_reproduces_vanilla_clip(tiny_components):
-    # official-eqdiff-code.md §8.7: injection of <new>'s own row at its true position = vanilla CLIP output.
+    # docs/official-code.md §8.7: injection of <new>'s own row at its true position = vanilla CLIP output.
     placeholder_id, _ = add_placeholder_token(tiny_components, "<new1>", "ktn")
     ids = tokenize(tiny_components.tokenizer, ["photo of a <new1> cat toy", "a dog on the beach"])
     own = tiny_components.text_encoder.get_input_embeddings().weight[placeholder_id].expand(2, -1)
@@ -20,7 +20,7 @@ def test_injecting_the_tokens_own_embedding_reproduces_vanilla_clip(tiny_compone
 
 
 def test_injection_lands_on_the_true_token_not_the_word_index(tiny_components):
-    # official §5.6: "Georgia O'Keeffe style {} painting" — word index 4, true token index 9.
+    # docs/official-code.md §5.6: "Georgia O'Keeffe style {} painting" — word index 4, true token index 9.
     placeholder_id, _ = add_placeholder_token(tiny_components, "<new1>", "ktn")
     prompt = subject_prompt("Georgia O'Keeffe style {} painting", "<new1>", "toy")
     ids = tokenize(tiny_components.tokenizer, [prompt])
@@ -41,7 +41,7 @@ def test_rows_without_the_placeholder_are_untouched(tiny_components):
 
 
 def test_frequency_vectors_at_init_are_multiples_of_the_initializer():
-    # official §8.7: S_LF, S_HF, S_ori = e, e, 2e at init.
+    # docs/official-code.md §8.7: S_LF, S_HF, S_ori = e, e, 2e at init.
     e = torch.randn(32)
     embeddings = FrequencyEmbeddings(e)
     bands = torch.tensor([FrequencyBand.LOW, FrequencyBand.HIGH, FrequencyBand.FULL])
@@ -54,7 +54,7 @@ def test_frequency_vectors_at_init_are_multiples_of_the_initializer():
 
 
 def test_band_sampling_frequencies_include_prior_rows():
-    # official §8.12: about 10/10/80 % per row, independently, prior rows included.
+    # docs/official-code.md §8.12: about 10/10/80 % per row, independently, prior rows included.
     generator = torch.Generator().manual_seed(0)
     is_prior = torch.tensor([True, True, False, False])
     draws = torch.stack([sample_bands(4, FdteConfig(), generator, is_prior) for _ in range(5000)])
@@ -67,7 +67,7 @@ def test_band_sampling_frequencies_include_prior_rows():
 
 
 def test_box_low_pass_keeps_the_official_asymmetric_range():
-    # official §8.4: at 512 px the c=50 box keeps signed frequencies [-50, 49] on both axes.
+    # docs/official-code.md §8.4: at 512 px the c=50 box keeps signed frequencies [-50, 49] on both axes.
     mask = low_pass_mask(512, 512, 50, FilterShape.BOX)
     kept = torch.nonzero(mask.any(dim=1)).flatten() - 256
     assert (kept.min().item(), kept.max().item(), mask.sum().item()) == (-50, 49, 100 * 100)

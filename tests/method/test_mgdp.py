@@ -10,14 +10,14 @@ from eqdiff.method import mgdp
 
 
 def official_dilate(mask: torch.Tensor, iterations: int = 5) -> torch.Tensor:
-    # official eqdiff/tools.py `dilate`: reflect-pad 2 + 5×5 max-pool, repeated (official-eqdiff-code.md §3).
+    # official eqdiff/tools.py `dilate`: reflect-pad 2 + 5×5 max-pool, repeated (docs/official-code.md §3).
     for _ in range(iterations):
         mask = F.max_pool2d(F.pad(mask, (2, 2, 2, 2), mode="reflect"), kernel_size=5, stride=1)
     return mask
 
 
 def test_radius_10_dilation_equals_five_official_iterations():
-    # official §8.5: exact equality with one 21×21 max filter clipped at the borders.
+    # docs/official-code.md §8.5: exact equality with one 21×21 max filter clipped at the borders.
     generator = torch.Generator().manual_seed(0)
     for _ in range(5):
         mask = (torch.rand(2, 1, 64, 64, generator=generator) > 0.995).float()
@@ -25,7 +25,7 @@ def test_radius_10_dilation_equals_five_official_iterations():
 
 
 def test_masked_loss_with_full_mask_is_channels_times_mse():
-    # official §8.6: with m ≡ 1 the instance loss is 4 × MSE, not 1×.
+    # docs/official-code.md §8.6: with m ≡ 1 the instance loss is 4 × MSE, not 1×.
     pred, target = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
     ones = torch.ones(3, 1, 8, 8)
     assert torch.allclose(mgdp.masked_loss(pred, target, ones), 4 * F.mse_loss(pred, target))

@@ -1,4 +1,4 @@
-"""RRA invariants on the tiny preset's real UNet (docs/method.md, RRA; official-eqdiff-code.md §8.1-§8.3,
+"""RRA invariants on the tiny preset's real UNet (docs/method.md, RRA; docs/official-code.md §8.1-§8.3,
 §8.9-§8.11)."""
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def test_zero_initialised_rra_equals_stock_attention_bit_for_bit(tiny_components
 
 
 def test_rra_gradient_at_init_reaches_only_the_gate_row(tiny_components):
-    # official §8.2: only row d of H_r's weight and its bias entry get gradient; W_k^res, W_v^res get zeros.
+    # docs/official-code.md §8.2: only row d of H_r's weight and its bias entry get gradient; W_k^res, W_v^res
+    # get zeros.
     unet = tiny_components.unet
     bank = rra.ReferenceBank()
     rra.install_processors(unet, bank, rra=True)
@@ -58,7 +59,7 @@ def test_rra_gradient_at_init_reaches_only_the_gate_row(tiny_components):
 
 
 def test_without_reference_the_model_is_custom_diffusion(tiny_components):
-    # official §8.3: no reference features → SD + Custom Diffusion K/V (here equal to the copied base K/V).
+    # docs/official-code.md §8.3: no reference features → SD + Custom Diffusion K/V (here equal to the copied base K/V).
     unet = tiny_components.unet
     latents, timesteps, states = _inputs()
     stock = unet(latents, timesteps, states).sample
@@ -91,7 +92,7 @@ def test_reference_pass_uses_the_frozen_cross_attention(tiny_components):
 
 
 def test_attention_losses_are_bounded_and_normalised(tiny_components):
-    # official §8.10: S(p) ∈ [0, 1], L_ra ∈ [0, 1]; the L_ca map's max is exactly 1.
+    # docs/official-code.md §8.10: S(p) ∈ [0, 1], L_ra ∈ [0, 1]; the L_ca map's max is exactly 1.
     unet = tiny_components.unet
     bank = rra.ReferenceBank()
     rra.install_processors(unet, bank, rra=True)
@@ -122,14 +123,14 @@ def test_only_processor_weights_are_trainable_names(tiny_components):
 
 
 def test_ddim_timesteps_match_official_inference(tiny_components):
-    # official §8.9: DDIM timesteps 981 → 1 in steps of 20 from SD v1's scheduler config.
+    # docs/official-code.md §8.9: DDIM timesteps 981 → 1 in steps of 20 from SD v1's scheduler config.
     scheduler = DDIMScheduler.from_config(tiny_components.noise_scheduler.config)
     scheduler.set_timesteps(50)
     assert scheduler.timesteps.tolist() == list(range(981, 0, -20))
 
 
 def test_gate_clamp_passes_gradient_at_the_boundary():
-    # official §8.2 relies on clamp's sub-gradient 1 at exactly 0 (torch 2.0); current torch gives 0 there.
+    # docs/official-code.md §8.2 relies on clamp's sub-gradient 1 at exactly 0 (torch 2.0); current torch gives 0 there.
     x = torch.tensor([-0.5, 0.0, 0.5, 1.0, 1.5], requires_grad=True)
     y = rra.gate_clamp(x)
     y.sum().backward()
@@ -145,7 +146,8 @@ def _rra_layer(tiny_components, name="mid_block.attentions.0.transformer_blocks.
 
 
 def _eq_8_9(attn, processor, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Eq. 8-9 in float64, written out (official §4.4): SA and RA share q; H_r([RA ; SA]); M^f = clamp(·, 0, 1)."""
+    """Eq. 8-9 in float64, written out (docs/official-code.md §4.4): SA and RA share q; H_r([RA ; SA]);
+    M^f = clamp(·, 0, 1)."""
 
     def linear(layer, value):
         bias = None if layer.bias is None else layer.bias.double()
@@ -167,7 +169,8 @@ def _eq_8_9(attn, processor, x: torch.Tensor, reference: torch.Tensor) -> torch.
 
 
 def test_rra_layer_computes_eq_8_9_on_full_precision_reference_features(tiny_components):
-    # Official §4.3 casts F^r to fp16 before W_k^res/W_v^res; we keep the compute dtype (fp32 here).
+    # The official code casts F^r to fp16 before W_k^res/W_v^res (docs/official-code.md §4.3); we keep the
+    # compute dtype (fp32 here).
     attn, processor, bank, name = _rra_layer(tiny_components)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -20,7 +20,8 @@ from support.data import fast_params
 from support.weight_files import convert_directory
 
 from eqdiff.config import ModelConfig
-from eqdiff.models.components import ModelError, load_components, preset_directory
+from eqdiff.models.components import ModelError, load_components
+from eqdiff.models.presets import preset_directory
 
 
 @pytest.fixture(scope="module")

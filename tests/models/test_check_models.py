@@ -14,7 +14,7 @@ from support.weight_files import SMALL_SAM_TYPE, build_weight_files, convert_dir
 
 from eqdiff.cli import main
 from eqdiff.config import ModelConfig
-from eqdiff.models.components import preset_directory
+from eqdiff.models.presets import preset_directory
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -148,14 +148,6 @@ def test_dvc_repro_runs_the_check_first_and_stops_on_a_wrong_path(tmp_path):
     assert result.returncode != 0 and ran_stages(result.stdout) == ["check-models"]
     assert f"eqdiff check-models: error: model.path: {wrong}: does not exist" in result.stderr.splitlines()
     assert not (project / "runs").exists() and not (project / "data").exists()  # no stage after it ran
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness():
-        yield
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from eqdiff.config import ModelConfig
-from eqdiff.models.components import ModelError, add_placeholder_token, load_components, preset_directory
+from eqdiff.models.components import ModelError, add_placeholder_token, load_components
+from eqdiff.models.presets import preset_directory
 
 
 def test_clip_vocabulary_matches_openai_ids(tiny_components):
@@ -20,7 +21,7 @@ def test_clip_vocabulary_matches_openai_ids(tiny_components):
 
 
 def test_placeholder_and_initializer_ids_match_official(tiny_components):
-    # Provenance: official-eqdiff-code.md §8.8 (ids verified with the CLIP BPE).
+    # Provenance: docs/official-code.md §8.8 (ids verified with the CLIP BPE).
     placeholder_id, initializer_id = add_placeholder_token(tiny_components, "<new2>", "ktn")
     assert (placeholder_id, initializer_id) == (49408, 42170)
     ids = tiny_components.tokenizer("photo of a <new2> cat toy").input_ids

@@ -15,8 +15,9 @@ from transformers import CLIPTextModel
 
 from eqdiff.config import ModelConfig
 from eqdiff.models.base_weights import weights_variant
-from eqdiff.models.components import load_components, preset_directory
+from eqdiff.models.components import load_components
 from eqdiff.models.precision import LOAD_DTYPE
+from eqdiff.models.presets import preset_directory
 
 NETWORKS = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel}
 

@@ -3,6 +3,7 @@ Inference)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -142,12 +143,11 @@ def test_base_model_then_load_concept_is_the_concept_pipeline_and_to_moves_the_e
 def test_loader_fails_when_a_weight_is_missing_or_foreign(tmp_path):
     path, weights = perturbed_concept(tmp_path)
     weights.pop(next(n for n in weights if "to_k_res" in n))
-    manifest = json.loads((path / "concept.json").read_text())
-    manifest.pop("format")
+    manifest = load_concept(path).manifest
     broken = save_concept(tmp_path / "broken", weights, torch.zeros(3, 32, 32), manifest)
     with pytest.raises(ConceptError, match="missing .*to_k_res"):
         EqDiffPipeline.from_concept_dir(broken)
-    manifest["base_model_fingerprint"] = "0" * 16
+    manifest = dataclasses.replace(manifest, base_model_fingerprint="0" * 16)
     foreign = save_concept(tmp_path / "foreign", load_concept(path).weights, torch.zeros(3, 32, 32), manifest)
     with pytest.raises(ConceptError, match="trained on base model"):
         EqDiffPipeline.from_concept_dir(foreign)

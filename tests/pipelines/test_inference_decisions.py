@@ -99,8 +99,9 @@ def test_the_generation_prompt_without_placeholder_is_the_option(concept, tmp_pa
 
 
 def test_every_image_of_a_batch_has_its_own_generator(concept, tmp_path):
-    # One generator per image from (seed, set, prompt, sample), not one shared by a batch (official §5.3): the
-    # second image of a batch of two equals that image generated alone (up to batched-kernel rounding).
+    # One generator per image from (seed, set, prompt, sample), not one shared by a batch
+    # (docs/official-code.md §5.3): the second image of a batch of two equals that image generated alone (up to
+    # batched-kernel rounding).
     prompt_file = tmp_path / "prompts.txt"
     prompt_file.write_text("a {}\na {} in the snow\n")
     params = fast_params(generate={"num_inference_steps": 2, "batch_size": 2})

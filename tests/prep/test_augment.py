@@ -1,5 +1,5 @@
-"""Reference augmentation (docs/method.md, Data and batch, official §1.3-§1.4): seeded views, joint mask geometry,
-MoCo views."""
+"""Reference augmentation (docs/method.md, Data and batch, docs/official-code.md §1.3-§1.4): seeded views, joint
+mask geometry, MoCo views."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Band images and the band cache (paper §4.1; docs/method.md, FDTE; official code §2.2 and §8.4)."""
+"""Band images and the band cache (paper §4.1; docs/method.md, FDTE; docs/official-code.md §2.2 and §8.4)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def test_low_plus_high_reconstructs_the_input_before_the_modulus(shape, colour, 
 
 
 def official_fft_filtering(images: np.ndarray, cutoff_low: int = 50, cutoff_high: int = 5):
-    """The official ``fft_filtering`` (reference/official-eqdiff-code.md §2.2), re-typed in NumPy float64.
+    """The official ``fft_filtering`` (docs/official-code.md §2.2), re-typed in NumPy float64.
 
     Grey = unweighted channel mean repeated x3; ``np.fft.fft2`` over the last two axes; ``fftshift`` with no
     ``axes`` (all axes shifted); box masks centred at (256, 256): low-pass keeps rows/cols [256-c, 256+c),
@@ -76,7 +76,7 @@ def _assert_matches_official(images: torch.Tensor) -> tuple[np.ndarray, np.ndarr
 
 def test_default_bands_match_the_official_filter_on_a_synthetic_512_image():
     ref_low, ref_high, grey = _assert_matches_official(_smooth_image(512))
-    assert ref_low.min() >= 0 and ref_high.min() >= 0  # modulus output (official §8.4)
+    assert ref_low.min() >= 0 and ref_high.min() >= 0  # modulus output (docs/official-code.md §8.4)
 
 
 @requires_dreambooth
@@ -84,8 +84,8 @@ def test_default_bands_match_the_official_filter_on_a_dreambooth_photo():
     photo = DREAMBOOTH / "can" / "00.jpg"
     target, _ = preprocess_target(photo, None, 512)
     ref_low, ref_high, grey = _assert_matches_official(target[None])
-    # Official §2.2 (verified on the repo's images): LF in [0, ~1.07], HF in [0, ~1.5], and |LF50| + |HF5| !=
-    # grey (mean abs error ~0.38). Measured here on can/00.jpg: LF max 1.074, HF max 1.601, mean
+    # docs/official-code.md §2.2 (checked on the authors' images): LF in [0, ~1.07], HF in [0, ~1.5], and
+    # |LF50| + |HF5| != grey (mean abs error ~0.38). Measured here on can/00.jpg: LF max 1.074, HF max 1.601, mean
     # |LF + HF - grey| 0.410. The bounds below leave margin for JPEG decoder differences.
     assert ref_low.min() >= 0 and ref_low.max() < 1.25
     assert ref_high.min() >= 0 and ref_high.max() < 2.0
@@ -141,7 +141,8 @@ def test_load_band_cache_refuses_mismatches_and_corruption(subject_dir, tiny_com
 
 
 def test_targets_are_centre_cropped_by_default_and_squashed_as_an_option(tmp_path):
-    # Official §1.2: PIL bilinear to side × side (aspect ratio lost); ours by default: bicubic short side + crop.
+    # docs/official-code.md §1.2: PIL bilinear to side × side (aspect ratio lost); ours by default: bicubic short
+    # side + crop.
     from PIL import Image
 
     from eqdiff.config import ResizeMode, TrainConfig

@@ -84,7 +84,8 @@ def test_load_class_images_errors(tmp_path):
 
 
 def test_class_images_are_sampled_with_the_base_models_default_pndm(tiny_components, tmp_path):
-    # Official §1.1: the stock SD pipeline's own scheduler, PNDM (PLMS steps, as SD v1.x's scheduler_config.json).
+    # docs/official-code.md §1.1: the stock SD pipeline's own scheduler, PNDM (PLMS steps, as SD v1.x's
+    # scheduler_config.json).
     import torch
     from diffusers import PNDMScheduler, StableDiffusionPipeline
 
@@ -109,7 +110,7 @@ def test_class_images_are_sampled_with_the_base_models_default_pndm(tiny_compone
 
 
 def test_the_class_prompt_is_the_class_noun_alone_by_default():
-    # Official §0: --class_prompt is the class noun itself; a template with {} is the option.
+    # docs/official-code.md §0: --class_prompt is the class noun itself; a template with {} is the option.
     from eqdiff.prep.prior import class_prompt
 
     assert class_prompt(PriorConfig(), " dog ") == "dog"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from eqdiff.config import ModelConfig
-from eqdiff.models.components import preset_directory
+from eqdiff.models.presets import preset_directory
 from robustness.harness import Env, Invocation, generate_run, train_run
 from robustness.images import photo
 

@@ -20,6 +20,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+from support.evaluations import write_evaluation
+
 from robustness.corpus_artifacts import Builder
 from robustness.harness import Case, Env, Invocation, generate_run, make_subject, masks_run, train_run
 from robustness.images import photo
@@ -46,12 +48,7 @@ def _concept_copy(env: Env, root: Path) -> Path:
 def _runs_folder(root: Path, subject: Path) -> Path:
     """A minimal ``eqdiff report`` input: one subject, one variant, its metrics.json (numbers) and
     evaluation.json (what was measured); samples are not read first."""
-    run = root / "runs" / "toy" / "F"
-    run.mkdir(parents=True)
-    block = {"clip_t": 0.2, "clip_i": 0.5, "dino_i": 0.4, "n_images": 1}
-    (run / "metrics.json").write_text(json.dumps({"unstylized": block}), encoding="utf-8")
-    info = {"calibrated": False, "subject_dir": str(subject)}
-    (run / "evaluation.json").write_text(json.dumps(info), encoding="utf-8")
+    write_evaluation(root / "runs" / "toy" / "F", subject)
     return root / "runs"
 
 

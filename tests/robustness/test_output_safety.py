@@ -19,7 +19,7 @@ import pytest
 
 from eqdiff import cli
 from eqdiff.config import ModelConfig
-from eqdiff.models.components import preset_directory
+from eqdiff.models.presets import preset_directory
 from eqdiff.prep.sample import make_sample_subject
 from robustness.harness import GENERATE_ARGS, TRAIN_ARGS, error_lines
 

@@ -4,7 +4,6 @@ the tracking stage, Python callers): output claims, names, params strictness, OS
 from __future__ import annotations
 
 import errno
-import json
 from pathlib import Path
 
 import pytest
@@ -102,19 +101,21 @@ def test_tracking_names_a_half_written_loss_line(tmp_path):
 
 
 def test_cache_of_a_photo_no_longer_there_is_refused(tmp_path):
+    from eqdiff.io.artifacts import write_json
     from eqdiff.io.manifests import subject_inputs
+    from eqdiff.io.schemas.stage_manifests import AugmentManifest
     from eqdiff.prep.sample import make_sample_subject
     from eqdiff.prep.subjects import discover_subject
 
     subject_dir = make_sample_subject(tmp_path / "toy", num_photos=3)
     subject = discover_subject(subject_dir, "toy")
-    cache = tmp_path / "bands"
-    cache.mkdir()
-    (cache / "bands.json").write_text(json.dumps({"key": {"inputs": subject_inputs(subject, subject_dir / "masks")}}))
-    check_cache_inputs(cache, "bands.json", subject, subject_dir / "masks", "bands")
+    cache = tmp_path / "augment"
+    key = {"inputs": subject_inputs(subject, subject_dir / "masks")}
+    write_json(cache / AugmentManifest.FILE, AugmentManifest(key, {}).to_json())
+    check_cache_inputs(cache, AugmentManifest, subject, subject_dir / "masks")
     Path(subject_dir / "02.png").unlink()
     with pytest.raises(EqDiffError, match=r"a photo no longer in .* \(02\)"):
-        check_cache_inputs(cache, "bands.json", discover_subject(subject_dir, "toy"), subject_dir / "masks", "bands")
+        check_cache_inputs(cache, AugmentManifest, discover_subject(subject_dir, "toy"), subject_dir / "masks")
 
 
 def test_an_unreadable_photo_is_one_line_naming_it(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support.evaluations import write_evaluation
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,11 +49,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 def _layout(root: Path, uri: str) -> tuple[Path, Path, str]:
     subject = root / "data" / "toy"
     subject.mkdir(parents=True)
-    run = root / "runs" / "toy" / "F"
-    run.mkdir(parents=True)
-    block = {"clip_t": 0.2, "clip_i": 0.5, "dino_i": 0.4, "n_images": 1}
-    (run / "metrics.json").write_text(json.dumps({"unstylized": block}))
-    (run / "evaluation.json").write_text(json.dumps({"calibrated": False, "subject_dir": "x"}))
+    write_evaluation(root / "runs" / "toy" / "F", "x")
     params = {
         "subjects": [{"name": "toy", "dir": str(subject), "class": "toy"}],
         "classes": {"toy": "toy"},

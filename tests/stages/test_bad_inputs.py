@@ -1,4 +1,4 @@
-"""Acceptance 5 (docs/robustness.md): a corpus of bad and odd inputs, generated here, run through the stages' CLI.
+"""Bad and odd inputs (docs/robustness.md): a corpus generated here, run through the stages' CLI.
 
 Each bad input gives exit status 2, one stderr line that names the file and no traceback, and creates no output
 folder; each valid odd image (CMYK, 16-bit, palette, grey, RGBA, EXIF-rotated) is handled correctly.

@@ -58,10 +58,8 @@ def test_every_registered_stage_has_a_prefect_task_with_its_retry_policy():
                 assert task.cache_policy is not None and not task.persist_result, name
 
 
-def test_the_generic_stage_task_runs_a_stage_in_a_real_flow(tmp_path):
-    pytest.importorskip("prefect")
+def test_the_generic_stage_task_runs_a_stage_in_a_real_flow(tmp_path, prefect_api):
     from prefect import flow
-    from prefect.testing.utilities import prefect_test_harness
 
     from tasks.stages import stage_task
 
@@ -69,8 +67,7 @@ def test_the_generic_stage_task_runs_a_stage_in_a_real_flow(tmp_path):
     def draw(out):
         return stage_task("sample")(out, 2, 3)
 
-    with prefect_test_harness():
-        out = draw(tmp_path / "toy")
+    out = draw(tmp_path / "toy")
     assert sorted(p.name for p in out.glob("*.png")) == ["00.png", "01.png"] and (out / "masks" / "00.png").is_file()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from eqdiff.config import AugmentConfig, MethodConfig, ModelConfig
+from eqdiff.io.schemas.concept import ConceptManifest
 from eqdiff.method.rra import ReferenceBank
 from eqdiff.models.components import load_components
 from eqdiff.models.concept import attach_concept_modules, save_concept, trainable_parameters
@@ -37,15 +38,15 @@ def perturbed_concept(tmp_path, seed=1):
         n: p.detach() + 0.2 * torch.randn(p.shape, generator=generator)
         for n, p in trainable_parameters(components.unet, embeddings).items()
     }
-    manifest = {
-        "base_model": components.base_model_id,
-        "base_model_fingerprint": components.fingerprint,
-        "placeholder": "<new1>",
-        "initializer_token": "ktn",
-        "class_noun": "toy",
-        "resolution": 32,
-        "rra": True,
-        "variant": "F",
-        "config": {"model": {"preset": "tiny"}},
-    }
+    manifest = ConceptManifest(
+        base_model=components.base_model_id,
+        base_model_fingerprint=components.fingerprint,
+        placeholder="<new1>",
+        initializer_token="ktn",
+        class_noun="toy",
+        variant="F",
+        rra=True,
+        resolution=32,
+        config={"model": {"preset": "tiny"}},
+    )
     return save_concept(tmp_path / f"concept{seed}", weights, torch.zeros(3, 32, 32), manifest), weights

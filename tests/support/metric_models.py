@@ -14,7 +14,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcesso
 from eqdiff.config import EvaluateConfig
 from eqdiff.evaluation.evaluate import load_metric_models
 from eqdiff.io.artifacts import save_png
-from eqdiff.models.components import build_clip_tokenizer
+from eqdiff.models.architectures import build_clip_tokenizer
 
 UNSTYLIZED = ("a {} on the beach", "a {} in the jungle")
 STYLIZED = ("a watercolor painting of a {}",)

@@ -8,16 +8,9 @@ from pathlib import Path
 
 import pytest
 from support.data import fast_params
-
-from eqdiff.io.artifacts import write_json
+from support.evaluations import write_evaluation
 
 SUBJECTS = {"toy": {"A": 0.50, "F": 0.70}, "can": {"A": 0.30, "F": 0.60}}  # unstylized CLIP-T of each run
-
-
-def metrics_file(clip_t: float) -> dict:
-    """What ``eqdiff evaluate`` writes to metrics.json (numbers only; report.py ``_check_metrics``)."""
-    block = {"clip_t": clip_t, "clip_i": clip_t / 2, "dino_i": clip_t / 4, "n_images": 2}
-    return {"unstylized": block, "stylized": dict(block)}
 
 
 @pytest.fixture
@@ -32,9 +25,7 @@ def tracked(tmp_path: Path, subject_dir: Path) -> tuple[dict, Path]:
     )
     for subject, variants in SUBJECTS.items():
         for variant, clip_t in variants.items():
-            write_json(runs / subject / variant / "metrics.json", metrics_file(clip_t))
-            info = {"calibrated": False, "subject_dir": str(subject_dir)}
-            write_json(runs / subject / variant / "evaluation.json", info)
+            write_evaluation(runs / subject / variant, subject_dir, clip_t, ("unstylized", "stylized"))
     params.update(
         subjects=[{"name": name, "dir": str(subject_dir), "class": "toy"} for name in SUBJECTS],
         classes={"toy": "toy"},

@@ -226,7 +226,7 @@ def test_dilation_radius_is_given_at_512_px_and_scaled_with_the_latent_side():
 
 
 def per_row_reference_attention(bank, rows: slice, target_masks, reference_masks) -> torch.Tensor:
-    """Official L_ra per instance row (§4.5): mean_p (M^g·S − M^g)², S(p) = Σ_j A(p, j) M^r(j)."""
+    """Official L_ra per instance row (docs/official-code.md §4.5): mean_p (M^g·S − M^g)², S(p) = Σ_j A(p, j) M^r(j)."""
     maps = torch.stack([m[rows] for m in bank.reference_maps.values()]).mean(dim=(0, 2))
     side = math.isqrt(maps.shape[1])
     m_g = F.interpolate(target_masks, size=(side, side), mode="nearest").flatten(1)
@@ -236,7 +236,8 @@ def per_row_reference_attention(bank, rows: slice, target_masks, reference_masks
 
 
 def per_row_cross_attention(bank, rows: slice, position: int, target_masks) -> torch.Tensor:
-    """L_ca per instance row (official §4.6): mean (M^g − a)², a = the placeholder's map over its maximum."""
+    """L_ca per instance row (docs/official-code.md §4.6): mean (M^g − a)², a = the placeholder's map over its
+    maximum."""
     maps = torch.stack([m[rows] for m in bank.cross_maps.values()]).mean(dim=(0, 2))
     side = math.isqrt(maps.shape[1])
     a = maps[..., position]

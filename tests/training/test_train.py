@@ -43,8 +43,8 @@ def test_requires_grad_is_exactly_the_trainable_set(variant, subject_dir, tmp_pa
     assert sum("_custom_diffusion" in n for n in trainable) == kv
     assert sum("_res" in n for n in trainable) == rra
     assert not any(n.startswith("down_blocks") and "_res" in n for n in trainable)
-    # One AdamW group, constant lr, over exactly these tensors (official §8.13 with the lr of docs/method.md, Losses
-    # and optimisation).
+    # One AdamW group, constant lr, over exactly these tensors (docs/official-code.md §8.13 with the lr of
+    # docs/method.md, Losses and optimisation).
     group = recipe.optimizer.param_groups
     assert len(group) == 1 and group[0]["lr"] == 4e-5 and len(group[0]["params"]) == len(trainable) + 1
 
@@ -80,7 +80,7 @@ def test_batch_layout_prior_first_and_references_from_other_photos(subject_dir, 
 
 
 def test_reference_is_noised_with_the_same_epsilon_two_steps_earlier(tiny_components):
-    # official §8.9: t_ref = max(t − 2, 0); the reference and the target share ε.
+    # docs/official-code.md §8.9: t_ref = max(t − 2, 0); the reference and the target share ε.
     scheduler = tiny_components.noise_scheduler
     latents, noise = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
     timesteps = torch.tensor([0, 1, 500])

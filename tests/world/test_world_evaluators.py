@@ -94,7 +94,8 @@ def test_every_world_prompt_parses_to_its_scene_and_style() -> None:
 def test_evaluate_with_world_writes_the_world_metrics(tmp_path: Path, subject_dir: Path) -> None:
     samples = write_samples(tmp_path / "samples", per_prompt=1)
     config = EvaluateConfig(world=True)
-    numbers, described = split_metrics(evaluate(samples, subject_dir, config, models=small_models(config)))
+    result = evaluate(samples, subject_dir, config, models=small_models(config))
+    numbers, described = (record.to_json() for record in split_metrics(result))
     for prompt_set in ("unstylized", "stylized"):
         block = numbers[prompt_set]
         assert {"world_text", "world_identity", "world_identity_match"} <= block.keys()
@@ -155,7 +156,7 @@ def test_report_shows_the_world_columns_and_plot_axes(tmp_path: Path) -> None:
     models = small_models(config)
     for v, variant in enumerate(("A", "F")):
         samples = write_samples(runs / "toy" / variant / "samples", variant=variant, per_prompt=1, seed=v)
-        numbers, info = split_metrics(evaluate(samples, photos, config, models=models))
+        numbers, info = (record.to_json() for record in split_metrics(evaluate(samples, photos, config, models=models)))
         write_json(runs / "toy" / variant / "metrics.json", numbers)
         write_json(runs / "toy" / variant / "evaluation.json", info)
     out = build_report(runs, tmp_path / "report")
