@@ -26,13 +26,39 @@ torch.set_num_threads(1)  # tiny tensors are overhead-bound; more threads only o
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"prefect-home-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-E2E = Path(__file__).parent / "e2e"
+# A flow run without PREFECT_API_URL (the sweep's, a subprocess's) starts a temporary server: 20 s, Prefect's
+# default wait, is too short on 2 loaded cores.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+TESTS = Path(__file__).parent
+# The longest files first (minutes each on 2 cores): with `--dist loadfile` a worker takes the next file when it is
+# free, so the long ones start at once and the short ones fill in beside them instead of trailing at the end.
+LONGEST_FIRST = (
+    "e2e/test_sweep.py",
+    "e2e/test_cluster.py",
+    "e2e/test_dvc_pipeline.py",
+    "world/test_world_model.py",
+    "e2e/test_prefect_server.py",
+    "pipelines/test_fast_paths.py",
+    "pipelines/test_eqdiff_pipeline.py",
+    "robustness/test_kill_resume.py",
+    "e2e/test_flows.py",
+    "models/test_device_placement.py",
+    "robustness/test_tracking_killed.py",
+    "robustness/test_corpus.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if E2E in item.path.parents:
+        if TESTS / "e2e" in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.relative_to(TESTS).as_posix() if TESTS in item.path.parents else ""
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
 
 
 @pytest.fixture(scope="session", autouse=True)

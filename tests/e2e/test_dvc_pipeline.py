@@ -1,6 +1,6 @@
 """The DVC pipeline: every param is read by a stage, stages list the right params, a real ``dvc repro`` of
-the demo (tiny settings) is stable, ``dvc exp run`` re-runs only what a change touches, and the ``customize``
-flow writes the same artefacts as the DVC path."""
+the demo (the world preset at a few steps) is stable, ``dvc exp run`` re-runs only what a change touches, and
+the ``customize`` flow writes the same artefacts as the DVC path. (It is also the world preset's end-to-end test.)"""
 
 from __future__ import annotations
 
@@ -111,10 +111,15 @@ TWO_WORD_CLASS = {
 }
 
 
+# The embedded demo as `dvc repro` runs it, on its own preset (the world model) at the tiny settings' few steps,
+# class images and views, at the world model's native resolution.
+WORLD_DEMO = {**TINY, "model": {"preset": "world"}, "train": {**TINY["train"], "resolution": 64}}
+
+
 @pytest.fixture(scope="module")
 def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo at tiny settings, its subject a "stuffed animal", reproduced once with DVC."""
-    project = make_project_copy(tmp_path_factory.mktemp("dvc") / "project", {**TINY, **TWO_WORD_CLASS})
+    """The demo on the world preset at a few steps, its subject a "stuffed animal", reproduced once with DVC."""
+    project = make_project_copy(tmp_path_factory.mktemp("dvc") / "project", {**WORLD_DEMO, **TWO_WORD_CLASS})
     dvc(project, "repro")
     return project
 
@@ -138,6 +143,12 @@ def test_dvc_demo_produces_every_artefact_and_is_stable(demo_project: Path):
     assert (demo_project / "runs" / "prior" / "stuffed-animal" / "prior.json").is_file()
     assert (runs / "F" / "losses.jsonl").read_text().count("\n") == TINY["train"]["steps"]
     assert (demo_project / "reports" / "index.html").is_file()
+    # The held-out ball was drawn with its exact masks (the files backend read them), and the report carries the
+    # world metrics.
+    assert json.loads((runs / "masks" / "masks.json").read_text())
+    summary = (demo_project / "reports" / "summary.json").read_text()
+    assert "world_text" in summary and "world_identity" in summary, summary
+    assert (demo_project / "reports" / "tradeoff.png").is_file()
     # `dvc plots show` draws both trade-off plots from the report's points, the world one with numbers.
     plots = json.loads(dvc(demo_project, "plots", "show", "--json").stdout)
     assert "errors" not in plots and set(plots["data"]) == {"World-T vs World-I", "CLIP-T vs DINO-I"}, plots

@@ -270,6 +270,7 @@ def test_an_explicit_reference_prompt_is_used_and_checked(tmp_path):
         pipe("a <new1> toy", reference_prompt=["a toy", "a cat"], **options)
 
 
+@pytest.mark.slow
 def test_compile_falls_back_to_eager_when_compilation_fails(tmp_path, caplog):
     path, _ = perturbed_concept(tmp_path)
     pipe = EqDiffPipeline.from_concept_dir(path)
@@ -285,6 +286,7 @@ def test_compile_falls_back_to_eager_when_compilation_fails(tmp_path, caplog):
     assert "torch.compile failed" in caplog.text
 
 
+@pytest.mark.slow
 def test_compiled_fused_pipeline_matches_eager_without_graph_breaks(tmp_path):
     from torch._dynamo.utils import counters
 

@@ -74,6 +74,7 @@ def test_channels_last_unet_matches_the_default_layout(tiny_components):
     assert torch.allclose(default, channels_last, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_compiled_training_step_matches_eager_without_graph_breaks(subject_dir, tmp_path):
     # aot_eager = dynamo capture + AOTAutograd, what inductor compiles, without the minutes of code generation.
     # A graph break (e.g. in a processor reading the bank) would silently cost most of compile's speed-up.

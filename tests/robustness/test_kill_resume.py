@@ -19,11 +19,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 
 from eqdiff import cli
 from eqdiff.models.concept import load_concept
 from robustness.harness import GENERATE_ARGS, TRAIN_ARGS, snapshot
+
+pytestmark = pytest.mark.slow  # processes killed and resumed: minutes, left out of the fast tier
 
 SEED = os.environ.get("EQDIFF_KILL_SEED", "7")
 """Seed of the kill points (override with EQDIFF_KILL_SEED to explore others)."""

@@ -19,6 +19,7 @@ import pytest
 from support.evaluations import write_evaluation
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # processes signalled mid-run: a minute each, left out of the fast tier
 
 SLOW_MAIN = """
 import signal, sys, time

@@ -147,28 +147,6 @@ def test_world_experiment_pipeline_is_generated_from_the_root_one():
     assert WORLD_EXPERIMENT.read_text(encoding="utf-8") == expected, "run `python tests/support/import_graph.py`"
 
 
-@pytest.mark.slow
-def test_demo_pipeline_on_the_world_preset(tmp_path: Path):
-    """The embedded demo as `dvc repro` runs it, on the world preset (shorter training): the held-out ball is
-    drawn with its exact masks, and the report carries the world metrics."""
-    from support.pipeline_copy import dvc, make_project_copy
-
-    project = make_project_copy(
-        tmp_path / "demo",
-        {
-            "train": {"steps": 4, "num_class_images": 2},
-            "prior": {"num_inference_steps": 4},
-            "generate": {"num_inference_steps": 4},
-        },
-    )
-    dvc(project, "repro")
-    masks = json.loads((project / "runs" / "demo_ball" / "masks" / "masks.json").read_text())
-    assert masks  # the files backend read the world's own masks
-    summary = json.loads((project / "reports" / "summary.json").read_text())
-    assert "world_text" in json.dumps(summary) and "world_identity" in json.dumps(summary), summary
-    assert (project / "reports" / "tradeoff.png").is_file() and (project / "reports" / "index.html").is_file()
-
-
 def test_world_experiment_params_are_the_demos_but_for_its_subjects():
     """experiments/world/params.yaml keeps the demo's method settings: only what the experiment is differs."""
     import yaml

@@ -34,6 +34,7 @@ def test_shipped_weights_match_their_digest_and_size(evaluator: WorldEvaluator) 
     assert weights.stat().st_size < 2 * 2**20
 
 
+@pytest.mark.slow
 def test_shipped_evaluator_reaches_its_recorded_accuracy(evaluator: WorldEvaluator) -> None:
     # Fresh renders: a seed that neither training nor the recorded measurement used.
     specs = draw_specs(2000, seed=4242, held_out=True)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from eqdiff.config import ModelConfig
@@ -28,12 +29,21 @@ def small_world_config():
     )
 
 
+@pytest.fixture(scope="module")
+def first_part(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small first part, trained once: the tests resume from it and only read it."""
+    from eqdiff.world.base_model import train_world_model
+
+    return train_world_model(tmp_path_factory.mktemp("world-model") / "first", small_world_config())
+
+
 def new_encoder_part(first: Path, **changes):
     """The small settings of a part resumed from ``first`` that trains a new text encoder."""
     return replace(small_world_config(), resume_from=str(first), new_text_encoder=True, **changes)
 
 
-def test_the_base_model_command_is_seeded_resumable_and_reproduces_the_shipped_record(tmp_path: Path):
+@pytest.mark.slow
+def test_the_base_model_command_is_seeded_resumable_and_reproduces_the_shipped_record(tmp_path: Path, first_part: Path):
     """Two runs of the training command (a few steps) write the same bytes; a run resumed from one keeps its VAE
     and text encoder and records what it continued; the shipped model's record is the command's defaults (its
     first part) and, for each part resumed after it, the defaults but for ``resume_from`` and ``steps``, so the
@@ -43,18 +53,19 @@ def test_the_base_model_command_is_seeded_resumable_and_reproduces_the_shipped_r
     from eqdiff.world.base_model import WorldTrainConfig, train_world_model
 
     small = small_world_config()
+    run0 = first_part
     digests = [
-        json.loads((train_world_model(tmp_path / f"run{i}", small) / "world_model.json").read_text())["digest"]
-        for i in (0, 1)
+        json.loads((run / "world_model.json").read_text())["digest"]
+        for run in (run0, train_world_model(tmp_path / "run1", small))
     ]
-    assert digests[0] == digests[1] == world_digest(tmp_path / "run0")
-    resumed = train_world_model(tmp_path / "resumed", replace(small, resume_from=str(tmp_path / "run0"), steps=3))
+    assert digests[0] == digests[1] == world_digest(run0)
+    resumed = train_world_model(tmp_path / "resumed", replace(small, resume_from=str(run0), steps=3))
     resumed_record = json.loads((resumed / "world_model.json").read_text())
     assert resumed_record["resumed_from"]["digest"] == digests[0]
     assert resumed_record["resumed_from"]["config"] == asdict(small) and resumed_record["config"]["steps"] == 3
-    for path in (tmp_path / "run0" / "vae").iterdir():
+    for path in (run0 / "vae").iterdir():
         assert (resumed / "vae" / path.name).read_bytes() == path.read_bytes(), f"vae/{path.name} changed"
-    before = load_components(ModelConfig(preset="world", path=str(tmp_path / "run0"), cache_dir=str(tmp_path)))
+    before = load_components(ModelConfig(preset="world", path=str(run0), cache_dir=str(tmp_path)))
     after = load_components(ModelConfig(preset="world", path=str(resumed), cache_dir=str(tmp_path)))
     for mine, theirs in zip(before.text_encoder.parameters(), after.text_encoder.parameters(), strict=True):
         if mine.ndim == 2 and mine.shape[0] == 49408:  # the token table: the kept rows are the same
@@ -107,7 +118,10 @@ def test_the_base_model_command_refuses_a_bad_resume_folder_in_one_line(tmp_path
     assert "already exists" in capsys.readouterr().err and not any((tmp_path / "taken").iterdir())
 
 
-def test_a_resumed_part_grows_attention_at_16_without_changing_what_the_model_computes(tmp_path: Path, capsys):
+@pytest.mark.slow
+def test_a_resumed_part_grows_attention_at_16_without_changing_what_the_model_computes(
+    tmp_path: Path, capsys, first_part: Path
+):
     """``--fine-attention`` on a part resumed from a model without attention at 16 x 16 adds cross-attention
     blocks there (zero output projections: the grown UNet's output is the model's, bit for bit), trains them,
     and saves a UNet that ``load_components`` reads; continuing the grown model without the option is refused
@@ -120,7 +134,7 @@ def test_a_resumed_part_grows_attention_at_16_without_changing_what_the_model_co
     from eqdiff.world.preset import load_world_model
 
     small = small_world_config()
-    first = train_world_model(tmp_path / "first", small)
+    first = first_part
     unet = load_world_model(first)[0]
     grown = grow_fine_attention(unet)
     assert not has_fine_attention(unet.config) and has_fine_attention(grown.config)
@@ -175,7 +189,10 @@ def test_hard_negative_captions_swap_one_attribute_with_the_same_words_dropped()
     assert one_word > 40, "most hard negatives differ from their caption in exactly one word"
 
 
-def test_a_resumed_part_can_train_a_new_text_encoder_with_hard_negatives_and_keep_the_vae(tmp_path: Path, capsys):
+@pytest.mark.slow
+def test_a_resumed_part_can_train_a_new_text_encoder_with_hard_negatives_and_keep_the_vae(
+    tmp_path: Path, capsys, first_part: Path
+):
     """``--new-text-encoder`` on a resumed part trains a text encoder of its own (here with hard negatives), keeps
     the model's VAE byte for byte and continues its UNet under the new encoder; the part's text settings are
     recorded as its own, so a part resumed from it keeps that encoder; the option without ``--resume-from`` is
@@ -183,8 +200,7 @@ def test_a_resumed_part_can_train_a_new_text_encoder_with_hard_negatives_and_kee
     from eqdiff.world.__main__ import main
     from eqdiff.world.base_model import first_part_settings, train_world_model
 
-    small = small_world_config()
-    first = train_world_model(tmp_path / "first", small)
+    first = first_part
     new = new_encoder_part(first, text_hard_negatives=2, text_steps=3, text_tower_pooling="mean+max")
     part = train_world_model(tmp_path / "part", new)
     for path in (first / "vae").iterdir():
@@ -236,7 +252,10 @@ def test_caption_labels_name_exactly_the_attributes_a_caption_shows():
     assert min(seen.values()) > 50
 
 
-def test_a_resumed_part_can_train_a_new_unet_under_a_text_encoder_with_attribute_heads(tmp_path: Path, capsys):
+@pytest.mark.slow
+def test_a_resumed_part_can_train_a_new_unet_under_a_text_encoder_with_attribute_heads(
+    tmp_path: Path, capsys, first_part: Path
+):
     """``--new-unet`` on a resumed part builds its UNet from scratch (here with attention at 16 x 16, which the
     model has not: a new UNet is not grown), under a new text encoder trained with the attribute heads; the VAE
     is kept byte for byte and the settings recorded; the option without ``--resume-from`` is refused."""
@@ -244,8 +263,7 @@ def test_a_resumed_part_can_train_a_new_unet_under_a_text_encoder_with_attribute
     from eqdiff.world.architecture import has_fine_attention
     from eqdiff.world.base_model import first_part_settings, train_world_model
 
-    small = small_world_config()
-    first = train_world_model(tmp_path / "first", small)
+    first = first_part
     new = new_encoder_part(first, new_unet=True, fine_attention=True, text_attribute_loss=1.0, text_steps=3)
     part = train_world_model(tmp_path / "part", new)
     for path in (first / "vae").iterdir():
@@ -270,6 +288,7 @@ def test_a_resumed_part_can_train_a_new_unet_under_a_text_encoder_with_attribute
     assert error.count("\n") == 1 and "--new-unet replaces the UNet" in error and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_check_base_samples_the_model_and_reports_what_it_recognises(tmp_path: Path, capsys):
     """``check-base`` on the shipped model (a few samples, 2 denoising steps): the summary has the three
     attributes of the base model's acceptance and the pattern beside them, "all three" is over the three only,
