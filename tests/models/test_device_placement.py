@@ -77,6 +77,7 @@ def test_emulated_cuda_raises_on_mixed_devices_and_dtypes():
 # The five paths.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["A", "F"])
 def test_training_step_forward_runs_on_cuda(variant, subject_dir, tmp_path):
     """Prior rows, FDTE bands, MGDP, the reference pass, L_ra and L_ca (F); plain Custom Diffusion (A)."""
@@ -109,6 +110,7 @@ def host_concept(subject_dir, tmp_path):
     return load_concept(concept_dir), load_components(config.model)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fuse", [True, False], ids=["fused", "two-call"])
 def test_pipeline_call_runs_on_cuda(fuse, host_concept):
     concept, components = host_concept
@@ -129,6 +131,7 @@ def test_pipeline_call_runs_on_cuda(fuse, host_concept):
     assert images.shape == (2, 3, 32, 32) and images.dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_class_image_generation_runs_on_cuda(tiny_components, monkeypatch):
     config = PriorConfig(num_inference_steps=2)
     pipeline = prior.build_pipeline(tiny_components, config.scheduler)

@@ -165,6 +165,7 @@ def test_prompts_are_validated(tmp_path):
         pipe("a <new1> toy " + "very " * 80, progress=False)
 
 
+@pytest.mark.slow
 def test_cli_user_error_is_one_line_without_traceback(tmp_path):
     result = subprocess.run(
         [

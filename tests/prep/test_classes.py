@@ -72,6 +72,7 @@ def test_bad_subjects_fail_in_one_line(subject: dict, message: str):
         read_subjects({"classes": {"toy": "toy", "stuffed-animal": "stuffed animal"}, "subjects": [subject]})
 
 
+@pytest.mark.slow
 def test_cli_reads_the_noun_of_a_class_slug_from_params(tmp_path: Path):
     params = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text())
     params["classes"] = {"stuffed-animal": "stuffed animal"}
@@ -99,6 +100,7 @@ def dreambooth_roster() -> list[tuple[str, str]]:
 
 
 @requires_dreambooth
+@pytest.mark.slow
 def test_dreambooth_roster_plans_every_stage_with_its_class_nouns(tmp_path: Path):
     roster = dreambooth_roster()
     assert len(roster) == 25 and ("bear_plushie", "stuffed animal") in roster

@@ -200,6 +200,7 @@ def test_plain_u2netp_stays_selectable(subject_dir: Path, tmp_path: Path):
 @pytest.mark.skipif(
     not REFERENCE_MASKS.is_dir(), reason=f"{REFERENCE_MASKS} not present (reference masks are read by path only)"
 )
+@pytest.mark.slow
 def test_refined_u2netp_against_the_authors_masks(tmp_path: Path):
     """Against the authors' Grounded-SAM masks (can, dog2): mean IoU >= 0.95, every photo >= 0.85 and none more
     than 0.01 below plain U²-Netp (measured: mean 0.975, min 0.948, at most 0.0022 below plain; plain: mean 0.927,

@@ -58,6 +58,7 @@ def test_every_registered_stage_has_a_prefect_task_with_its_retry_policy():
                 assert task.cache_policy is not None and not task.persist_result, name
 
 
+@pytest.mark.slow
 def test_the_generic_stage_task_runs_a_stage_in_a_real_flow(tmp_path, prefect_api):
     from prefect import flow
 
@@ -108,6 +109,7 @@ def test_core_never_imports_the_stage_layer_or_the_orchestration_tools():
         assert "eqdiff.cli" not in imports_of(module), f"{module} imports the CLI (use eqdiff.config)"
 
 
+@pytest.mark.slow
 def test_the_public_surface_loads_lazily_and_every_name_resolves():
     import subprocess
     import sys

@@ -119,6 +119,7 @@ KILLER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_training_is_bitwise_identical(subject_dir, tmp_path):
     from eqdiff.stages.train import run as train_concept
 
