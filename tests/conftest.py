@@ -39,6 +39,7 @@ LONGEST_FIRST = (
     "e2e/test_dvc_pipeline.py",
     "world/test_world_model.py",
     "e2e/test_prefect_server.py",
+    "e2e/test_sweep_queue_workers.py",
     "pipelines/test_fast_paths.py",
     "pipelines/test_eqdiff_pipeline.py",
     "robustness/test_kill_resume.py",

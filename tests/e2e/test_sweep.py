@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.pipeline_copy import BIN, TINY, dvc, make_project_copy, project_env
+from support.pipeline_copy import TINY, dvc, make_project_copy, project_env
 
 from eqdiff.config import ConfigError
 from flows.sweep import follow, grid_points, parse_grid
-from tasks.experiments import check_points, override_text, wait_for_queue
+from tasks.experiments import check_points, override_text
 
 
 def test_grid_is_a_product_of_axes_combined_with_zipped_axes():
@@ -77,11 +77,16 @@ SWEEP_S = 900  # a sweep of two tiny points on a loaded 2-core box takes a few m
 
 
 def sweep(project: Path, *args: str) -> subprocess.CompletedProcess:
+    from prefect.settings import PREFECT_API_URL
+
+    # The worker's Prefect API (the prefect_api fixture), as a user's served or started server: without it each
+    # sweep would start a temporary server of its own.
+    api = {"PREFECT_API_URL": PREFECT_API_URL.value()} if PREFECT_API_URL.value() else {}
     try:
         return subprocess.run(
             [sys.executable, "-m", "flows.sweep", *args],
             cwd=project,
-            env={**project_env(project), "PREFECT_LOGGING_LEVEL": "WARNING"},
+            env={**project_env(project), **api, "PREFECT_LOGGING_LEVEL": "WARNING"},
             capture_output=True,
             text=True,
             timeout=SWEEP_S,
@@ -131,7 +136,7 @@ def experiments_project(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_queued_and_temp_experiments_share_one_store_and_the_run_cache(experiments_project: Path):
+def test_queued_and_temp_experiments_share_one_store_and_the_run_cache(experiments_project: Path, prefect_api):
     project = experiments_project
     params_before = (project / "params.yaml").read_bytes()
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
@@ -158,7 +163,7 @@ def test_queued_and_temp_experiments_share_one_store_and_the_run_cache(experimen
     assert "train@subject0-F" not in cached_stages(dvc(project, "queue", "logs", "pl-001").stdout)
 
     # 4. A failing point does not stop the next; the sweep names it with its stage's own error line.
-    keep = sweep(project, "-z", "prior.real_images_dir=/nonexistent,null", "--prefix", "keep")
+    keep = sweep(project, "-z", "prior.real_images_dir=/nonexistent,null", "-j", "2", "--prefix", "keep")
     assert keep.returncode == 1
     [line] = [line for line in keep.stderr.splitlines() if line.startswith("sweep: error:")]
     assert line.startswith("sweep: error: 1 of 2 point(s) failed: keep-000 (prior.real_images_dir=/nonexistent): ")
@@ -176,35 +181,3 @@ def test_queued_and_temp_experiments_share_one_store_and_the_run_cache(experimen
     assert not list((project / ".dvc" / "tmp").rglob("mlflow.db"))
     shown = dvc(project, "exp", "show", "--json").stdout
     assert all(name in shown for name in ("temp-seed1", "pl-000", "pl-001", "keep-001"))
-
-
-@pytest.mark.slow
-def test_experiments_left_queued_with_no_worker_get_workers_again(tmp_path: Path):
-    """DVC's queue workers can all exit with experiments still queued; the sweep starts them again."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "params.yaml").write_text("x: 0\n")
-    (repo / "dvc.yaml").write_text(
-        "stages:\n  echo:\n    cmd: echo ${x} > out.txt\n    params: [x]\n    outs: [out.txt]\n"
-    )
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
-    for command in (
-        ["git", "init", "-q"],
-        [str(BIN / "dvc"), "init", "-q"],
-        [*git, "add", "-A"],
-        [*git, "commit", "-qm", "x"],
-    ):
-        subprocess.run(command, cwd=repo, env=project_env(repo), check=True, capture_output=True)
-    for name, x in (("a", 1), ("b", 2)):
-        dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"x={x}")
-
-    # No `dvc queue start`: the state DVC's workers leave when they exit early (Queued, 0 active, 0 idle).
-    warnings: list[str] = []
-    statuses = wait_for_queue(["a", "b"], repo, jobs=1, poll_seconds=1, warn=warnings.append)
-
-    assert statuses == {"a": "Success", "b": "Success"}
-    # One restart is enough here; a second is allowed (the worker count can read 0 while a worker starts).
-    assert warnings[0] == "dvc queue: no worker left with 2 experiment(s) queued; starting 1 again"
-    assert all(warning.startswith("dvc queue: no worker left with") for warning in warnings)
-    shown = dvc(repo, "exp", "show", "--json").stdout
-    assert '"a"' in shown and '"b"' in shown
