@@ -9,7 +9,9 @@ them and the ``slow`` tests out.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,6 +26,7 @@ torch.set_num_threads(1)  # tiny tensors are overhead-bound; more threads only o
 # Each worker process its own Prefect home: flows run without a server use a local SQLite database there, which two
 # workers must not share. Set before anything imports prefect (it reads its settings once).
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"prefect-home-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
+atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], True)  # the worker's, removed when it exits
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 # A flow run without PREFECT_API_URL (the sweep's, a subprocess's) starts a temporary server: 20 s, Prefect's
