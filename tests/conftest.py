@@ -1,10 +1,10 @@
 """Shared fixtures: tiny real components built offline, a synthetic subject, one CPU thread, one Prefect API.
 
-The suite runs on pytest-xdist workers (scripts/test.sh: ``-n auto --dist loadfile``): each worker process has its
-own model cache, Prefect home and temporary Prefect API, and servers take free loopback ports, so workers share
-nothing but the repository (read only). Tests under ``tests/e2e/`` drive real servers, other tools' CLIs and
-subprocess pipelines: they are marked ``e2e`` here, and the fast tier (``bash scripts/test.sh --fast``) leaves
-them and the ``slow`` tests out.
+The suite runs on pytest-xdist workers (scripts/test.sh: one more worker than cores, ``--dist loadgroup``; see
+``pytest_collection_modifyitems``): each worker process has its own model cache, Prefect home and temporary
+Prefect API, and servers take free loopback ports, so workers share nothing but the repository (read only).
+Tests under ``tests/e2e/`` drive real servers, other tools' CLIs and subprocess pipelines: they are marked ``e2e``
+here, and the fast tier (``bash scripts/test.sh --fast``) leaves them and the ``slow`` tests out.
 """
 
 from __future__ import annotations
@@ -34,29 +34,55 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 TESTS = Path(__file__).parent
-# The longest files first (minutes each on 2 cores): with `--dist loadfile` a worker takes the next file when it is
-# free, so the long ones start at once and the short ones fill in beside them instead of trailing at the end.
+# The longest files first (minutes each on 2 cores), by their time in the last full run: the long ones start at
+# once and the short tests fill in beside them instead of trailing at the end. scripts/test.sh keeps this order
+# (`--no-loadscope-reorder`: pytest-xdist would otherwise put the files with the most tests first).
 LONGEST_FIRST = (
     "e2e/test_sweep.py",
-    "e2e/test_cluster.py",
     "e2e/test_dvc_pipeline.py",
-    "world/test_world_model.py",
+    "e2e/test_cluster.py",
     "e2e/test_prefect_server.py",
-    "e2e/test_sweep_queue_workers.py",
-    "pipelines/test_fast_paths.py",
     "pipelines/test_eqdiff_pipeline.py",
+    "pipelines/test_fast_paths.py",
     "robustness/test_kill_resume.py",
+    "e2e/test_gpu_check.py",
     "e2e/test_flows.py",
-    "models/test_device_placement.py",
+    "world/test_world_model.py",
+    "prep/test_mask_refine.py",
+    "e2e/test_sweep_queue_workers.py",
+    "stages/test_stage_layer.py",
+    "world/test_world_evaluators.py",
+    "bench/test_bench.py",
     "robustness/test_tracking_killed.py",
+    "models/test_check_models.py",
+    "models/test_device_placement.py",
     "robustness/test_corpus.py",
 )
+WIDE_SCOPES = {"module", "class", "package"}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist registers it too; registered here as well so that a run without xdist (-p no:xdist) collects
+    config.addinivalue_line("markers", "xdist_group(name): run these tests on one xdist worker (tests/conftest.py)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``e2e`` tests; put the longest files first; keep the tests that share a module (or class) fixture on
+    one xdist worker.
+
+    scripts/test.sh runs ``--dist loadgroup``: a test is its own unit of work, so short tests fill whichever worker
+    is free, except that tests sharing a module-scoped fixture (the DVC demo project, a trained concept, a
+    cluster of servers) form one group named after their file, built once on one worker. (One unit per file,
+    ``--dist loadfile``, left a worker's next file queued behind its longest test.)
+    """
     for item in items:
         if TESTS / "e2e" in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+        definitions = getattr(item, "_fixtureinfo", None)
+        scopes = {d.scope for defs in (definitions.name2fixturedefs.values() if definitions else ()) for d in defs}
+        if scopes & WIDE_SCOPES:
+            item.add_marker(pytest.mark.xdist_group(item.path.relative_to(TESTS).as_posix()))
 
     def rank(item: pytest.Item) -> int:
         name = item.path.relative_to(TESTS).as_posix() if TESTS in item.path.parents else ""

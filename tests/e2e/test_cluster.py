@@ -6,7 +6,8 @@ own CLI, as on a team's GPU boxes (README "Scaling out").
   directory with its own model cache and Prefect home (another machine);
 - ``python -m flows.benchmark -S orchestration.dask_address=... -S orchestration.store=... -S
   orchestration.tracking_uri=http://...`` from a checkout whose params name relative subject folders and
-  prompt files: 2 subjects x variants A and F;
+  prompt files: 2 subjects x variant F (two trains at once, one per worker; the local cluster's fan-out over
+  variants is test_flows.py's);
 - every artefact is read from the store only, the MLflow runs through the server's REST API (their artifacts
   uploaded through it), the task runs and their log lines from the Prefect server;
 - a second run loses a worker (SIGKILL of its whole process group) during ``train``: Dask reschedules, the
@@ -34,8 +35,8 @@ from eqdiff.prep.sample import make_sample_subject
 
 SERVER_START_S = 120  # `prefect server start` migrates a fresh SQLite DB first
 WORKER_START_S = 90  # a worker imports torch, diffusers and the tasks before registering
-BENCHMARK_S = 420  # one benchmark of 2 x 2 tiny runs on a shared 2-core box
-SUBJECTS, VARIANTS = ("toy_a", "toy_b"), ("A", "F")
+BENCHMARK_S = 420  # one benchmark of 2 tiny runs on a shared 2-core box
+SUBJECTS, VARIANTS = ("toy_a", "toy_b"), ("F",)
 # 8 steps with a checkpoint every 2: a window to lose a worker after a checkpoint and before the end.
 SETTINGS = {**TINY, "train": {**TINY["train"], "steps": 8, "checkpointing_steps": 2}}
 # Each "machine" sees no GPU here: both runs must compute on the same device to compare byte for byte.

@@ -1,6 +1,7 @@
-"""Prefect flows on tiny real models: the benchmark fanned out on a 2-worker local Dask cluster with nested
-MLflow runs, a failing stage that fails its flow with the stage's one line and resumes once fixed, the
-served deployment's schedule and the sweep grid."""
+"""Prefect flows on tiny real models: the benchmark fanned out over variants on a 2-worker local Dask cluster
+with nested MLflow runs (the fan-out over subjects, on separate workers, is test_cluster.py's), a failing stage
+that fails its flow with the stage's one line and resumes once fixed, the served deployment's schedule and the
+sweep grid."""
 
 from __future__ import annotations
 
@@ -57,14 +58,14 @@ def write_params(root: Path, subjects: list[dict], variants: list[str]) -> Path:
 
 
 @pytest.mark.slow
-def test_benchmark_fans_out_subjects_and_variants_with_nested_mlflow_runs(tmp_path: Path, prefect_api):
+def test_benchmark_fans_out_variants_with_nested_mlflow_runs(tmp_path: Path, prefect_api):
     from mlflow.tracking import MlflowClient
 
     from flows.benchmark import benchmark
 
     subjects = [
         {"name": name, "dir": str(make_sample_subject(tmp_path / "subjects" / name, 2, seed=seed)), "class_noun": "toy"}
-        for seed, name in enumerate(("toy_a", "toy_b"))
+        for seed, name in enumerate(("toy_a",))
     ]
     params_file = write_params(tmp_path, subjects, ["A", "F"])
     state = benchmark(
@@ -75,11 +76,11 @@ def test_benchmark_fans_out_subjects_and_variants_with_nested_mlflow_runs(tmp_pa
     names, messages = task_runs_and_logs(state.state_details.flow_run_id)
     assert len(names) == len(set(names)), sorted(names)
     for stage in ("train", "generate", "evaluate"):
-        assert {f"{stage}-{s}-{v}" for s in ("toy_a", "toy_b") for v in "AF"} <= set(names)
+        assert {f"{stage}-toy_a-{v}" for v in "AF"} <= set(names)
     # eqdiff's lines, logged on the Dask workers, are in the runs' logs.
-    assert sum(m.startswith("concept written to ") for m in messages) == 4
+    assert sum(m.startswith("concept written to ") for m in messages) == 2
 
-    assert sorted(result["runs"]) == ["toy_a/A", "toy_a/F", "toy_b/A", "toy_b/F"]
+    assert sorted(result["runs"]) == ["toy_a/A", "toy_a/F"]
     assert (tmp_path / "reports" / "index.html").is_file()
     client = MlflowClient(tracking_uri=result["tracking_uri"])
     parent = client.get_run(result["parent_run_id"])
