@@ -23,8 +23,9 @@ if TYPE_CHECKING:  # the registries import this module: their types only for the
     from eqdiff.evaluation.metric_registry import MetricFamily
     from eqdiff.models.presets import Preset
 
-SubjectSource = Callable[[Path, str, int, int], Path]
-"""``(folder, name, num_photos, seed) -> folder``: writes the subject ``name``'s photos and masks into ``folder``."""
+SubjectSource = Callable[[Path, str, int, int, str | None, str | None], Path]
+"""``(folder, name, num_photos, seed, style, scene) -> folder``: writes the subject ``name``'s photos and masks
+into ``folder``, all in ``style`` and ``scene`` when given (``eqdiff sample --photo-style/--photo-scene``)."""
 
 
 @dataclass(frozen=True)

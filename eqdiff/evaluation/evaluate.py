@@ -309,9 +309,10 @@ def evaluate(
     ``subject_dir`` (as given; ``eqdiff report`` reads the photos from it) and ``per_prompt`` CLIP-T.
     ``calibrated`` is true only when both metric models were loaded from weights and the samples themselves say
     they are calibrated. ``models`` defaults to ``load_metric_models(config)``.
-    With ``config.world``, each block also has ``world_text``, ``world_identity``, ``world_identity_match``
-    (the ``world`` metric family of ``eqdiff.evaluation.metric_registry``), and ``world_evaluator`` records the
-    evaluators' digest and measured accuracy.
+    With ``config.world``, each block also has ``world_text``, ``world_identity``, ``world_identity_match`` and,
+    where the set asks for another style or scene than the photos', ``style_leak`` / ``scene_leak`` (the ``world``
+    metric family of ``eqdiff.evaluation.metric_registry``), and ``world_evaluator`` records the evaluators'
+    digest, measured accuracy and each image's reading.
     """
     index = read_sample_index(samples_dir)
     for name in index.prompt_sets:  # the mapping returned holds the sets' blocks beside the files' other fields

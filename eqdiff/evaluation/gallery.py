@@ -208,7 +208,10 @@ def write_gallery(runs: list[Run], summary: dict[str, Any], out_dir: Path) -> No
         write_text(gallery / f"{subject}.html", _page(f"EqDiff gallery: {subject}", calibrated, body))
         link = f'<a href="gallery/{html.escape(subject)}.html">{html.escape(subject)}</a>'
         per_subject += [f"<h3>{link}</h3>", table, *checks]
-    average = html_table(summary["variants"], _caption(summary["variants"], "n_subjects"), paper=True, world=world)
+    bounds = summary.get("intervals", {}).get("variants")  # 95 % intervals of the world metrics, in brackets
+    average = html_table(
+        summary["variants"], _caption(summary["variants"], "n_subjects"), paper=True, world=world, intervals=bounds
+    )
     body = [
         "<h2>Average over subjects</h2>",
         f"<p>Rows marked <em>paper:</em> are the values of {PAPER_SOURCE}, for reference; not measured here.</p>",

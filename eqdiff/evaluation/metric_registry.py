@@ -29,7 +29,8 @@ class MetricFamily(Protocol):
     name: str
     """The family's name (``world``: scored when ``evaluate.world`` is set)."""
     metrics: tuple[str, ...]
-    """The metrics the report shows, in column order (``world_text``, ``world_identity``)."""
+    """The metrics the report shows, in column order (``world_text``, ``world_identity``, ``style_leak``,
+    ``scene_leak``); a metric may be absent from a prompt set's block (None), shown as a dash."""
     record: str
     """The key of ``evaluate``'s mapping that records the scorer (``world_evaluator``: its weights and accuracy)."""
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,18 @@ import matplotlib
 matplotlib.use("Agg")  # headless: the report is built on CI and servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from eqdiff.evaluation import intervals  # noqa: E402
 from eqdiff.evaluation.gallery import write_gallery  # noqa: E402
 from eqdiff.evaluation.metric_registry import metric_family  # noqa: E402
 from eqdiff.evaluation.records import Run, discover_runs  # noqa: E402
-from eqdiff.evaluation.table1 import PAPER_SOURCE, columns, markdown_table, table_sets, world_sentence  # noqa: E402
+from eqdiff.evaluation.table1 import (  # noqa: E402
+    METRIC_TITLES,
+    PAPER_SOURCE,
+    columns,
+    markdown_table,
+    table_sets,
+    world_sentence,
+)
 from eqdiff.io.artifacts import OutputLock, staged_directory, write_json, write_text  # noqa: E402
 from eqdiff.io.output_safety import claim_output  # noqa: E402
 
@@ -81,7 +90,9 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
             rows = [s[variant][prompt_set] for s in subjects.values() if prompt_set in s.get(variant, {})]
             if not rows:
                 continue
-            means = {k: sum(r[k] for r in rows) / len(rows) for k in columns(world)}
+            # a leak is absent where no prompt of the set asks for another style / scene: averaged where present
+            present = {k: [r[k] for r in rows if r[k] is not None] for k in columns(world)}
+            means = {k: sum(values) / len(values) for k, values in present.items() if values}
             variants.setdefault(variant, {})[prompt_set] = {**means, "n_subjects": len(rows)}
         covered = {name for name, s in subjects.items() if variant in s}
         if covered != all_subjects:
@@ -94,7 +105,62 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
             )
     calibrated = all(run.calibrated for run in runs)
     evaluator = runs[0].evaluation.world_evaluator if world and runs else None
-    return {"calibrated": calibrated, "world_evaluator": evaluator, "variants": variants, "subjects": subjects}
+    if evaluator is not None:  # the per-image readings are the runs' data, not the evaluator's record
+        evaluator = {k: v for k, v in evaluator.items() if k != "images"}
+    summary = {"calibrated": calibrated, "world_evaluator": evaluator, "variants": variants, "subjects": subjects}
+    if world:
+        summary["intervals"] = world_intervals(runs)
+    return summary
+
+
+BASELINE = "A"
+"""The variant every other is compared with (Custom Diffusion, docs/method.md "Variants")."""
+
+
+def world_intervals(runs: list[Run]) -> dict[str, Any]:
+    """The world metrics' 95 % intervals and paired differences against ``BASELINE`` (``eqdiff.evaluation.
+    intervals``), from each image's values in ``evaluation.json`` (runs evaluated before they were recorded have
+    none and are left out):
+
+    ``{"level": 0.95, "replicates": B, "baseline": "A", "variants": {V: {set: {metric: [value, low, high]}}},
+    "differences": {V: {set: {metric: {difference, interval, p, p_holm}}}}}``; Holm's adjustment is across the
+    variants compared with the baseline, per prompt set and metric.
+    """
+    data: dict[str, dict[str, dict[str, dict[str, list[dict]]]]] = {}  # variant -> set -> metric -> subject -> runs
+    for run in runs:
+        for image in (run.evaluation.world_evaluator or {}).get("images", []):
+            for metric, value in image.get("values", {}).items():
+                by_subject = data.setdefault(run.variant, {}).setdefault(image["prompt_set"], {}).setdefault(metric, {})
+                runs_of_subject = by_subject.setdefault(run.subject, [{}])
+                runs_of_subject[0][image["file"]] = value
+    metrics = metric_family("world").metrics
+    out: dict[str, Any] = {
+        "level": intervals.LEVEL,
+        "replicates": intervals.REPLICATES,
+        "baseline": BASELINE,
+        "variants": {},
+        "differences": {},
+    }
+    for variant, sets in data.items():
+        for prompt_set, by_metric in sets.items():
+            for metric in metrics:
+                if (found := intervals.bootstrap(by_metric.get(metric, {}))) is not None:
+                    out["variants"].setdefault(variant, {}).setdefault(prompt_set, {})[metric] = found.to_json()
+    if BASELINE in data:
+        for prompt_set in {s for sets in data.values() for s in sets}:
+            for metric in metrics:
+                base = data[BASELINE].get(prompt_set, {}).get(metric, {})
+                found = {
+                    variant: intervals.paired_difference(sets.get(prompt_set, {}).get(metric, {}), base)
+                    for variant, sets in data.items()
+                    if variant != BASELINE
+                }
+                found = {variant: d for variant, d in found.items() if d is not None}
+                adjusted = intervals.holm([d.p for d in found.values()])
+                for (variant, d), p_holm in zip(found.items(), adjusted, strict=True):
+                    block = out["differences"].setdefault(variant, {}).setdefault(prompt_set, {})
+                    block[metric] = replace(d, p_holm=p_holm).to_json()
+    return out
 
 
 def markdown_report(summary: dict[str, Any]) -> str:
@@ -116,11 +182,46 @@ def markdown_report(summary: dict[str, Any]) -> str:
     if world:
         lines += [world_sentence(evaluator), ""]
     lines += [f"## Average over {len(summary['subjects'])} subject(s)", ""]
-    lines += markdown_table(summary["variants"], paper=True, world=world)
+    bounds = summary.get("intervals", {}).get("variants")
+    lines += markdown_table(summary["variants"], paper=True, world=world, intervals=bounds)
+    if bounds:
+        lines += ["", INTERVALS_SENTENCE]
+    lines += differences_table(summary.get("intervals", {}))
     for subject, variants in summary["subjects"].items():
         lines += ["", f"## {subject}", ""]
         lines += markdown_table(variants, world=world)
     return "\n".join(lines) + "\n"
+
+
+INTERVALS_SENTENCE = (
+    "In brackets: 95 % bootstrap intervals of the world metrics, resampling subjects, then each subject's runs, "
+    'then each run\'s images (docs/method.md, "Intervals").'
+)
+
+
+def differences_table(found: dict[str, Any]) -> list[str]:
+    """Markdown: each variant's paired difference against the baseline, per prompt set and world metric, with its
+    interval and Holm-adjusted p; an interval that includes zero is marked."""
+    differences = found.get("differences") or {}
+    if not differences:
+        return []
+    lines = [
+        "",
+        f"## Paired differences against {found['baseline']} (world metrics)",
+        "",
+        "| Variant | prompt set | metric | difference | 95 % interval | p (Holm) | |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for variant, sets in differences.items():
+        for prompt_set in table_sets(sets):
+            for metric, d in sets.get(prompt_set, {}).items():
+                low, high = d["interval"]
+                zero = "includes 0" if low <= 0 <= high else ""
+                lines.append(
+                    f"| {variant} − {found['baseline']} | {prompt_set} | {METRIC_TITLES[metric]} | "
+                    f"{d['difference']:+.3f} | [{low:+.3f}, {high:+.3f}] | {d['p_holm']:.3f} | {zero} |"
+                )
+    return lines
 
 
 def tradeoff_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -151,10 +252,13 @@ def tradeoff_csv(points: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def plot_tradeoff(points: list[dict[str, Any]], calibrated: bool, path: Path, world: bool = False) -> None:
+def plot_tradeoff(
+    points: list[dict[str, Any]], calibrated: bool, path: Path, world: bool = False, intervals: dict | None = None
+) -> None:
     """CLIP-T (y) vs DINO-I (x), as the paper's Fig. 7 (lower); with ``world``, World-T (y) vs World-I (x), the
-    same axes (text alignment vs identity) measured by the world evaluators, whose accuracy calibrates them.
-    PNG at ``path``."""
+    same axes (text alignment vs identity) measured by the world evaluators, whose accuracy calibrates them, with
+    each point's 95 % intervals (``intervals``: ``world_intervals``'s ``variants``) as error bars. PNG at
+    ``path``."""
     x, y = ("world_identity", "world_text") if world else ("dino_i", "clip_t")
     calibrated = calibrated or world
     figure, axes = plt.subplots(figsize=(6, 4.5), dpi=100)
@@ -168,6 +272,19 @@ def plot_tradeoff(points: list[dict[str, Any]], calibrated: bool, path: Path, wo
         )
         for p in chosen:
             axes.annotate(p["variant"], (p[x], p[y]), textcoords="offset points", xytext=(4, 4))
+            bounds = (intervals or {}).get(p["variant"], {}).get(prompt_set, {})
+            if x in bounds and y in bounds:
+                (_, x_low, x_high), (_, y_low, y_high) = bounds[x], bounds[y]
+                axes.errorbar(
+                    p[x],
+                    p[y],
+                    xerr=[[p[x] - x_low], [x_high - p[x]]],
+                    yerr=[[p[y] - y_low], [y_high - p[y]]],
+                    fmt="none",
+                    ecolor="grey",
+                    elinewidth=0.8,
+                    capsize=2,
+                )
     names = {"dino_i": "DINO-I", "clip_t": "CLIP-T", "world_identity": "World-I", "world_text": "World-T"}
     axes.set_xlabel(f"{names[x]} (subject fidelity)")
     axes.set_ylabel(f"{names[y]} (text alignment)")
@@ -200,12 +317,15 @@ def build_report(runs_dir: str | Path, out_dir: str | Path, selection: list[tupl
         flags = {"calibrated": summary["calibrated"]}
         if summary["world_evaluator"] is not None:
             flags["world_evaluator"] = summary["world_evaluator"]
+            flags["intervals"] = summary["intervals"]
         write_json(staging / "summary.json", {k: v for k, v in summary.items() if k not in flags})
         write_json(staging / "report.json", flags)
         write_text(staging / "table.md", markdown_report(summary))
         write_text(staging / "tradeoff.csv", tradeoff_csv(points))
         write_json(staging / "tradeoff.json", points)
-        plot_tradeoff(points, summary["calibrated"], staging / "tradeoff.png", summary["world_evaluator"] is not None)
+        world = summary["world_evaluator"] is not None
+        bounds = summary["intervals"]["variants"] if world else None
+        plot_tradeoff(points, summary["calibrated"], staging / "tradeoff.png", world, bounds)
         write_gallery(runs, summary, staging)
     logger.info("report of %d run(s) written to %s", len(runs), out_dir)
     return out_dir

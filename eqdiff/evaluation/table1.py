@@ -26,6 +26,8 @@ METRIC_TITLES = {
     "dino_i": "DINO-I",
     "world_text": "World-T",
     "world_identity": "World-I",
+    "style_leak": "Style leak",
+    "scene_leak": "Scene leak",
 }
 PAPER_SOURCE = "Equilibrated Diffusion (ACM MM 2024), Table 1"
 PAPER_ROWS: dict[str, dict[str, dict[str, float]]] = {
@@ -52,19 +54,35 @@ def table_sets(names: Iterable[str]) -> tuple[str, ...]:
     return (*PAPER_SETS, *sorted(set(names) - set(PAPER_SETS)))
 
 
-def _cells(sets: dict[str, Any], prompt_sets: tuple[str, ...], world: bool = False) -> list[str]:
-    """Three (five with ``world``) numbers per prompt set; dashes where a prompt set or a value is missing."""
-    return [f"{sets[s][k]:.3f}" if k in sets.get(s, {}) else "—" for s in prompt_sets for k in columns(world)]
+def _cells(
+    sets: dict[str, Any], prompt_sets: tuple[str, ...], world: bool = False, intervals: dict | None = None
+) -> list[str]:
+    """Three (seven with ``world``) numbers per prompt set; dashes where a prompt set or a value is missing (a leak
+    where no prompt of the set asks for another style or scene). ``intervals`` ({set: {metric: [value, low,
+    high]}}): the 95 % interval after the number, in brackets."""
+    cells = []
+    for s in prompt_sets:
+        for k in columns(world):
+            value = sets.get(s, {}).get(k)
+            bounds = (intervals or {}).get(s, {}).get(k)
+            text = "—" if value is None else f"{value:.3f}"
+            cells.append(f"{text} [{bounds[1]:.2f}, {bounds[2]:.2f}]" if value is not None and bounds else text)
+    return cells
 
 
 def html_table(
-    rows: dict[str, dict[str, Any]], caption: str, subject: str = "", paper: bool = False, world: bool = False
+    rows: dict[str, dict[str, Any]],
+    caption: str,
+    subject: str = "",
+    paper: bool = False,
+    world: bool = False,
+    intervals: dict | None = None,
 ) -> str:
     """An HTML table in Table 1's layout; ``rows`` = {variant: {prompt set: {clip_t, clip_i, dino_i, ...}}}.
 
     ``paper``: append the paper's rows, class ``paper``, labelled "paper:". ``world``: add the World-T and
-    World-I columns. The table has class ``table1`` and ``data-subject`` (empty for the average); measured rows
-    carry ``data-variant``.
+    World-I columns; ``intervals`` as ``markdown_table``'s. The table has class ``table1`` and ``data-subject``
+    (empty for the average); measured rows carry ``data-variant``.
     """
     prompt_sets = table_sets(s for sets in rows.values() for s in sets)
     groups = "".join(f'<th colspan="{len(columns(world))}">{html.escape(s)}</th>' for s in prompt_sets)
@@ -76,7 +94,7 @@ def html_table(
         f"<tr>{titles}</tr>",
     ]
     for variant, sets in rows.items():
-        cells = "".join(f"<td>{c}</td>" for c in _cells(sets, prompt_sets, world))
+        cells = "".join(f"<td>{c}</td>" for c in _cells(sets, prompt_sets, world, (intervals or {}).get(variant)))
         lines.append(f'<tr data-variant="{html.escape(variant)}"><td>{html.escape(variant)}</td>{cells}</tr>')
     if paper:
         for method, sets in PAPER_ROWS.items():
@@ -86,13 +104,17 @@ def html_table(
     return "\n".join(lines + ["</table>"])
 
 
-def markdown_table(rows: dict[str, dict[str, Any]], paper: bool = False, world: bool = False) -> list[str]:
-    """The same table in Markdown (``table.md``); the paper's rows are labelled "paper: <method>"."""
+def markdown_table(
+    rows: dict[str, dict[str, Any]], paper: bool = False, world: bool = False, intervals: dict | None = None
+) -> list[str]:
+    """The same table in Markdown (``table.md``); the paper's rows are labelled "paper: <method>"; ``intervals``
+    ({variant: {set: {metric: [value, low, high]}}}) adds each number's 95 % interval."""
     prompt_sets = table_sets(s for sets in rows.values() for s in sets)
     header = " | ".join(f"{s} {METRIC_TITLES[k]}" for s in prompt_sets for k in columns(world))
     lines = [f"| Variant | {header} |", "|---|" + "---:|" * (len(prompt_sets) * len(columns(world)))]
     for variant, sets in rows.items():
-        lines.append(f"| {variant} | " + " | ".join(_cells(sets, prompt_sets, world)) + " |")
+        cells = _cells(sets, prompt_sets, world, (intervals or {}).get(variant))
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     if paper:
         for method, sets in PAPER_ROWS.items():
             lines.append(f"| paper: {method} | " + " | ".join(_cells(sets, prompt_sets, world)) + " |")

@@ -9,6 +9,7 @@ python -m eqdiff.world model --out E --resume-from D --new-text-encoder --new-un
                                                          # D's VAE only: a new text encoder and a new UNet
 python -m eqdiff.world evaluator --out eqdiff/world/weights/evaluator   # the evaluators (about 10 min, 2 cores)
 python -m eqdiff.world check-base --out reports/world-base              # base samples, recognised (2 min)
+python -m eqdiff.world calibrate --out reports/world-calibration        # evaluators on styled subject sets (1 min)
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--seed", type=int, default=0)
     check.add_argument("--num-inference-steps", type=int, default=25)
     check.add_argument("--guidance-scale", type=float, default=5.0)
+    calibration = commands.add_parser("calibrate", help="read styled subject sets with the world evaluators")
+    calibration.add_argument("--out", type=Path, required=True, help="folder for calibration.json and .md")
+    calibration.add_argument("--num-sets", type=int, default=4, help="subject sets per identity and condition")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     configure_runtime(load_libraries=True)
@@ -65,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         rates = ", ".join(f"{key} {value:.0%}" for key, value in summary["recognised"].items())
         print(f"recognised: {rates}; all three {summary['recognised_all']:.0%} ({args.out}/base_check.png)")
+        return 0
+    if args.command == "calibrate":
+        from eqdiff.world.calibration import calibrate
+
+        record = calibrate(args.out, args.num_sets)
+        print((args.out / "calibration.md").read_text(), end="")
+        print(f"{sum(row['photos'] for row in record['rows'])} photos read; {args.out}/calibration.json")
         return 0
     if args.out.exists():
         print(f"eqdiff.world: error: --out {args.out} already exists (choose a new folder)", file=sys.stderr)

@@ -57,7 +57,7 @@ class WorldMetrics:
     (``eqdiff.world.scores``); ``world_evaluator`` records their weights and measured accuracy."""
 
     name = "world"
-    metrics = ("world_text", "world_identity")
+    metrics = ("world_text", "world_identity", "style_leak", "scene_leak")
     """``eqdiff.world.scores.WORLD_METRICS``, here as plain data so the report reads them without torch
     (``tests/world/test_plugin.py`` checks they are the same)."""
     record = "world_evaluator"
@@ -69,8 +69,11 @@ class WorldMetrics:
         return world_scores(index, photos, WorldEvaluator.load())
 
 
-def make_subject(directory: Path, name: str, num_photos: int, seed: int) -> Path:
-    """The held-out world subject ``name`` (its class noun: ``ball``, ``box``, ...) as a photo folder with masks."""
+def make_subject(
+    directory: Path, name: str, num_photos: int, seed: int, style: str | None = None, scene: str | None = None
+) -> Path:
+    """The held-out world subject ``name`` (its class noun: ``ball``, ``box``, ...) as a photo folder with masks,
+    its photos in ``style`` and ``scene`` (None: plain photos in a cluttered room; docs/world.md)."""
     from eqdiff.world.subjects import make_world_subject
 
-    return make_world_subject(directory, name, num_photos=num_photos, seed=seed)
+    return make_world_subject(directory, name, num_photos=num_photos, seed=seed, style=style, scene=scene)

@@ -30,7 +30,7 @@ def test_looking_up_the_world_metric_names_imports_no_torch():
     code = (
         "import sys\n"
         "from eqdiff.evaluation.metric_registry import metric_family\n"
-        "assert metric_family('world').metrics == ('world_text', 'world_identity')\n"
+        "assert metric_family('world').metrics[:2] == ('world_text', 'world_identity')\n"
         "loaded = sorted({'torch', 'diffusers', 'transformers'} & set(sys.modules))\n"
         "assert not loaded, f'imported {loaded}'\n"
     )

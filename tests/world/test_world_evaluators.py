@@ -18,6 +18,7 @@ from eqdiff.io.artifacts import save_png
 from eqdiff.world.evaluator_training import draw_specs, gaussian_blur, measure_accuracy, render_specs
 from eqdiff.world.evaluators import WEIGHTS_DIR, EvaluatorError, WorldEvaluator, prompt_targets, sha256
 from eqdiff.world.render import render
+from eqdiff.world.subjects import make_world_subject
 from eqdiff.world.vocabulary import HELD_OUT, SCENE_PHRASES, STYLE_FORMS, random_identity, random_spec
 
 PROMPT_LISTS = Path(__file__).parents[2] / "eqdiff" / "prompt_lists"
@@ -132,6 +133,44 @@ def test_world_metrics_of_renders_that_follow_their_prompts(tmp_path: Path) -> N
     for prompt_set in ("unstylized", "stylized"):
         assert result[prompt_set]["world_text"] >= 0.8, result[prompt_set]
         assert result[prompt_set]["world_identity"] >= 0.7, result[prompt_set]
+    # Nothing of the photos' photo style or cluttered room in the samples: no leak. The unstylized prompts ask
+    # for the photos' own (photo) style, so they have no style leak; the stylized ones name no scene.
+    assert result["unstylized"]["scene_leak"] == 0 and "style_leak" not in result["unstylized"]
+    assert result["stylized"]["style_leak"] == 0 and "scene_leak" not in result["stylized"]
+    assert result["world_evaluator"]["real_style"] == "photo" and result["world_evaluator"]["real_scene"] == "clutter"
+
+
+def test_style_and_scene_leaks_count_the_photos_style_and_scene_where_another_is_asked(tmp_path: Path) -> None:
+    """Photos in watercolor; samples that keep the watercolor and the cluttered room where the prompt asks for
+    another style and scene leak, and the prompt naming the photos' own style is left out of the style leak."""
+    identity = HELD_OUT[0]
+    photos = make_world_subject(tmp_path / "ball", "ball", num_photos=4, style="watercolor")
+    templates = {
+        "unstylized": ("a {} on the beach", "a {} in the snow"),
+        "stylized": ("a watercolor painting of a {}", "a mosaic of a {}", "a pencil sketch of a {}"),
+    }
+    samples = write_samples(tmp_path / "samples", class_noun="ball", per_prompt=2, templates=templates)
+    index = json.loads((samples / "index.json").read_text())
+    rng = np.random.default_rng(5)
+    for entry in index["images"]:
+        leak = entry["prompt_set"] == "unstylized" or "mosaic" not in entry["prompt"]  # all but the mosaic
+        targets = prompt_targets(entry["prompt"], "<new1>")
+        style = "watercolor" if leak else targets["style"]
+        scene = "clutter" if leak else targets.get("scene", "studio")
+        save_png(samples / entry["file"], render(random_spec(rng, identity, scene, style))[0])
+    config = EvaluateConfig(world=True)
+    result = evaluate(samples, photos, config, models=small_models(config))
+    record = result["world_evaluator"]
+    assert (record["real_style"], record["real_scene"]) == ("watercolor", "clutter")
+    assert result["unstylized"]["style_leak"] == 1 and result["unstylized"]["scene_leak"] == 1
+    # stylized: the watercolor prompt (2 images) is left out; the pencil prompt (2) leaks, the mosaic one (2) not
+    assert result["stylized"]["style_leak"] == 0.5 and "scene_leak" not in result["stylized"]
+    images = record["images"]
+    assert len(images) == len(index["images"]) and images[0]["file"] == index["images"][0]["file"]
+    assert set(images[0]["probabilities"]) == set(images[0]["predictions"]) >= {"style", "scene", "shape"}
+    assert abs(sum(images[0]["probabilities"]["style"]) - 1) < 1e-3
+    numbers, described = (r.to_json() for r in split_metrics(result))
+    assert described["world_evaluator"]["images"] == images and numbers["stylized"]["style_leak"] == 0.5
 
 
 def test_altered_weights_are_refused(tmp_path: Path) -> None:
@@ -166,12 +205,23 @@ def test_report_shows_the_world_columns_and_plot_axes(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["variants"]["F"]["stylized"]["world_text"] == numbers["stylized"]["world_text"]
     table = (out / "table.md").read_text()
-    assert "| unstylized DINO-I | unstylized World-T | unstylized World-I | stylized CLIP-T" in table
+    assert (
+        "| unstylized DINO-I | unstylized World-T | unstylized World-I | unstylized Style leak | unstylized Scene leak"
+        " | stylized CLIP-T" in table
+    )
     assert "Both come from the world evaluators (eqdiff/world/weights/evaluator, sha256" in table
-    assert "| paper: EqDiff (Ours) | 0.782 | 0.810 | 0.670 | — | — | 0.790" in table
+    assert "| paper: EqDiff (Ours) | 0.782 | 0.810 | 0.670 | — | — | — | — | 0.790" in table
     points = json.loads((out / "tradeoff.json").read_text())
     assert {p["world_identity"] for p in points} == {
         json.loads((runs / "toy" / p["variant"] / "metrics.json").read_text())[p["prompt_set"]]["world_identity"]
         for p in points
     }
     assert "World-T" in (out / "index.html").read_text() and "world evaluators" in (out / "index.html").read_text()
+    # Every world number has its interval (report.json) and F is compared with A, image by image.
+    found = flags["intervals"]
+    value, low, high = found["variants"]["F"]["stylized"]["world_text"]
+    assert value == numbers["stylized"]["world_text"] and 0 <= low <= value <= high <= 1
+    difference = found["differences"]["F"]["unstylized"]["world_identity"]
+    assert set(difference) == {"difference", "interval", "p", "p_holm"} and difference["p_holm"] >= difference["p"]
+    assert "images" not in flags["world_evaluator"] and "intervals" not in summary
+    assert f"{value:.3f} [{low:.2f}, {high:.2f}]" in table and "## Paired differences against A" in table

@@ -37,6 +37,11 @@ class SetMetrics:
     """With ``evaluate.world``: the mean identity-embedding cosine over all (generated, real) pairs."""
     world_identity_match: float | None = None
     """With ``evaluate.world``: the fraction of images whose identity attributes all match the real photos'."""
+    style_leak: float | None = None
+    """With ``evaluate.world``: of the images asked for a style other than the photos', the share drawn in the
+    photos' style (absent when no prompt of the set asks for another style)."""
+    scene_leak: float | None = None
+    """With ``evaluate.world``: the same for the scene, over the prompts that name another scene."""
 
     def to_json(self) -> dict[str, Any]:
         return without_none(asdict(self))
@@ -133,8 +138,9 @@ class EvaluationRecord(Artefact):
     per_prompt: dict[str, tuple[PromptScore, ...]]
     """Prompt set -> CLIP-T per prompt, by prompt index."""
     world_evaluator: dict[str, Any] | None = None
-    """With ``evaluate.world``: the world evaluators' ``weights``, ``sha256``, measured ``accuracy`` and the real
-    photos' majority identity (``eqdiff.world.scores``)."""
+    """With ``evaluate.world``: the world evaluators' ``weights``, ``sha256``, measured ``accuracy``, the real
+    photos' majority identity, style and scene, and ``images``: each generated image's reading (its file, prompt
+    set and index, the prompt's targets, each head's label and probabilities; ``eqdiff.world.scores``)."""
 
     def to_json(self) -> dict[str, Any]:
         per_prompt = {name: [score.to_json() for score in scores] for name, scores in self.per_prompt.items()}
@@ -155,6 +161,7 @@ class EvaluationRecord(Artefact):
         if evaluator is not None:
             for name, kind in (("weights", str), ("sha256", str), ("accuracy", dict)):
                 required(evaluator, name, kind, where, "world_evaluator")
+            optional(evaluator, "images", list, where, "world_evaluator")
         return cls(**values, per_prompt=per_prompt, world_evaluator=evaluator)
 
 
