@@ -1,7 +1,9 @@
 """The report's static HTML gallery (docs/method.md, "Report").
 
-``index.html``: the averaged table in Table 1's layout with the paper's rows (marked), the trade-off plot, then
-per subject its own Table 1 table, its mask self-check warnings and a link to its page. ``gallery/<subject>.html``:
+``index.html``: first the samples at a glance (per subject, one row per prompt and one column per variant, its
+first sample each, every variant headed by its world numbers: the leaks, World-T, World-I), then the averaged
+table in Table 1's layout with the paper's rows (marked), the trade-off plot, then per subject its own Table 1
+table, its mask self-check warnings and a link to its page. ``gallery/<subject>.html``:
 the subject's table; its mask self-check warnings; its photos and the masks overlay sheet; the band sheet (target
 | LOW | HIGH | mask) and the augment sheet when those stages ran; then per prompt set one row per prompt with the
 variants side by side. Pages use relative paths to images copied into ``gallery/assets/``, so the report is
@@ -22,7 +24,7 @@ from typing import Any
 from eqdiff.errors import DataError
 from eqdiff.evaluation.records import Run
 from eqdiff.evaluation.sample_index import read_sample_index
-from eqdiff.evaluation.table1 import PAPER_SOURCE, html_table, table_sets, world_sentence
+from eqdiff.evaluation.table1 import METRIC_TITLES, PAPER_SOURCE, html_table, table_sets, world_sentence
 from eqdiff.io.artifacts import ArtifactError, save_png, write_text
 from eqdiff.io.schemas.stage_manifests import MasksManifest
 from eqdiff.io.sheets import thumbnail
@@ -42,6 +44,8 @@ td:first-child, th { text-align: left; }
 caption { text-align: left; font-size: .85em; color: #555; }
 tr.paper td { font-style: italic; background: #f3f3e8; color: #555; }
 table.variants td { text-align: left; vertical-align: top; }
+table.glance img { width: 112px; height: auto; display: block; }
+table.glance .numbers { font-weight: normal; font-size: .75em; color: #555; max-width: 20em; }
 .warnings li { color: #b22222; }
 .row { display: flex; flex-wrap: wrap; gap: .5em; align-items: flex-start; }
 figure { margin: 0; font-size: .8em; max-width: 160px; }
@@ -67,15 +71,20 @@ window.addEventListener("load", function () {
 </script>"""
 
 
-def _page(title: str, calibrated: bool, body: Iterable[str]) -> str:
-    banner = (
-        ""
-        if calibrated
-        else (
+def _page(title: str, calibrated: bool, body: Iterable[str], world: bool = False) -> str:
+    if calibrated:
+        banner = ""
+    elif world:  # the world evaluators are calibrated (their measured accuracy); CLIP / DINO are not
+        banner = (
+            '<p class="banner">UNCALIBRATED: the CLIP-T, CLIP-I and DINO-I columns (random-weight CLIP / DINO '
+            "models). World-T, World-I and the leaks are read by the world evaluators, calibrated by their measured "
+            "accuracy (docs/world-evaluators.md).</p>"
+        )
+    else:
+        banner = (
             '<p class="banner">UNCALIBRATED (random weights): metrics from random metric models and/or noise '
             "samples of the tiny preset; they exercise the pipeline and mean nothing.</p>"
         )
-    )
     head = f'<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n<style>{_STYLE}</style>'
     return "\n".join(
         ["<!DOCTYPE html>", '<html lang="en">', "<head>", head, "</head>", "<body>", f"<h1>{html.escape(title)}</h1>"]
@@ -184,6 +193,67 @@ def _variants_side_by_side(runs: list[Run], gallery: Path) -> list[str]:
     return section
 
 
+GLANCE_SIDE = 112
+"""Width in pixels of a sample on the index's first screen."""
+
+
+def _glance_numbers(blocks: dict[str, Any]) -> str:
+    """One variant's world numbers on one subject, compact: ``unstylized: scene leak 0.40, World-I 0.55; ...``."""
+    shown = ("style_leak", "scene_leak", "world_text", "world_identity")
+    parts = []
+    for prompt_set in (s for s in table_sets(blocks) if s in blocks):
+        values = [
+            f"{METRIC_TITLES[k]} {blocks[prompt_set][k]:.2f}" for k in shown if blocks[prompt_set].get(k) is not None
+        ]
+        if values:
+            parts.append(f"{prompt_set}: {', '.join(values)}")
+    return "; ".join(parts)
+
+
+def _at_a_glance(runs: list[Run], summary: dict[str, Any]) -> list[str]:
+    """The index's first screen: per subject, one row per prompt and one column per variant (the first sample of
+    each, from the subject page's copies), each variant headed by its world numbers on that subject."""
+    section = ["<h2>Samples at a glance: the variants side by side</h2>"]
+    for subject in sorted({run.subject for run in runs}):
+        subject_runs = [run for run in runs if run.subject == subject]
+        variants = [run.variant for run in subject_runs]
+        numbers = summary["subjects"][subject]
+        header = "".join(
+            f'<th data-variant="{html.escape(v)}">{html.escape(v)}'
+            f'<div class="numbers">{html.escape(_glance_numbers(numbers.get(v, {})))}</div></th>'
+            for v in variants
+        )
+        rows = {}
+        for run in subject_runs:
+            for image in read_sample_index(run.samples_dir).images:
+                if image.sample_index == 0:
+                    src = (
+                        f"gallery/assets/{run.subject}/{run.variant}/{image.prompt_set}/"
+                        f"{image.prompt_index:03d}_{image.sample_index:02d}.png"
+                    )
+                    rows.setdefault((image.prompt_set, image.prompt_index, image.prompt), {})[run.variant] = src
+        section += [
+            f'<h3><a href="gallery/{html.escape(subject)}.html">{html.escape(subject)}</a></h3>',
+            f'<table class="variants glance" data-subject="{html.escape(subject)}">',
+            f"<tr><th>Prompt</th>{header}</tr>",
+        ]
+        order = {name: k for k, name in enumerate(table_sets(s for s, _, _ in rows))}
+        for (_, _, prompt), shown in sorted(rows.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
+            cells = "".join(
+                f'<td class="variant" data-variant="{html.escape(v)}">'
+                + (
+                    f'<img src="{html.escape(shown[v])}" alt="{html.escape(v)}" width="{GLANCE_SIDE}">'
+                    if v in shown
+                    else "—"
+                )
+                + "</td>"
+                for v in variants
+            )
+            section.append(f'<tr class="glance-prompt"><td>{html.escape(prompt)}</td>{cells}</tr>')
+        section.append("</table>")
+    return section
+
+
 def _caption(sets: dict[str, dict[str, Any]], count_key: str) -> str:
     counts = {s: row[count_key] for variant in sets.values() for s, row in variant.items()}
     what = "subjects" if count_key == "n_subjects" else "images"
@@ -205,7 +275,7 @@ def write_gallery(runs: list[Run], summary: dict[str, Any], out_dir: Path) -> No
         body = ['<p><a href="../index.html">back to the summary</a></p>', table, *checks]
         body += _sheets(subject_runs[0], gallery)
         body += _variants_side_by_side(subject_runs, gallery)
-        write_text(gallery / f"{subject}.html", _page(f"EqDiff gallery: {subject}", calibrated, body))
+        write_text(gallery / f"{subject}.html", _page(f"EqDiff gallery: {subject}", calibrated, body, world))
         link = f'<a href="gallery/{html.escape(subject)}.html">{html.escape(subject)}</a>'
         per_subject += [f"<h3>{link}</h3>", table, *checks]
     bounds = summary.get("intervals", {}).get("variants")  # 95 % intervals of the world metrics, in brackets
@@ -213,6 +283,7 @@ def write_gallery(runs: list[Run], summary: dict[str, Any], out_dir: Path) -> No
         summary["variants"], _caption(summary["variants"], "n_subjects"), paper=True, world=world, intervals=bounds
     )
     body = [
+        *_at_a_glance(runs, summary),
         "<h2>Average over subjects</h2>",
         f"<p>Rows marked <em>paper:</em> are the values of {PAPER_SOURCE}, for reference; not measured here.</p>",
         *([f'<p class="world">{html.escape(world_sentence(summary["world_evaluator"]))}</p>'] if world else []),
@@ -220,4 +291,4 @@ def write_gallery(runs: list[Run], summary: dict[str, Any], out_dir: Path) -> No
         '<img src="tradeoff.png" alt="CLIP-T vs DINO-I trade-off" width="600">',
         *per_subject,
     ]
-    write_text(out_dir / "index.html", _page("EqDiff evaluation report", calibrated, body))
+    write_text(out_dir / "index.html", _page("EqDiff evaluation report", calibrated, body, world))

@@ -168,7 +168,13 @@ def markdown_report(summary: dict[str, Any]) -> str:
     uncalibrated banner when it applies."""
     lines = ["# EqDiff evaluation", ""]
     evaluator, world = summary["world_evaluator"], summary["world_evaluator"] is not None
-    if not summary["calibrated"]:
+    if not summary["calibrated"] and world:
+        lines += [
+            "> **UNCALIBRATED: the CLIP-T, CLIP-I and DINO-I columns** (random-weight CLIP / DINO models). World-T,",
+            "> World-I and the leaks are read by the world evaluators, calibrated by their measured accuracy.",
+            "",
+        ]
+    elif not summary["calibrated"]:
         lines += [
             f"> **{UNCALIBRATED.upper()}**: the CLIP/DINO numbers come from random metric weights and/or noise",
             "> samples (tiny preset); they exercise the pipeline and mean nothing.",

@@ -44,9 +44,10 @@ PAPER_ROWS: dict[str, dict[str, dict[str, float]]] = {
 
 
 def columns(world: bool) -> tuple[str, ...]:
-    """The metrics of one prompt set's columns: the paper's three, then, with ``world``, the two of the registered
-    ``world`` metric family (``eqdiff.evaluation.metric_registry``)."""
-    return (*METRICS, *metric_family("world").metrics) if world else METRICS
+    """The metrics of one prompt set's columns: the paper's three; with ``world``, the registered ``world`` metric
+    family's (``eqdiff.evaluation.metric_registry``) first, then the paper's three. The world metrics lead because
+    they are the calibrated ones on the world preset, whose CLIP / DINO models have random weights."""
+    return (*metric_family("world").metrics, *METRICS) if world else METRICS
 
 
 def table_sets(names: Iterable[str]) -> tuple[str, ...]:

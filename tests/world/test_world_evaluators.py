@@ -5,6 +5,7 @@ held-out renders, the identity embedding ignores scene and style, prompts parse 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -205,18 +206,29 @@ def test_report_shows_the_world_columns_and_plot_axes(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["variants"]["F"]["stylized"]["world_text"] == numbers["stylized"]["world_text"]
     table = (out / "table.md").read_text()
+    # the calibrated world columns lead; the banner names exactly what is uncalibrated
     assert (
-        "| unstylized DINO-I | unstylized World-T | unstylized World-I | unstylized Style leak | unstylized Scene leak"
-        " | stylized CLIP-T" in table
+        "| Variant | unstylized World-T | unstylized World-I | unstylized Style leak | unstylized Scene leak"
+        " | unstylized CLIP-T | unstylized CLIP-I | unstylized DINO-I | stylized World-T" in table
     )
+    assert "UNCALIBRATED: the CLIP-T, CLIP-I and DINO-I columns" in table
     assert "Both come from the world evaluators (eqdiff/world/weights/evaluator, sha256" in table
-    assert "| paper: EqDiff (Ours) | 0.782 | 0.810 | 0.670 | — | — | — | — | 0.790" in table
+    assert "| paper: EqDiff (Ours) | — | — | — | — | 0.782 | 0.810 | 0.670 | — | — | — | — | 0.790" in table
     points = json.loads((out / "tradeoff.json").read_text())
     assert {p["world_identity"] for p in points} == {
         json.loads((runs / "toy" / p["variant"] / "metrics.json").read_text())[p["prompt_set"]]["world_identity"]
         for p in points
     }
-    assert "World-T" in (out / "index.html").read_text() and "world evaluators" in (out / "index.html").read_text()
+    index = (out / "index.html").read_text()
+    assert "World-T" in index and "world evaluators" in index
+    assert "UNCALIBRATED: the CLIP-T, CLIP-I and DINO-I columns" in index
+    # the first screen: the samples, A beside F, each variant headed by its world numbers
+    first = index.index('<table class="variants glance" data-subject="toy">')
+    assert first < index.index("<h2>Average over subjects</h2>")
+    glance = index[first : index.index("</table>", first)]
+    assert glance.index('<th data-variant="A">') < glance.index('<th data-variant="F">')
+    assert 'src="gallery/assets/toy/A/unstylized/000_00.png"' in glance and "World-I " in glance
+    assert all((out / src).is_file() for src in re.findall(r'src="([^"]+)"', glance))
     # Every world number has its interval (report.json) and F is compared with A, image by image.
     found = flags["intervals"]
     value, low, high = found["variants"]["F"]["stylized"]["world_text"]
