@@ -37,7 +37,7 @@ from eqdiff.io.schemas.stage_manifests import MaskRecord, MasksManifest
 from eqdiff.io.sheets import grid, labelled, overlay, tile_sheet
 from eqdiff.prep.mask_checks import check_masks
 from eqdiff.prep.mask_refine import refine_subject
-from eqdiff.prep.subjects import PhotoMask, Subject, load_image, load_mask
+from eqdiff.prep.subjects import PhotoMask, Subject, image_files, load_image, load_mask
 from eqdiff.prep.u2netp import multi_scale_saliency, u2netp_saliency
 
 logger = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def masks_key(subject: Subject, config: MasksConfig) -> dict[str, Any]:
     if config.backend == MaskBackend.FILES:
         folder = files_dir(config, subject)
         if folder.is_dir():
-            key["mask_files"] = {p.name: file_digest(p) for p in sorted(folder.iterdir()) if p.is_file()}
+            key["mask_files"] = {p.name: file_digest(p) for p in image_files(folder)}
     return normalised(key)
 
 

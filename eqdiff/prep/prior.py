@@ -35,7 +35,7 @@ from eqdiff.io.manifests import file_digest, is_up_to_date, normalised
 from eqdiff.io.output_safety import inside
 from eqdiff.io.schemas.stage_manifests import PriorManifest
 from eqdiff.models.components import Components, load_components
-from eqdiff.prep.subjects import IMAGE_SUFFIXES, load_image
+from eqdiff.prep.subjects import image_files, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def copy_real_class_images(source_dir: str | Path, out_dir: str | Path, num_imag
     source_dir, out_dir = Path(source_dir), Path(out_dir)
     if not source_dir.is_dir():
         raise DataError(f"{source_dir}: prior.real_images_dir is not a folder")
-    sources = sorted(p for p in source_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    sources = list(image_files(source_dir))
     if len(sources) < num_images:
         raise DataError(
             f"{source_dir}: found {len(sources)} class image(s), expected at least {num_images} "

@@ -2,7 +2,10 @@
 and batch; docs/robustness.md).
 
 A subject folder holds the photos (``*.jpg|*.jpeg|*.png|*.webp``) at its top level; masks, when present, live
-in ``<subject>/masks/<stem>.png`` (the ``masks`` stage writes them there or elsewhere by path). Every image is
+in ``<subject>/masks/<stem>.png`` (the ``masks`` stage writes them there or elsewhere by path). Names that start
+with ``.`` are never photos (a folder copied from a Mac holds ``._00.jpg``, AppleDouble metadata, and
+``.DS_Store``; Jupyter leaves ``.ipynb_checkpoints/``): ``image_files``, the one listing of such folders, skips
+them with one INFO line (docs/robustness.md). Every image is
 validated when it is read: corrupt, truncated, zero-byte or non-image files, decompression bombs and degenerate
 sizes raise a one-line ``DataError`` naming the file; CMYK, 16-bit, palette, grey, RGBA and EXIF-rotated images
 are converted correctly to 8-bit RGB in display orientation.
@@ -10,6 +13,7 @@ are converted correctly to 8-bit RGB in display orientation.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +25,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from eqdiff.config import ResizeMode
 from eqdiff.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 MAX_PIXELS = 64_000_000
@@ -57,6 +63,18 @@ class PhotoMask:
     details: dict[str, Any]
 
 
+def image_files(directory: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> tuple[Path, ...]:
+    """The files with an image suffix at the top level of ``directory``, sorted by name; hidden names (starting
+    with ``.``) are skipped, and how many is logged once at INFO. Every stage that lists a folder of photos or
+    masks lists it here."""
+    entries = sorted(directory.iterdir())
+    hidden = [p.name for p in entries if p.name.startswith(".")]
+    if hidden:
+        shown = ", ".join(hidden[:3]) + (", ..." if len(hidden) > 3 else "")
+        logger.info("%s: skipped %d hidden file(s) (%s): not photos", directory, len(hidden), shown)
+    return tuple(p for p in entries if not p.name.startswith(".") and p.suffix.lower() in suffixes and p.is_file())
+
+
 def discover_subject(directory: str | Path, class_noun: str, min_photos: int = 2) -> Subject:
     """List a subject folder's photos; fewer than ``min_photos`` (RRA needs another photo as reference) is an error."""
     directory = Path(directory)
@@ -64,7 +82,7 @@ def discover_subject(directory: str | Path, class_noun: str, min_photos: int = 2
         raise DataError(f"{directory}: subject folder not found")
     if not class_noun or not class_noun.strip():
         raise DataError(f"{directory}: a class noun is required (e.g. 'toy', 'dog')")
-    photos = tuple(sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+    photos = image_files(directory)
     if len(photos) < min_photos:
         raise DataError(
             f"{directory}: found {len(photos)} photo(s), expected at least {min_photos} "

@@ -55,12 +55,24 @@ def _artefacts(layout: RunLayout) -> dict[str, tuple[Path, type]]:
     }
 
 
+def add_mac_leftovers(folder: Path) -> None:
+    """What a folder copied from a Mac holds beside the photos (AppleDouble ``._*``, ``.DS_Store``) and what Jupyter
+    leaves: every stage must skip them (docs/robustness.md, "Hidden files")."""
+    (folder / "._00.png").write_bytes(b"\x00\x05\x16\x07" + bytes(80))  # AppleDouble header, not a PNG
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(64))
+    (folder / ".ipynb_checkpoints").mkdir()
+    (folder / ".ipynb_checkpoints" / "00-checkpoint.png").write_bytes((folder / "00.png").read_bytes())
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunLayout, Path]:
-    """``masks`` (files backend) -> ``augment`` -> ``bands`` -> ``prior`` -> ``train`` (3 steps) -> ``generate``
+    """On a subject folder (and masks folder) with a Mac's and Jupyter's hidden files: ``masks`` (files backend) ->
+    ``augment`` -> ``bands`` -> ``prior`` -> ``train`` (3 steps) -> ``generate``
     (the prompt set ``live`` only) -> ``evaluate`` (small CLIP / DINO from directories) -> ``report``."""
     root = tmp_path_factory.mktemp("contract")
     subject = make_sample_subject(root / "toy", num_photos=3)
+    add_mac_leftovers(subject)
+    add_mac_leftovers(subject / "masks")
     clip = save_small_clip(root / "models" / "clip")
     torch.manual_seed(2)
     ViTModel(small_dino_config(), add_pooling_layer=False).save_pretrained(root / "models" / "dino")

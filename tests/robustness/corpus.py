@@ -139,6 +139,22 @@ def stray_files(env: Env, root: Path) -> Invocation:
     return Invocation(masks_run(subject, root / "out"), check=check)
 
 
+def mac_copy(env: Env, root: Path) -> Invocation:
+    """A subject folder copied from a Mac (AppleDouble ``._*`` beside each photo, ``.DS_Store``) that was also
+    opened in Jupyter (``.ipynb_checkpoints/``): hidden names are not photos."""
+    appledouble = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64)
+    extra = {"._00.png": appledouble, "._01.png": appledouble, ".DS_Store": b"\x00\x00\x00\x01Bud1" + bytes(32)}
+    subject = make_subject(root, extra)
+    (subject / ".ipynb_checkpoints").mkdir()
+    photo(seed=9).save(subject / ".ipynb_checkpoints" / "00-checkpoint.png")
+
+    def check() -> None:
+        written = sorted(p.name for p in (root / "out").glob("*.png"))
+        assert written == ["00.png", "01.png", "overlay.png"], written
+
+    return Invocation(masks_run(subject, root / "out"), check=check)
+
+
 def unicode_names(env: Env, root: Path) -> Invocation:
     subject = make_subject(root)
     for name in ("föto 1.png", "写真 2.jpg"):
@@ -276,6 +292,7 @@ CASES: list[Case] = [
     Case("subject: one photo", "subject folders", "masks", refused_masks(count=1), "found 1 photo(s)"),
     Case("subject: missing folder", "subject folders", "masks", art.missing_subject, "subject folder not found"),
     Case("subject: stray non-image files", "subject folders", "masks", stray_files, None, "non-images ignored"),
+    Case("subject: copied from a Mac (._*, .DS_Store)", "subject folders", "masks", mac_copy, None, "hidden skipped"),
     Case("subject: unicode and space names", "subject folders", "masks", unicode_names, None, "names kept"),
     Case("subject: two photos share a stem", "subject folders", "masks", duplicate_stems, "share a file stem"),
     Case(
