@@ -11,11 +11,14 @@ docs/method.md, Loading concepts), nothing can be ignored quietly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from eqdiff.config import ConfigError, ModelConfig
 from eqdiff.io.artifacts import ArtifactError, load_tensors, save_tensors, staged_directory, write_json
 from eqdiff.io.schemas.concept import FORMAT, ConceptManifest
 from eqdiff.method.fdte import FrequencyEmbeddings
@@ -94,6 +97,33 @@ def load_concept(directory: str | Path) -> Concept:
     _check_tensors(directory / WEIGHTS_FILE, tensors)
     reference = tensors.pop(REFERENCE_KEY)
     return Concept(tensors, reference, manifest)
+
+
+RUNTIME_MODEL_SETTINGS = ("cache_dir", "allow_download")
+"""``model`` settings that say where the base model's files are kept or may come from, not what it is: the params
+may change them for a concept (``eqdiff generate -S model.cache_dir=DIR``)."""
+
+
+def concept_model(concept_dir: str | Path, trained: Mapping[str, Any], settings: Mapping[str, Any]) -> ModelConfig:
+    """The model config to sample the concept at ``concept_dir`` with: the one it was ``trained`` with (its
+    manifest's), with the params' own ``model`` ``settings`` (only the keys the params set) for the
+    ``RUNTIME_MODEL_SETTINGS``. A setting that would change the base model and differs from the concept's own is
+    a ``ConfigError`` naming the concept's value: a concept only samples its own base model."""
+    own = ModelConfig.from_mapping(trained)
+    known = {f.name for f in fields(ModelConfig)}
+    changed = {}
+    for key, value in settings.items():
+        if key not in known:
+            continue  # the params' own validation names unknown keys
+        if key in RUNTIME_MODEL_SETTINGS:
+            changed[key] = value
+        elif value != getattr(own, key):
+            raise ConfigError(
+                f"model.{key}: {value!r}, but the concept at {concept_dir} was trained with model.{key} = "
+                f"{getattr(own, key)!r}; a concept samples its own base model (leave model.{key} out or train a "
+                "new concept)"
+            )
+    return replace(own, **changed) if changed else own
 
 
 def check_concept_base_model(

@@ -17,8 +17,10 @@ alone, so an image reproduces independently of the other prompts and of its posi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +34,7 @@ from eqdiff.method import rra
 from eqdiff.method.fdte import FrequencyEmbeddings, encode_prompt
 from eqdiff.method.prompts import remove_placeholder, tokenize, training_reference_prompt
 from eqdiff.models.components import Components, Denoiser, load_components
-from eqdiff.models.concept import MANIFEST_FILE, Concept, ConceptError, apply_concept, load_concept
+from eqdiff.models.concept import MANIFEST_FILE, Concept, ConceptError, apply_concept, concept_model, load_concept
 from eqdiff.models.presets import preset, preset_names
 from eqdiff.pipelines.reference import UnconditionalReferenceCache, reference_rows
 from eqdiff.prep.subjects import center_crop_resize, image_to_tensor
@@ -122,11 +124,13 @@ class EqDiffPipeline(DiffusionPipeline):
         model: ModelConfig | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
+        model_settings: Mapping[str, Any] | None = None,
     ) -> EqDiffPipeline:
         """The base model the concept was trained on (its manifest's model config, unless ``model`` is given)
-        with the concept attached: what ``eqdiff generate`` samples."""
+        with the concept attached: what ``eqdiff generate`` samples. ``model_settings`` (the params' own ``model``
+        values) may move the cache or allow downloads, never change the base model (``concept_model``)."""
         concept = load_concept(concept_dir)
-        model = model or ModelConfig.from_mapping(concept.manifest.config["model"])
+        model = model or concept_model(concept_dir, concept.manifest.config["model"], model_settings or {})
         return cls.from_concept(concept, load_components(model), device, dtype, where=concept_dir)
 
     def to(self, *args, **kwargs) -> EqDiffPipeline:

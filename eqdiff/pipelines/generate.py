@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from tqdm.auto import tqdm
@@ -67,8 +69,13 @@ def generate_samples(
     prompt_sets: dict[str, Path] | None = None,
     reference: Path | None = None,
     device: str = "auto",
+    model_settings: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Generate ``config.num_images_per_prompt`` images for every template of every prompt set into ``out``."""
+    """Generate ``config.num_images_per_prompt`` images for every template of every prompt set into ``out``.
+
+    The base model is the concept's own; ``model_settings`` (the params' ``model`` values, those set) may move its
+    cache or allow downloads (``eqdiff.models.concept.concept_model``), and a value that would change it is refused.
+    """
     prompt_sets = prompt_sets or parse_prompt_sets([])
     for name in prompt_sets:  # each name becomes a folder of ``out``; the params ``prompts:`` keys come here too
         check_prompt_set(name, "prompt set")
@@ -81,7 +88,7 @@ def generate_samples(
     reference_image = load_image(reference) if reference is not None else None
     torch_device = resolve_device(device)
     dtype = inference_dtype(config.precision, torch_device)
-    pipe = EqDiffPipeline.from_concept_dir(concept, device=torch_device, dtype=dtype)
+    pipe = EqDiffPipeline.from_concept_dir(concept, device=torch_device, dtype=dtype, model_settings=model_settings)
     if config.compile:
         pipe.enable_compile()
     manifest = ConceptManifest.read(concept / ConceptManifest.FILE)

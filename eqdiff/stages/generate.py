@@ -1,7 +1,10 @@
 """``eqdiff generate``: sample a concept over prompt sets -> ``eqdiff.pipelines.generate.generate_samples``.
 
-Reads params section ``generate``. ``--prompts unstylized=prompts/live.txt --prompts stylized=prompts/style.txt``
-names the prompt sets (default: the package's demo lists). Output layout: see ``eqdiff.pipelines.generate``.
+Reads params section ``generate`` and, of ``model``, what says where the base model's files are kept
+(``cache_dir``, ``allow_download``): the base model itself is the concept's own, and a ``model`` value that would
+change it is refused in one line naming the concept's value. ``--prompts unstylized=prompts/live.txt --prompts
+stylized=prompts/style.txt`` names the prompt sets (default: the package's demo lists). Output layout: see
+``eqdiff.pipelines.generate``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from eqdiff.config import GenerateConfig, Params
+from eqdiff.config import GenerateConfig, ModelConfig, Params
 from eqdiff.pipelines.generate import generate_samples, parse_prompt_sets
 
 
@@ -38,8 +41,11 @@ def run(
     device: str = "auto",
 ) -> Path:
     """The stage (every door calls this): images of ``concept`` for every prompt of ``prompt_sets`` into ``out``."""
-    config = Params.of(params).section(GenerateConfig)
-    return generate_samples(concept, out, config, prompt_sets, reference, device)
+    params = Params.of(params)
+    config = params.section(GenerateConfig)
+    model = params.section(ModelConfig)  # validated; only the keys the params set are passed on
+    settings = {key: getattr(model, key) for key in params.get("model") or {}}
+    return generate_samples(concept, out, config, prompt_sets, reference, device, settings)
 
 
 def main(args: argparse.Namespace, params: Params) -> None:

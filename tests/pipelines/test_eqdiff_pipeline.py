@@ -63,6 +63,23 @@ def trained(tmp_path_factory):
     return root
 
 
+def test_generate_honours_where_the_model_is_kept_and_refuses_another_base_model(trained, tmp_path, capsys):
+    """``-S model.cache_dir=DIR`` moves the base model's cache for one command (it does not change the weights);
+    a ``model`` value that would change the base model is refused in one line naming the concept's own."""
+    from support.stage_cli import run_cli
+
+    params, concept = str(trained / "params.yaml"), str(trained / "concept")
+    moved = tmp_path / "moved-cache"
+    argv = ["generate", "--params", params, "--concept", concept, "-S", "generate.num_images_per_prompt=1"]
+    assert run_cli([*argv, "-S", f"model.cache_dir={moved}", "--out", str(tmp_path / "samples")]) == 0
+    assert (tmp_path / "samples" / "index.json").is_file() and any(moved.rglob("*.safetensors"))  # built there
+    capsys.readouterr()
+    assert run_cli([*argv, "-S", "model.seed=7", "--out", str(tmp_path / "other")]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("eqdiff generate: error: model.seed: 7, but the concept at ") and "model.seed = 0" in line
+    assert not (tmp_path / "other").exists()
+
+
 def test_concept_directory_holds_safetensors_and_a_manifest_only(trained):
     assert sorted(p.name for p in (trained / "concept").iterdir()) == ["concept.json", "concept.safetensors"]
     manifest = json.loads((trained / "concept" / "concept.json").read_text())
