@@ -6,9 +6,11 @@ run folders come from the layout. Prefect caching is off (``cache_policy=NONE``)
 inputs are unchanged, and DVC caches the DVC path.
 
 Retries only where one can help: the registry's ``resumable`` stages (``prior``, ``train``, ``generate``)
-resume from what they already wrote (a lost worker, a CUDA OOM beside another job), and ``track`` may meet a
-locked SQLite store. A user error (``EqDiffError``: a corrupt photo, a bad param) is never retried: the run
-fails with the stage's one line.
+resume from what they already wrote (a lost worker, a CUDA OOM beside another job, an output whose lock a live
+process holds), and ``track`` may meet a locked SQLite store. What a retry cannot fix fails the task once, with
+the one line the CLI would print (docs/robustness.md, "Retries"): a user error (``EqDiffError``: a corrupt photo,
+a bad param) and an operating-system error about a path (a read-only output, a missing folder, a full disk:
+``os_error_message``). Connection errors (a lost Dask worker or server) stay retried.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from eqdiff.config import Params
-from eqdiff.errors import EqDiffError
+from eqdiff.errors import EqDiffError, os_error_message
+from eqdiff.io.artifacts import OutputBusyError
 from eqdiff.io.run_layout import RunLayout
 from eqdiff.stages import STAGES
 from tasks.logs import forward_eqdiff_logs
@@ -31,10 +34,33 @@ from tasks.tracking import log_pipeline
 forward_eqdiff_logs()  # in every process that runs these tasks (the flow's, each Dask worker)
 
 
+class StageOSError(EqDiffError):
+    """An operating-system error of a stage, as the CLI's one line (``os_error_message``): not retried."""
+
+
+def one_line_os_errors(function):
+    """``function`` with its operating-system errors about paths raised as ``StageOSError`` (one line); connection
+    errors (``ConnectionError``, ``TimeoutError``, a closed Dask comm) pass unchanged, to be retried."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except OSError as exc:
+            if isinstance(exc, ConnectionError | TimeoutError) or type(exc).__module__.startswith("distributed"):
+                raise
+            raise StageOSError(os_error_message(exc)) from None
+
+    return wrapper
+
+
 def retry_unless_user_error(task, task_run, state) -> bool:
-    """Prefect ``retry_condition_fn``: retry unexpected failures, never an ``EqDiffError``."""
+    """Prefect ``retry_condition_fn``: retry what may succeed later (an output another live process is writing,
+    unexpected failures), never a user error or a path's operating-system error (both ``EqDiffError``)."""
     try:
         state.result()
+    except OutputBusyError:
+        return True
     except EqDiffError:
         return False
     except Exception:
@@ -52,8 +78,9 @@ def options(stage: str) -> dict[str, Any]:
 
 
 def run(stage: str):
-    """The typed ``run`` of a registered stage (its module imported in the process that runs the task)."""
-    return STAGES[stage].load().run
+    """The typed ``run`` of a registered stage (its module imported in the process that runs the task), its
+    operating-system errors as one line (``one_line_os_errors``)."""
+    return one_line_os_errors(STAGES[stage].load().run)
 
 
 @task(name="check-models", **options("check-models"))

@@ -34,6 +34,11 @@ class ArtifactError(EqDiffError):
     """An artefact is corrupt, foreign, or its output directory is busy."""
 
 
+class OutputBusyError(ArtifactError):
+    """Another live process holds the output directory's lock: a user error at the CLI (one line, exit 2), and
+    what a Prefect task may retry, since that process will finish (tasks/stages.py)."""
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -193,7 +198,7 @@ class OutputLock:
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise ArtifactError(
+                raise OutputBusyError(
                     f"{self.directory}: another run is writing this output directory (lock {self.lock_path})"
                 ) from None
             raise

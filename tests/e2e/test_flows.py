@@ -9,11 +9,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
-from support.pipeline_copy import REPO, TINY
+from support.flow_params import write_params
+from support.pipeline_copy import REPO
 
-from eqdiff.method.prompts import builtin_prompt_file
-from eqdiff.prep.classes import class_slug
 from eqdiff.prep.sample import make_sample_subject
 
 
@@ -39,22 +37,6 @@ def task_runs_and_logs(flow_run_id) -> tuple[list[str], list[str]]:
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
     names = [run.name for run in task_runs if not run.name.startswith("benchmark-runs")]
     return names, [log.message for log in logs]
-
-
-def write_params(root: Path, subjects: list[dict], variants: list[str]) -> Path:
-    """The repository's params.yaml at tiny settings, with these subjects (``{name, dir, class_noun}``) and
-    variants, MLflow under ``root``."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    classes = {class_slug(s["class_noun"]): s["class_noun"] for s in subjects}
-    subjects = [{"name": s["name"], "dir": s["dir"], "class": class_slug(s["class_noun"])} for s in subjects]
-    params.update(subjects=subjects, classes=classes, variants=variants)
-    params["prompts"] = {name: str(builtin_prompt_file(f"demo_{name}")) for name in ("unstylized", "stylized")}
-    params["orchestration"].update(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", n_workers=2)
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
 
 
 @pytest.mark.slow
