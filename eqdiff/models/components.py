@@ -61,7 +61,19 @@ def load_components(config: ModelConfig) -> Components:
     checkpoint file, ``eqdiff.models.base_weights``) or a hub id when downloads are allowed."""
     entry = preset(config.preset)
     source = resolve_model_path(config)
-    tokenizer, text_encoder, unet, vae, scheduler = read_components(source, config.allow_download)
+    try:
+        loaded = read_components(source, config.allow_download)
+    except ModelError as exc:
+        rebuild = getattr(entry, "rebuild", None)  # a cache the preset derives heals once (derived_cache)
+        if rebuild is None:
+            raise
+        logger.warning("%s; rebuilding that cache once", exc)
+        source = rebuild(config, cache_root(config))
+        try:
+            loaded = read_components(source, config.allow_download)
+        except ModelError as again:
+            raise ModelError(f"{again}; it was rebuilt once already: delete the folder {source}") from None
+    tokenizer, text_encoder, unet, vae, scheduler = loaded
     for module in (text_encoder, unet, vae):
         module.requires_grad_(False).eval()
     identity = entry.identity(config, source)

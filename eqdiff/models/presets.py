@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from functools import cache
 from pathlib import Path
 from typing import ClassVar, Protocol
 
 from eqdiff.config import ModelConfig
 from eqdiff.errors import ModelError
+from eqdiff.models import derived_cache
 from eqdiff.models.architectures import RANDOM_PRESETS, SD_V1_SCHEDULER, build_clip_tokenizer
 from eqdiff.plugins import load_plugins
 
@@ -64,6 +63,10 @@ class Preset(Protocol):
         ``EqDiffError`` when it is not one; None where ``check-models``' SD v1.x checks of a diffusers directory
         or single checkpoint file apply."""
         ...
+
+    # A preset whose source is a cache it derives (``eqdiff.models.derived_cache``) also has
+    # ``rebuild(config, cache) -> str``: the source rebuilt, called once by ``load_components`` when a file of it
+    # fails to load.
 
 
 def default_cache_dir() -> Path:
@@ -105,23 +108,16 @@ def build_random_preset(name: str, seed: int, directory: Path) -> None:
     )
 
 
-def preset_directory(config: ModelConfig) -> Path:
-    """A random preset's directory, built once (atomically) and then reused."""
-    root = cache_root(config)
-    directory = root / f"{config.preset}-v1-seed{config.seed}"
-    if not (directory / "eqdiff_preset.json").is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{config.preset}-", dir=root))
-        try:
-            build_random_preset(config.preset, config.seed, staging)
-            try:
-                staging.rename(directory)
-            except OSError:  # another process built it first: theirs is identical
-                if not (directory / "eqdiff_preset.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return directory
+def preset_directory(config: ModelConfig, rebuild: bool = False) -> Path:
+    """A random preset's directory, built once (atomically), checked when reused and rebuilt when damaged
+    (``eqdiff.models.derived_cache``); ``rebuild``: a file of it failed to load."""
+    directory = cache_root(config) / f"{config.preset}-v1-seed{config.seed}"
+    return derived_cache.ensure(
+        directory,
+        lambda folder: build_random_preset(config.preset, config.seed, folder),
+        f"{config.preset} preset",
+        rebuild,
+    )
 
 
 class SeededPreset:
@@ -136,6 +132,10 @@ class SeededPreset:
 
     def source(self, config: ModelConfig, cache: Path) -> str:
         return str(preset_directory(config))
+
+    def rebuild(self, config: ModelConfig, cache: Path) -> str:
+        """The source again, rebuilt: a file of it failed to load (``load_components``)."""
+        return str(preset_directory(config, rebuild=True))
 
     def reads(self, config: ModelConfig, cache: Path) -> Path:
         return cache / f"{self.name}-v1-seed{config.seed}"

@@ -30,6 +30,12 @@ class WorldPreset:
 
         return str(world_directory(config.path, cache)[0])
 
+    def rebuild(self, config: ModelConfig, cache: Path) -> str:
+        """The completed directory again, rebuilt: a file of it failed to load (``load_components``)."""
+        from eqdiff.world.preset import world_directory
+
+        return str(world_directory(config.path, cache, rebuild=True)[0])
+
     def reads(self, config: ModelConfig, cache: Path) -> Path:
         from eqdiff.world.preset import SHIPPED_MODEL
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel
 
 from eqdiff.errors import ModelError
+from eqdiff.models import derived_cache
 from eqdiff.models.architectures import SD_V1_SCHEDULER, build_clip_tokenizer
 
 SHIPPED_MODEL = Path(__file__).parent / "weights" / "model"
@@ -99,31 +100,26 @@ def world_digest(source: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def world_directory(path: str | None, cache_root: Path) -> tuple[Path, str]:
+def world_directory(path: str | None, cache_root: Path, rebuild: bool = False) -> tuple[Path, str]:
     """``(diffusers directory, digest)`` of the world model at ``path``, completed once (atomically) in
-    ``cache_root``."""
+    ``cache_root``, checked when reused and rebuilt when damaged (``eqdiff.models.derived_cache``); ``rebuild``: a
+    file of it failed to load."""
     source = world_source(path)
     digest = world_digest(source)
+
+    def complete(staging: Path) -> None:
+        for name in WEIGHT_FOLDERS:
+            shutil.copytree(source / name, staging / name)
+        if world_digest(staging) != digest:  # the copy is verified against the source's digest
+            raise ModelError(f"{source}: its files changed while they were copied into the cache; run again")
+        expand_token_table(staging / "text_encoder")
+        build_clip_tokenizer(staging / "tokenizer").save_pretrained(staging / "tokenizer")
+        DDPMScheduler.from_config(SD_V1_SCHEDULER).save_pretrained(staging / "scheduler")
+        record = source / RECORD_FILE
+        (staging / RECORD_FILE).write_bytes(record.read_bytes() if record.is_file() else b"{}\n")
+
     directory = cache_root / f"world-{digest}"
-    if not (directory / RECORD_FILE).is_file():
-        cache_root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".world-", dir=cache_root))
-        try:
-            for name in WEIGHT_FOLDERS:
-                shutil.copytree(source / name, staging / name)
-            expand_token_table(staging / "text_encoder")
-            build_clip_tokenizer(staging / "tokenizer").save_pretrained(staging / "tokenizer")
-            DDPMScheduler.from_config(SD_V1_SCHEDULER).save_pretrained(staging / "scheduler")
-            record = source / RECORD_FILE
-            (staging / RECORD_FILE).write_bytes(record.read_bytes() if record.is_file() else b"{}\n")
-            try:
-                staging.rename(directory)
-            except OSError:  # another process completed it first: theirs is identical
-                if not (directory / RECORD_FILE).is_file():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return directory, digest
+    return derived_cache.ensure(directory, complete, "world preset", rebuild), digest
 
 
 def load_world_model(source: Path) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel, set[int], dict]:
