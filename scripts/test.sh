@@ -28,7 +28,9 @@ set +e
 # --dist loadgroup: each test is a unit of work, except that tests sharing a module fixture (the DVC demo project,
 # a trained concept) are grouped on one worker (tests/conftest.py); --no-loadscope-reorder keeps the suite's
 # longest-first order. PYTEST_WORKERS=0 runs in one process.
-workers="${PYTEST_WORKERS:-$(( $(nproc) + 1 ))}"
+# (the cores this process may use; not `nproc`, which answers OMP_NUM_THREADS, set to 1 above)
+cores=$(.venv/bin/python -c 'import os; print(len(os.sched_getaffinity(0)))')
+workers="${PYTEST_WORKERS:-$((cores + 1))}"
 .venv/bin/python -m pytest -n "$workers" --dist loadgroup --no-loadscope-reorder --durations=25 \
   -o console_output_style=times "${args[@]}"
 status=$?
