@@ -141,7 +141,28 @@ def _client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+"""The experiment's kind, as MLflow 3's UI reads it: model training, not a GenAI app (whose traces pages are empty
+here). MLflow 3.17 still opens an experiment on its Overview tab: the runs table is ``runs_address``."""
+UI_ADDRESS = "http://127.0.0.1:5000"
+"""Where ``mlflow ui`` serves a local store (README, "MLflow")."""
+
+
+def runs_address(tracking_uri: str, experiment_id: str) -> str:
+    """The address of the experiment's runs table: on the tracking server, or on ``mlflow ui`` for a local store."""
+    base = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else UI_ADDRESS
+    return f"{base}/#/experiments/{experiment_id}/runs"
+
+
 def _experiment_id(client, name: str, tracking_uri: str) -> str:
+    experiment_id = _find_or_create_experiment(client, name, tracking_uri)
+    experiment = client.get_experiment(experiment_id)
+    if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND)
+    return experiment_id
+
+
+def _find_or_create_experiment(client, name: str, tracking_uri: str) -> str:
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
@@ -232,6 +253,33 @@ def _git_commit() -> str | None:
     return result.stdout.strip()
 
 
+def work_span(files: list[Path], first_step: float | None = None) -> tuple[int | None, int | None]:
+    """``(start, end)`` in ms of the work that wrote ``files`` (the earliest and latest modification time of those
+    that exist; ``first_step``, a wall time in s, may start it earlier): a run records when its work happened, not
+    when the tracking stage logged it."""
+    written = [path.stat().st_mtime for path in files if path.exists()]
+    starts = written + ([first_step] if first_step is not None else [])
+    if not starts:
+        return None, None
+    return int(min(starts) * 1000), int(max(written or starts) * 1000)
+
+
+def _run_files(layout: RunLayout, subject: str, variant: str) -> list[Path]:
+    """What one (subject, variant) run's stages wrote: the concept, its losses, the samples and the evaluation."""
+    return [
+        layout.losses(subject, variant),
+        layout.concept(subject, variant) / "concept.json",
+        layout.samples(subject, variant) / "index.json",
+        layout.metrics(subject, variant),
+        layout.evaluation(subject, variant),
+    ]
+
+
+def _first_step_time(layout: RunLayout, subject: str, variant: str) -> float | None:
+    times = [wall for _, wall, _ in read_losses(layout.losses(subject, variant)) if wall is not None]
+    return min(times) if times else None
+
+
 def _log_nested_run(
     client,
     experiment_id: str,
@@ -249,8 +297,10 @@ def _log_nested_run(
     ``open_runs`` (the runs to end if logging dies)."""
     info = layout.evaluation(subject.name, variant)
     calibrated = info.is_file() and EvaluationRecord.read(info).calibrated
+    start, end = work_span(_run_files(layout, subject.name, variant), _first_step_time(layout, subject.name, variant))
     run = client.create_run(
         experiment_id,
+        start_time=start,
         run_name=f"{subject.name}/{variant}-{suffix}",
         tags={
             "mlflow.parentRunId": parent_id,
@@ -265,7 +315,7 @@ def _log_nested_run(
     open_runs.insert(0, run_id)
     _log_batches(client, run_id, flat, _metric_rows(layout, subject.name, variant))
     _log_artifacts(client, run_id, layout, subject.name, variant)
-    client.set_terminated(run_id)
+    client.set_terminated(run_id, end_time=end)
     open_runs.remove(run_id)
     return run_id
 
@@ -319,7 +369,18 @@ def log_pipeline(
     origin = {**run_tags(), **owner_tags()}
     tags = {"eqdiff.source": source, "eqdiff.subjects": ",".join(s.name for s in subjects), **origin}
     suffix = run_suffix()
-    parent = client.create_run(experiment_id, run_name=f"{run_name or f'pipeline-{source}'}-{suffix}", tags=tags)
+    # the pipeline's work: every stage output of these subjects and variants, the class images and the report
+    outputs = [
+        *(layout.subject(s.name) / name for s in subjects for name in ("masks/masks.json", "augment/augment.json")),
+        *(layout.bands(s.name) / "bands.json" for s in subjects),
+        *(layout.prior(s.class_noun) / "prior.json" for s in subjects),
+        *(path for s in subjects for v in variants for path in _run_files(layout, s.name, v)),
+        *([Path(reports_dir) / "summary.json"] if reports_dir is not None else []),
+    ]
+    steps = [t for s in subjects for v in variants if (t := _first_step_time(layout, s.name, v)) is not None]
+    start, end = work_span(outputs, min(steps) if steps else None)
+    run_title = f"{run_name or f'pipeline-{source}'}-{suffix}"
+    parent = client.create_run(experiment_id, start_time=start, run_name=run_title, tags=tags)
     parent_id = parent.info.run_id
     nested: dict[str, str] = {}
     run_params: list[dict[str, str]] = []
@@ -346,8 +407,9 @@ def log_pipeline(
         for run_id in open_runs:
             client.set_terminated(run_id, status=status)
         raise
-    client.set_terminated(parent_id)
+    client.set_terminated(parent_id, end_time=end)
     logger.info("MLflow: parent run %s with %d nested run(s) in %s", parent_id, len(nested), tracking_uri)
+    logger.info("MLflow: the runs table is %s", runs_address(tracking_uri, experiment_id))
     return {
         "tracking_uri": tracking_uri,
         "experiment": config.experiment,

@@ -192,3 +192,66 @@ def test_exp_run_of_band_probabilities_reruns_train_onwards_only(demo_project: P
     changed = json.loads(dvc(demo_project, "status", "--json").stdout)
     # track logs every section; it runs last anyway.
     assert sorted(changed) == ["bands@0", "track", "train@subject0-F"]
+
+
+def _chromium_dom(url: str, profile: Path) -> str:
+    """The DOM headless Chromium renders at ``url`` once its scripts have had 20 s of virtual time."""
+    import shutil
+    import subprocess
+
+    command = [
+        shutil.which("chromium") or shutil.which("chromium-browser"),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1000",
+        "--virtual-time-budget=20000",
+        "--dump-dom",
+        url,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not any(map(__import__("shutil").which, ("chromium", "chromium-browser"))),
+    reason="chromium not installed (CI installs it: apt-get install chromium)",
+)
+def test_mlflow_ui_as_the_readme_says_shows_the_demos_runs(demo_project: Path, tmp_path: Path):
+    """README, "MLflow": `mlflow ui --backend-store-uri sqlite:///mlflow.db`, then the runs table at
+    http://127.0.0.1:5000/#/experiments/1/runs: headless Chromium finds the experiment on the home page and the
+    demo's pipeline run (its nested run folded under it) in that table."""
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+    from support.pipeline_copy import BIN, project_env
+    from support.servers import free_port, stop, wait_healthy
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{demo_project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("eqdiff")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2, [run.info.run_name for run in runs]
+    # the table lists the parent runs, each with its nested runs folded under it
+    names = [run.info.run_name for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert len(names) == 1 and names[0].startswith("pipeline-dvc-"), names
+    port, log = free_port(), tmp_path / "mlflow-ui.log"
+    command = [str(BIN / "mlflow"), "ui", "--backend-store-uri", "sqlite:///mlflow.db", "--port", str(port)]
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            command, cwd=demo_project, env=project_env(demo_project), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        home = f"http://127.0.0.1:{port}"
+        wait_healthy(f"{home}/health", server, log, 120)
+        link = f"#/experiments/{experiment.experiment_id}"
+        assert link in _chromium_dom(home, tmp_path / "profile"), "the home page does not list the eqdiff experiment"
+        logged = (demo_project / "tracking" / "mlflow_run.json").read_text()
+        assert experiment.experiment_id == "1" and "eqdiff" in logged  # the README's address names experiment 1
+        page = _chromium_dom(f"{home}/{link}/runs", tmp_path / "profile")
+        missing = [name for name in names if name not in page]
+        assert not missing, f"the experiment page does not show the runs {missing}:\n{page[-3000:]}"
+    finally:
+        stop(server)

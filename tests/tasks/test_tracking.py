@@ -73,3 +73,32 @@ def test_parent_runs_names_and_loss_timestamps_read_back(tracked: tuple[dict, Pa
     assert len({m.timestamp for m in history}) == 3
     assert [m.value for m in history] == pytest.approx([r["loss/total"] for r in records])
     assert "time" not in client.get_run(first["runs"]["toy/F"]).data.metrics
+
+
+def test_runs_carry_the_times_of_their_work_and_the_experiment_opens_on_its_runs(tracked: tuple[dict, Path]):
+    """A run's start and end are when its stages wrote their outputs (the first training step to the evaluation),
+    not the moment the tracking stage logged it; the experiment is tagged as model training, so MLflow 3's UI
+    opens it on the runs table."""
+    import os
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from tasks.tracking import EXPERIMENT_KIND, log_pipeline
+
+    params, runs = tracked
+    hour_ago = time.time() - 3600
+    for path in runs.rglob("*"):  # the work happened an hour before it is tracked
+        if path.is_file():
+            os.utime(path, (hour_ago, hour_ago))
+    logged = log_pipeline(params, runs)
+    client = MlflowClient(tracking_uri=logged["tracking_uri"])
+    records = [json.loads(line) for line in (runs / "toy" / "F" / "losses.jsonl").read_text().splitlines()]
+    nested = client.get_run(logged["runs"]["toy/F"]).info
+    assert abs(nested.start_time - min(min(r["time"] for r in records), hour_ago) * 1000) <= 1
+    assert abs(nested.end_time - hour_ago * 1000) <= 1
+    parent = client.get_run(logged["parent_run_id"]).info
+    assert parent.start_time <= nested.start_time and abs(parent.end_time - hour_ago * 1000) <= 1
+    assert parent.end_time < time.time() * 1000 - 3000 * 1000  # not the tracking stage's own time
+    experiment = client.get_experiment_by_name("tracking-test")
+    assert experiment.tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1] == "custom_model_development"
