@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -59,30 +60,47 @@ LONGEST_FIRST = (
     "robustness/test_corpus.py",
 )
 WIDE_SCOPES = {"module", "class", "package"}
+_WIDE_FIXTURE = re.compile(r'scope="(module|class|package)"')
+SHARED_FIXTURE_FILES = frozenset(
+    path.relative_to(TESTS).as_posix()
+    for path in TESTS.rglob("test_*.py")
+    if _WIDE_FIXTURE.search(path.read_text(encoding="utf-8"))
+)
+"""Test files that define a module- (or class-) scoped fixture: the DVC demo project, a trained concept, a cluster
+of servers. Their tests run on one worker, so the fixture is built once (``GroupedScheduling``)."""
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # pytest-xdist registers it too; registered here as well so that a run without xdist (-p no:xdist) collects
-    config.addinivalue_line("markers", "xdist_group(name): run these tests on one xdist worker (tests/conftest.py)")
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup`` (scripts/test.sh) as ``GroupedScheduling``: pytest-xdist's own groups rename node ids,
+    which pytest 9 no longer reads (its ``loadgroup`` then splits every file), so the groups are made here."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupedScheduling(LoadScopeScheduling):
+        """Each test is its own unit of work, so short tests fill whichever worker is free (one unit per file,
+        ``--dist loadfile``, left a worker's next file queued behind its longest test), except the tests of a
+        ``SHARED_FIXTURE_FILES`` file, which form one unit. Units go out in collection order: the longest first
+        (``LONGEST_FIRST``, kept by ``--no-loadscope-reorder``)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return file if file.removeprefix("tests/") in SHARED_FIXTURE_FILES else nodeid
+
+    return GroupedScheduling(config, log)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark ``e2e`` tests; put the longest files first; keep the tests that share a module (or class) fixture on
-    one xdist worker.
-
-    scripts/test.sh runs ``--dist loadgroup``: a test is its own unit of work, so short tests fill whichever worker
-    is free, except that tests sharing a module-scoped fixture (the DVC demo project, a trained concept, a
-    cluster of servers) form one group named after their file, built once on one worker. (One unit per file,
-    ``--dist loadfile``, left a worker's next file queued behind its longest test.)
-    """
+    """Mark ``e2e`` tests and put the longest files first; a test whose module- or class-scoped fixture comes from
+    elsewhere (a conftest) must be in a ``SHARED_FIXTURE_FILES`` file, or the scheduler would build it per test."""
     for item in items:
         if TESTS / "e2e" in item.path.parents:
             item.add_marker(pytest.mark.e2e)
         definitions = getattr(item, "_fixtureinfo", None)
         scopes = {d.scope for defs in (definitions.name2fixturedefs.values() if definitions else ()) for d in defs}
-        if scopes & WIDE_SCOPES:
-            item.add_marker(pytest.mark.xdist_group(item.path.relative_to(TESTS).as_posix()))
+        name = item.path.relative_to(TESTS).as_posix() if TESTS in item.path.parents else ""
+        if scopes & WIDE_SCOPES and name not in SHARED_FIXTURE_FILES:
+            raise pytest.UsageError(f"{name}: uses a module-scoped fixture defined elsewhere; group it in conftest.py")
 
     def rank(item: pytest.Item) -> int:
         name = item.path.relative_to(TESTS).as_posix() if TESTS in item.path.parents else ""
