@@ -26,7 +26,6 @@ there, so every experiment lands in the one store. Runs are tagged with the DVC 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -38,77 +37,20 @@ from pathlib import Path
 from typing import Any
 
 from eqdiff.config import (
-    AugmentConfig,
-    EvaluateConfig,
-    MasksConfig,
-    MethodConfig,
     OrchestrationConfig,
-    PriorConfig,
     load_params,
-    section_to_dict,
 )
 from eqdiff.errors import EqDiffError
-from eqdiff.evaluation.records import METRICS
 from eqdiff.io.artifacts import write_json
 from eqdiff.io.run_layout import RunLayout
 from eqdiff.io.schemas.evaluation import EvaluationRecord, MetricsRecord
 from tasks.run_owners import Terminated, close_stale_runs, owner_tags, raise_terminated
 from tasks.spec import read_subjects, read_variants
+from tasks.tracking_data import averaged_metrics, common_params, final_metrics, flatten_params, read_losses
 
 logger = logging.getLogger(__name__)
 
 _BATCH = 100  # MLflow's log_batch limit for params (metrics allow 1000)
-
-
-def flatten_params(params: dict[str, Any], variant: str) -> dict[str, str]:
-    """Every config section as ``section.key`` -> string, the method sections with ``variant`` applied."""
-    method_params = {**params, "train": {**(params.get("train") or {}), "variant": variant}}
-    sections = MethodConfig.from_dict(method_params).resolved().to_dict()
-    for cls in (MasksConfig, AugmentConfig, PriorConfig, EvaluateConfig):
-        sections[cls.SECTION] = section_to_dict(cls.from_mapping(params.get(cls.SECTION)))
-    return {f"{name}.{key}": _param_value(value) for name, values in sections.items() for key, value in values.items()}
-
-
-def _param_value(value: Any) -> str:
-    return json.dumps(list(value)) if isinstance(value, tuple) else str(value)
-
-
-def read_losses(path: Path) -> list[tuple[int, float | None, dict[str, float]]]:
-    """``(step, wall time in s or None, {"loss/total": ...})`` rows of a ``losses.jsonl`` (missing file: none;
-    a log written before records carried ``time``: None).
-
-    A line that is not ``{"step": int, name: number, ...}`` (a killed run's half-written last line) is an
-    ``EqDiffError`` naming ``path:line``; re-running ``eqdiff train`` resumes and trims it.
-    """
-    if not path.is_file():
-        return []
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            step, wall_time = record.pop("step"), record.pop("time", None)
-            if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-                raise ValueError(step)
-            if wall_time is not None and not isinstance(wall_time, int | float):
-                raise ValueError(wall_time)
-            rows.append((step, wall_time, {k: float(v) for k, v in record.items()}))
-        except (ValueError, TypeError, AttributeError, KeyError):
-            raise EqDiffError(
-                f"{path}:{number}: not a loss record (half-written by a killed run? re-run `eqdiff train`)"
-            ) from None
-    return rows
-
-
-def final_metrics(metrics: MetricsRecord) -> dict[str, float]:
-    """``{"unstylized/clip_t": ..., "stylized/dino_i": ..., "live/clip_t": ...}``: the paper's metrics of every
-    prompt set of an ``eqdiff evaluate`` metrics file."""
-    return {
-        f"{prompt_set}/{name}": float(getattr(block, name))
-        for prompt_set, block in metrics.sets.items()
-        for name in METRICS
-    }
 
 
 def resolve_tracking_uri(uri: str) -> str:
@@ -206,22 +148,6 @@ def _metric_rows(layout: RunLayout, subject: str, variant: str) -> list:
         final = final_metrics(MetricsRecord.read(metrics_file))
         rows += [Metric(key, value, evaluated, 0) for key, value in final.items()]
     return rows
-
-
-def common_params(per_run: list[dict[str, str]]) -> dict[str, str]:
-    """The params every nested run shares (what the parent run carries; variant-dependent ones differ)."""
-    first, *others = per_run
-    return {key: value for key, value in first.items() if all(other.get(key) == value for other in others)}
-
-
-def averaged_metrics(per_run: dict[tuple[str, str], dict[str, float]]) -> dict[str, float]:
-    """Per variant, each final metric averaged over subjects: ``{"F/unstylized/clip_t": ...}`` (the report's
-    macro average), as the parent run's metrics."""
-    sums: dict[str, list[float]] = {}
-    for (_, variant), metrics in per_run.items():
-        for key, value in metrics.items():
-            sums.setdefault(f"{variant}/{key}", []).append(value)
-    return {key: sum(values) / len(values) for key, values in sums.items()}
 
 
 def run_suffix() -> str:
