@@ -121,16 +121,75 @@ def exp_queue_task(overrides: dict[str, Any], name: str, repo: Path) -> str:
 _WORKERS = re.compile(r"^Worker status: (\d+) active, (\d+) idle")
 
 
-def queue_state(repo: Path) -> tuple[dict[str, str], int]:
-    """``dvc queue status``: experiment name -> ``Queued | Running | Success | Failed``, and live workers."""
-    statuses, workers = {}, 0
+def queue_state(repo: Path) -> tuple[dict[str, str], int, dict[str, str]]:
+    """``dvc queue status``: experiment name -> ``Queued | Running | Success | Failed``, live workers, and the
+    ``Running`` rows as task id (the stash rev's first 7 digits) -> name (the task id when unnamed)."""
+    statuses, workers, running = {}, 0, {}
     for line in _run(dvc_command("queue", "status"), repo).splitlines()[1:]:
         fields = line.split()
         if match := _WORKERS.match(line):
             workers = int(match[1]) + int(match[2])
         elif len(fields) >= 4 and fields[-1] in ("Queued", "Running", *FINISHED):
             statuses[fields[1]] = fields[-1]
-    return statuses, workers
+        if len(fields) >= 3 and fields[-1] == "Running":
+            running[fields[0]] = fields[1] if len(fields) >= 4 else fields[0]
+    return statuses, workers, running
+
+
+# Where DVC 3.x's queue (dvc-task's ProcessManager) records each experiment's executor process (`dvc exp
+# exec-run`): `.dvc/tmp/exps/run/<stash rev>/<stash rev>.json`, {"pid": ..., "returncode": null, ...}. The queue
+# worker writes the return code when that process ends; a worker killed meanwhile never does.
+EXECUTOR_RECORDS = Path(".dvc", "tmp", "exps", "run")
+
+
+def _process_record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:  # removed since listed (`dvc queue remove`, the experiment's clean-up)
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's process
+        return True
+    return True
+
+
+def stale_experiments(repo: Path, running: dict[str, str]) -> dict[str, int]:
+    """The experiments of ``running`` (``queue_state``'s third item) whose executor process is gone: stash rev ->
+    the pid DVC recorded. One still being set up (no record yet) or whose process ended normally (its return code
+    recorded) is never stale; the record is read again after the pid check, so a process that ends meanwhile is
+    not taken for a killed one."""
+    stale = {}
+    for path in sorted((repo / EXECUTOR_RECORDS).glob("*/*.json")):
+        rev = path.stem
+        if path.parent.name != rev or rev[:7] not in running:
+            continue
+        record = _process_record(path)
+        if record is None or record.get("returncode") is not None or _alive(record["pid"]):
+            continue
+        if (again := _process_record(path)) is not None and again.get("returncode") is None:
+            stale[rev] = record["pid"]
+    return stale
+
+
+def fail_stale_experiments(repo: Path, running: dict[str, str], warn: Callable[[str], object] = print) -> None:
+    """Mark failed, with one warning each, the experiments DVC shows as ``Running`` whose process is gone.
+
+    A queue worker killed mid-experiment (SIGKILL, the OOM killer, a closed session) never records the end of
+    its experiment, which DVC then shows as ``Running`` for ever (docs/architecture.md, "Sweeps").
+    ``dvc queue kill REV`` is DVC's own way out: it finds the process gone and marks the task failed.
+    """
+    for rev, pid in stale_experiments(repo, running).items():
+        _run(dvc_command("queue", "kill", rev), repo)
+        warn(
+            f"dvc queue: experiment {running[rev[:7]]} ({rev[:7]}) was left running by a queue worker that died "
+            f"(its process {pid} is gone); marked it failed with `dvc queue kill`"
+        )
 
 
 def wait_for_queue(
@@ -147,12 +206,14 @@ def wait_for_queue(
     ``STALLED_POLLS`` polls like that, the workers are started again (``dvc queue start -j JOBS``), as DVC's
     own advice goes, with a warning. Restarting twice in a row with nothing finishing in between raises
     ``ExperimentError`` naming the experiments still queued. DVC's worker count can read 0 while a worker
-    runs (it is a broadcast with a short timeout), so only a run of polls counts, and nothing is inferred
-    from ``Running`` rows.
+    runs (it is a broadcast with a short timeout), so only a run of polls counts. A ``Running`` row is judged
+    only by DVC's record of its process: one whose process is gone, its worker killed, is marked failed
+    (``fail_stale_experiments``, one warning), whether it is one of ``names`` or an earlier sweep's.
     """
     stalled, restarts, finished = 0, 0, 0
     while True:
-        statuses, workers = queue_state(repo)
+        statuses, workers, running = queue_state(repo)
+        fail_stale_experiments(repo, running, warn)  # seen as Failed from the next poll on
         if missing := [name for name in names if name not in statuses]:
             raise ExperimentError(f"dvc queue status: {', '.join(missing)} no longer in the queue (removed?)")
         done = [name for name in names if statuses[name] in FINISHED]
