@@ -103,26 +103,50 @@ def _figure(src: str, caption: str) -> str:
     return f"<figure>{image}<figcaption>{text}</figcaption></figure>"
 
 
-def mask_warnings(run: Run) -> list[str] | None:
-    """The masks stage's warnings for ``run``'s subject (``masks/masks.json``), or None without that file."""
+def _masks_manifest(run: Run) -> MasksManifest | None:
+    """``run``'s subject's ``masks/masks.json``, or None without that file."""
     manifest = run.masks_dir / MasksManifest.FILE
     if not manifest.is_file():
         return None
     try:
-        return list(MasksManifest.read(manifest).warnings)
+        return MasksManifest.read(manifest)
     except ArtifactError as exc:
         raise DataError(f"{exc} (re-run the masks stage)") from None
 
 
+def mask_warnings(run: Run) -> list[str] | None:
+    """The masks stage's warnings for ``run``'s subject (``masks/masks.json``), or None without that file."""
+    manifest = _masks_manifest(run)
+    return None if manifest is None else list(manifest.warnings)
+
+
+def mask_fallbacks(run: Run) -> list[str] | None:
+    """One line per photo whose refined mask fell back to plain U²-Netp (``eqdiff.prep.mask_refine``, step 7),
+    or None without ``masks.json``."""
+    manifest = _masks_manifest(run)
+    if manifest is None:
+        return None
+    return [
+        f"{record.photo}: refinement kept {record.details.get('kept_of_plain', 0):.0%} of the plain mask's body; "
+        "the plain U²-Netp mask is used"
+        for record in manifest.photos.values()
+        if record.details.get("fallback")
+    ]
+
+
 def _warnings_section(run: Run) -> list[str]:
-    warnings = mask_warnings(run)
+    warnings, fallbacks = mask_warnings(run), mask_fallbacks(run)
     if warnings is None:
         return [f'<p class="mask-checks">No {MasksManifest.FILE} at {html.escape(str(run.masks_dir))}.</p>']
+    notes = []
+    if fallbacks:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in fallbacks)
+        notes = [f'<p class="mask-checks">Mask refinement fell back on {len(fallbacks)} photo(s):</p><ul>{items}</ul>']
     if not warnings:
-        return ['<p class="mask-checks">Mask self-checks: no warning.</p>']
+        return ['<p class="mask-checks">Mask self-checks: no warning.</p>', *notes]
     items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
     summary = f'<p class="mask-checks">Mask self-checks: {len(warnings)} warning(s).</p>'
-    return [summary, f'<ul class="warnings">{items}</ul>']
+    return [summary, f'<ul class="warnings">{items}</ul>', *notes]
 
 
 def _sheets(run: Run, gallery: Path) -> list[str]:

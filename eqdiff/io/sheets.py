@@ -1,8 +1,8 @@
 """Contact sheets: the one way the stages lay images out for a person to check (masks, augment, bands, gallery).
 
 A sheet is rows of square tiles with optional column labels above them; a tile is an image fitted into a
-``side`` x ``side`` square (aspect ratio kept, centred), optionally with a label at its top left and a red frame
-marking it as suspect.
+``side`` x ``side`` square (aspect ratio kept, centred), optionally with a label at its top left and a frame: red
+marking it as suspect, blue marking a note (a mask the refinement gave up on, see ``eqdiff.prep.masks``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ LABELLED_MIN_SIDE = 128
 """Tiles under column labels are at least this wide (64 px images are shown enlarged), so the labels fit."""
 MARK_COLOUR = (230, 30, 30)
 """Frame colour of a tile marked as suspect."""
+NOTE_COLOUR = (40, 140, 255)
+"""Frame colour of a tile that carries a note rather than a warning (blue: unlike the red of a suspect tile)."""
 OUTLINE_COLOUR = (255, 230, 0)
 """Colour of a mask's outline on an overlay (yellow: visible on most photos, unlike the subject's own colours)."""
 
@@ -50,15 +52,16 @@ def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, colour: tup
     draw.text(xy, text, fill=colour, font=font)
 
 
-def labelled(tile: Image.Image, label: str, marked: bool = False) -> Image.Image:
-    """A copy of ``tile`` with ``label`` at its top left; ``marked``: a red frame and a red "!" label."""
+def labelled(tile: Image.Image, label: str, marked: bool = False, noted: bool = False) -> Image.Image:
+    """A copy of ``tile`` with ``label`` at its top left; ``marked``: a red frame and a red "!" label; ``noted``
+    (unless marked): a blue frame and a blue label."""
     tile = tile.convert("RGB").copy()
     draw = ImageDraw.Draw(tile)
-    if marked:
+    colour = MARK_COLOUR if marked else NOTE_COLOUR if noted else None
+    if colour is not None:
         width = max(3, tile.width // 48)
-        draw.rectangle((0, 0, tile.width - 1, tile.height - 1), outline=MARK_COLOUR, width=width)
-        label = f"! {label}"
-    _text(draw, (6, 6), label, MARK_COLOUR if marked else (255, 255, 255))
+        draw.rectangle((0, 0, tile.width - 1, tile.height - 1), outline=colour, width=width)
+    _text(draw, (6, 6), f"! {label}" if marked else label, colour or (255, 255, 255))
     return tile
 
 

@@ -12,11 +12,17 @@ goes through the same steps with the same constants, whatever the subject:
    averaged over a neighbourhood inside the mask, says how much each region looks like the subject elsewhere.
 3. **Foreign regions removed**: mask regions in a chromaticity the subject never shows in its other photos, and
    no more like the subject than like the backgrounds (a glass beside a can, a cup beside a teapot), are taken
-   out, even when they touch the subject.
+   out, even when they touch the subject, but never one joined to the subject's body through a wide neck of
+   confident saliency: colour alone does not cut a body in two (a striped toy whose stripes, in dim light, look
+   like nothing it shows elsewhere).
 4. **Components scored**: the component with the most agreeing area is the subject; another is kept only when
    it is sizeable and agrees with the subject (a subject split by an occluder).
 5. **Holes filled** when small or when they look like the subject (not the background seen through a handle).
 6. **Missed parts grown back**: weakly salient regions that touch the mask and strongly agree with the subject.
+7. **Checked against plain U²-Netp**: whatever the refinement left out of the plain mask (``u2netp_saliency >=
+   threshold``, as with ``masks.refine: false``) must be a separate part, apart from the subject's body or joined
+   to it by a narrow contact only (a second object). When the refined mask keeps less than KEEP_SHARE of the plain
+   mask's area, those separate parts aside, the photo falls back to the plain mask: the refinement can only help.
 
 With one photo there is nothing to compare with: steps 2, 3 and 6 are skipped and step 4 keeps the largest.
 """
@@ -61,14 +67,32 @@ PART_OF_MAIN = 0.05
 """Another component is kept when its area is at least this fraction of the main one's (and it agrees)."""
 SMALL_HOLE = 0.002
 """Holes smaller than this fraction of the photo are filled whatever they look like."""
+CONFIDENT = 0.8
+"""Saliency at or above which U²-Netp holds a pixel with high confidence."""
+NECK = 0.06
+"""Two parts of a mask are one body when their confident pixels join through a neck wider than twice this times
+the square root of the mask's area (a disc of that radius passes from one to the other). On DreamBooth
+(docs/method.md, "Masks") a second object joins its subject by 0.042 at most (the glass touching can/05), a part of
+the subject by 0.07 and more (a dog's back, chest or tail, a lens of the sunglasses)."""
+HELD = 0.7
+"""Step 7 joins a part the refinement left out to the body through pixels of at least this saliency: below
+CONFIDENT, so the check catches the cuts step 3 allows (a body U²-Netp holds, but not with confidence)."""
+KEEP_SHARE = 0.95
+"""Step 7: a refined mask keeping less than this share of the plain mask's area, the separate parts it left out
+aside, is not trusted; its photo falls back to the plain mask. On DreamBooth (docs/method.md, "Masks") the
+refinements that lost a visible part of the subject kept 0.76-0.94 of it (a dog's back or tail, a clock's bell,
+a lens's edge); 0.95 catches all of them, at the price of one good refinement (a bowl's cloth, 0.91)."""
 
 
 @dataclass(frozen=True)
 class RefinedMask:
-    """One photo's refined mask, (H, W) bool, and what each step changed (fractions of the photo)."""
+    """One photo's refined mask, (H, W) bool, what each step changed (fractions of the photo) and step 7's
+    verdict (``kept_of_plain``, ``fallback``)."""
 
     mask: np.ndarray
-    details: dict[str, float]
+    details: dict[str, float | bool]
+    proposal: np.ndarray
+    """Steps 1-6's mask, before step 7's check: ``mask`` itself unless the photo fell back to the plain mask."""
 
 
 def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float) -> np.ndarray:
@@ -194,6 +218,52 @@ def agreement_maps(photos: list[np.ndarray], masks: list[np.ndarray]) -> list[Ag
     return maps
 
 
+def joined_to(mask: np.ndarray, confident: np.ndarray, body: np.ndarray, radius: float) -> np.ndarray:
+    """(H, W) bool: the core of ``mask`` joined to ``body``'s through necks wider than 2 x ``radius``.
+
+    The core is ``mask & confident`` eroded by a disc of ``radius`` (its pixels farther than ``radius`` from its
+    outside); what is returned are its connected components that hold core pixels of ``body`` itself. A region
+    of the mask meeting them belongs to the body; one that does not lies apart from it or touches it through a
+    narrow contact only (a second object). All (H, W) bool but ``radius``, in pixels.
+    """
+    core = ndimage.distance_transform_edt(mask & confident) > radius
+    body_core = core & (ndimage.distance_transform_edt(body & confident) > radius)
+    labels, _ = ndimage.label(core)
+    joined = np.unique(labels[body_core])
+    return np.isin(labels, joined[joined > 0])
+
+
+def _meeting(regions: np.ndarray, joined: np.ndarray) -> np.ndarray:
+    """The connected components of the (H, W) bool ``regions`` that meet ``joined``."""
+    labels, _ = ndimage.label(regions)
+    met = np.unique(labels[regions & joined])
+    return np.isin(labels, met[met > 0])
+
+
+def remove_foreign(mask: np.ndarray, agreement: Agreement, saliency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3: (trimmed mask, spared foreign regions). The ``agreement.foreign`` regions are cut unless joined to
+    the subject's body (the components step 4 would keep of the rest) through confident (>= CONFIDENT) saliency."""
+    foreign = agreement.foreign(mask)
+    if not foreign.any():
+        return mask, foreign
+    body = select_components(mask & ~foreign, agreement.inside)
+    radius = NECK * np.sqrt(mask.sum())
+    spared = _meeting(foreign, joined_to(mask, saliency >= CONFIDENT, body, radius))
+    return mask & ~(foreign & ~spared), spared
+
+
+def kept_of_plain(refined: np.ndarray, plain: np.ndarray, plain_saliency: np.ndarray) -> float:
+    """Step 7: the share of the (H, W) bool ``plain`` mask's area that ``refined`` keeps, not counting the parts
+    it left out that are separate from the body it kept (``joined_to`` through pixels HELD in
+    ``plain_saliency``)."""
+    area = int(plain.sum())
+    if area == 0:
+        return 1.0
+    lost = plain & ~refined
+    joined = joined_to(plain, plain_saliency >= HELD, plain & refined, NECK * np.sqrt(area))
+    return 1.0 - float(_meeting(lost, joined).sum()) / area
+
+
 def select_components(mask: np.ndarray, agreement: np.ndarray) -> np.ndarray:
     """Step 4: the main component (largest area x sigmoid(mean agreement)) and the sizeable agreeing others."""
     labels, count = ndimage.label(mask)
@@ -237,14 +307,22 @@ def grow_parts(mask: np.ndarray, saliency: np.ndarray, evidence: np.ndarray) -> 
     return mask | np.isin(labels, index[touching[1:] & strong])
 
 
-def refine_subject(photos: list[np.ndarray], saliencies: list[np.ndarray], threshold: float) -> list[RefinedMask]:
+def refine_subject(
+    photos: list[np.ndarray],
+    saliencies: list[np.ndarray],
+    threshold: float,
+    plain_saliencies: list[np.ndarray] | None = None,
+) -> list[RefinedMask]:
     """Refined masks of one subject's photos, in order.
 
-    ``photos``: (H, W, 3) uint8 each; ``saliencies``: (H, W) float in [0, 1] at the same sizes; ``threshold``:
-    the saliency level of the initial masks. Each result's ``details`` holds the fractions of the photo that
-    steps 3-6 removed, dropped, filled and grew (``removed_foreign``, ``dropped_components``, ``filled_holes``,
-    ``grown``).
+    ``photos``: (H, W, 3) uint8 each; ``saliencies``: (H, W) float in [0, 1] at the same sizes (ideally
+    ``multi_scale_saliency``); ``threshold``: the saliency level of the masks; ``plain_saliencies``: the plain
+    ``u2netp_saliency`` of each photo, the mask step 7 checks against and falls back to (default:
+    ``saliencies``). Each result's ``details`` holds the fractions of the photo that steps 3-6 removed, spared,
+    dropped, filled and grew (``removed_foreign``, ``spared_foreign``, ``dropped_components``, ``filled_holes``,
+    ``grown``), then step 7's ``kept_of_plain`` and ``fallback`` (true: the mask is the plain one).
     """
+    plain_saliencies = saliencies if plain_saliencies is None else plain_saliencies
     soft = [edge_aware(p, s) for p, s in zip(photos, saliencies, strict=True)]
     initial = [s >= threshold for s in soft]
     if len(photos) > 1:
@@ -253,8 +331,8 @@ def refine_subject(photos: list[np.ndarray], saliencies: list[np.ndarray], thres
         zeros = np.zeros(initial[0].shape, np.float32)
         maps = [Agreement(zeros, zeros, zeros > 0, zeros + 1.0)]
     results = []
-    for mask, saliency, agreement in zip(initial, soft, maps, strict=True):
-        trimmed = mask & ~agreement.foreign(mask)
+    for mask, saliency, agreement, plain_saliency in zip(initial, soft, maps, plain_saliencies, strict=True):
+        trimmed, spared = remove_foreign(mask, agreement, saliency)
         kept = select_components(trimmed, agreement.inside)
         filled = fill_holes(kept, agreement.pixel, mask)
         grown = grow_parts(filled, saliency, agreement.pixel) if len(photos) > 1 else filled
@@ -263,9 +341,14 @@ def refine_subject(photos: list[np.ndarray], saliencies: list[np.ndarray], thres
         pixels = float(mask.size)
         details = {
             "removed_foreign": (mask & ~trimmed).sum() / pixels,
+            "spared_foreign": spared.sum() / pixels,
             "dropped_components": (trimmed & ~kept).sum() / pixels,
             "filled_holes": (filled & ~kept).sum() / pixels,
             "grown": (grown & ~filled).sum() / pixels,
+            "kept_of_plain": kept_of_plain(grown, plain_saliency >= threshold, plain_saliency),
         }
-        results.append(RefinedMask(grown, {k: round(float(v), 6) for k, v in details.items()}))
+        fallback = details["kept_of_plain"] < KEEP_SHARE
+        final = plain_saliency >= threshold if fallback else grown
+        rounded = {k: round(float(v), 6) for k, v in details.items()}
+        results.append(RefinedMask(final, rounded | {"fallback": fallback}, grown))
     return results

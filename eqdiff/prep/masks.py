@@ -5,17 +5,19 @@ Three backends, one output contract. ``u2netp`` (the offline default) runs U²-N
 class-agnostic salient object segmenter shipped in a wheel, and by default refines its saliency across the
 subject's photos (``eqdiff.prep.mask_refine``: flip and zoom test-time augmentation, edge-aware refinement at photo
 resolution, foreign regions and components scored by their agreement with the subject, holes filled, missed
-parts grown back); ``masks.refine: false`` keeps the plain thresholded saliency. ``grounded-sam``
+parts grown back, and a fallback to the plain mask for a photo whose refined mask loses part of the subject's
+body); ``masks.refine: false`` keeps the plain thresholded saliency. ``grounded-sam``
 (``eqdiff.prep.grounded_sam``) prompts GroundingDINO with the class noun, keeps the best box and asks SAM for that
 box's mask; every model file comes from a local path in params. ``files`` reads the user's own masks. Every
 backend's masks then go through the self-checks of ``eqdiff.prep.mask_checks``.
 
 Output of ``compute_masks`` (a directory, written whole and atomically): ``<stem>.png`` per photo (mode L,
 values 0/255, the photo's size and orientation), ``overlay.png`` (a contact sheet: each photo with its
-background dimmed and its mask outlined, its foreground percentage, and a red frame when a self-check found
-something) and ``masks.json`` (``eqdiff.io.schemas.stage_manifests.MasksManifest``; per photo: the foreground
-fraction, backend, threshold, what refinement changed and the self-checks' findings; all the warnings; the key
-of the inputs that produced it).
+background dimmed and its mask outlined, its foreground percentage, a red frame when a self-check found
+something and a blue one when the refinement fell back to the plain mask) and ``masks.json``
+(``eqdiff.io.schemas.stage_manifests.MasksManifest``; per photo: the foreground fraction, backend, threshold,
+what refinement changed, whether it fell back, and the self-checks' findings; all the warnings; the key of the
+inputs that produced it).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from eqdiff.io.sheets import grid, labelled, overlay, tile_sheet
 from eqdiff.prep.mask_checks import check_masks
 from eqdiff.prep.mask_refine import refine_subject
 from eqdiff.prep.subjects import PhotoMask, Subject, image_files, load_image, load_mask
-from eqdiff.prep.u2netp import multi_scale_saliency, u2netp_saliency
+from eqdiff.prep.u2netp import saliency_views, u2netp_saliency
 
 logger = logging.getLogger(__name__)
 
@@ -117,9 +119,16 @@ def _photo_masks(subject: Subject, images: list[Image.Image], config: MasksConfi
         disable=config.backend == MaskBackend.FILES,
     )
     if refine:
-        saliencies = [multi_scale_saliency(image, config.threshold) for _, image in bar]
+        plain, multi = zip(*(saliency_views(image, config.threshold) for _, image in bar), strict=True)
         photos = [np.asarray(image.convert("RGB")) for image in images]
-        refined = refine_subject(photos, saliencies, config.threshold)
+        refined = refine_subject(photos, list(multi), config.threshold, plain_saliencies=list(plain))
+        for photo, result in zip(subject.photos, refined, strict=True):
+            if result.details["fallback"]:
+                logger.info(
+                    "%s: refinement kept %.0f%% of the plain U²-Netp mask's body; using the plain mask",
+                    photo.name,
+                    100 * result.details["kept_of_plain"],
+                )
         return [PhotoMask(r.mask, config.threshold, {"refined": True, **r.details}) for r in refined]
     return [mask_fn(photo, image) for photo, image in bar]
 
@@ -148,7 +157,9 @@ def _write_masks(subject: Subject, config: MasksConfig, staging: Path) -> tuple[
             logger.warning("%s", warnings[-1])
         save_png(staging / f"{photo.stem}.png", Image.fromarray(result.mask.astype(np.uint8) * 255, "L"))
         tile = overlay(image, result.mask, TILE)
-        tiles.append(labelled(tile, f"{photo.stem}  {fraction:.1%}", marked=bool(found)))
+        fallback = bool(result.details.get("fallback"))
+        label = f"{photo.stem}  {fraction:.1%}{'  plain (refinement fell back)' if fallback else ''}"
+        tiles.append(labelled(tile, label, marked=bool(found), noted=fallback))
         records[photo.stem] = MaskRecord(
             photo.name, round(fraction, 6), config.backend.value, result.threshold, result.details, tuple(found)
         )

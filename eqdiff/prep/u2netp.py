@@ -72,14 +72,15 @@ def u2netp_saliency(image: Image.Image) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32).clip(0.0, 1.0)
 
 
-def flip_averaged_saliency(image: Image.Image) -> np.ndarray:
+def flip_averaged_saliency(image: Image.Image, plain: np.ndarray | None = None) -> np.ndarray:
     """Test-time augmentation: the mean of the photo's saliency and its mirror image's, mirrored back.
 
     U²-Netp is not mirror-symmetric; averaging the two views halves the jitter of its decision along the
-    subject's outline without moving it. (H, W) float32 in [0, 1].
+    subject's outline without moving it. (H, W) float32 in [0, 1]. ``plain``: the photo's ``u2netp_saliency``
+    when the caller already has it.
     """
     mirrored = u2netp_saliency(ImageOps.mirror(image))[:, ::-1]
-    return 0.5 * (u2netp_saliency(image) + mirrored)
+    return 0.5 * ((u2netp_saliency(image) if plain is None else plain) + mirrored)
 
 
 ZOOM_MARGIN = 0.15
@@ -94,10 +95,17 @@ def multi_scale_saliency(image: Image.Image, threshold: float = 0.5) -> np.ndarr
     the flip-averaged saliency of that box seen on its own, at 320x320 again: a second, closer scale. A photo
     with nothing salient keeps its one view.
     """
-    saliency = flip_averaged_saliency(image)
+    return saliency_views(image, threshold)[1]
+
+
+def saliency_views(image: Image.Image, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(plain ``u2netp_saliency``, ``multi_scale_saliency``) of one photo, U²-Netp run once per view: the
+    refinement works on the second and is checked against the first (``eqdiff.prep.mask_refine``, step 7)."""
+    plain = u2netp_saliency(image)
+    saliency = flip_averaged_saliency(image, plain)
     rows, columns = np.nonzero(saliency >= threshold)
     if rows.size == 0:
-        return saliency
+        return plain, saliency
     height, width = saliency.shape
     top, bottom, left, right = rows.min(), rows.max() + 1, columns.min(), columns.max() + 1
     grow_y, grow_x = int((bottom - top) * ZOOM_MARGIN) + 4, int((right - left) * ZOOM_MARGIN) + 4
@@ -105,4 +113,4 @@ def multi_scale_saliency(image: Image.Image, threshold: float = 0.5) -> np.ndarr
     left, right = max(0, left - grow_x), min(width, right + grow_x)
     zoomed = flip_averaged_saliency(image.crop((int(left), int(top), int(right), int(bottom))))
     saliency[top:bottom, left:right] = 0.5 * (saliency[top:bottom, left:right] + zoomed)
-    return saliency
+    return plain, saliency

@@ -137,6 +137,51 @@ def test_a_weakly_salient_part_is_grown_back_or_flagged():
     assert refined[3].details["grown"] > 0.05
 
 
+def _striped_toy(dim_saliency: float = 0.9):
+    """Four photos of a toy (a head on a body, striped red and blue); in photo 3 the body is in dim light: its
+    stripes turn dark, one close to the background's own grey-green, the other a dark violet, colours the toy
+    shows in no other photo. Returns (photos, truths, saliencies); the body's saliency in photo 3 is
+    ``dim_saliency``."""
+    y, x = np.mgrid[:SIDE, :SIDE]
+    stripes = (np.arange(SIDE)[:, None] // 6 % 2).astype(bool) & np.ones((SIDE, SIDE), bool)  # as _photo's
+    photos, truths, saliencies = [], [], []
+    for seed, (cx, cy) in enumerate([(40, 50), (80, 60), (60, 55), (50, 58)]):
+        head = _disc(cx, cy - 22, 14)
+        body = (abs(x - cx) <= 16) & (y >= cy - 10) & (y <= cy + 34)
+        photo = _photo(head | body, seed)
+        if seed == 3:
+            photo[body & stripes], photo[body & ~stripes] = (64, 74, 60), (44, 40, 70)
+        photos.append(photo)
+        truths.append(head | body)
+        body_saliency = dim_saliency if seed == 3 else 0.9
+        saliencies.append(np.where(head, 0.9, np.where(body, body_saliency, 0.05)).astype(np.float32))
+    return photos, truths, saliencies
+
+
+def test_colour_never_cuts_a_confident_body_in_two():
+    """The striped toy whose body, in dim light, shows colours it never shows elsewhere: the colour model calls
+    the body foreign, but U²-Netp holds it with confidence and it is joined to the head by a wide neck, so it
+    stays (the refinement before this rule cut it away: IoU 0.28)."""
+    photos, truths, saliencies = _striped_toy()
+    refined = refine_subject(photos, saliencies, 0.5)
+    assert _iou(refined[3].mask, truths[3]) > 0.97
+    assert refined[3].details["spared_foreign"] > 0.05 and refined[3].details["removed_foreign"] == 0
+    assert not refined[3].details["fallback"]
+    assert all(_iou(refined[k].mask, truths[k]) > 0.97 for k in range(3))
+
+
+def test_a_refined_mask_losing_the_body_falls_back_to_the_plain_mask():
+    """The same toy with its dim body held by U²-Netp (0.72), but not with confidence: the colour model may
+    cut it, and then the refined mask keeps far less than the plain one with no second object to
+    explain it; the photo falls back to the plain mask, and says so."""
+    photos, truths, saliencies = _striped_toy(dim_saliency=0.72)
+    refined = refine_subject(photos, saliencies, 0.5)
+    assert _iou(refined[3].proposal, truths[3]) < 0.5  # steps 1-6 cut the body away
+    assert refined[3].details["fallback"] and refined[3].details["kept_of_plain"] < 0.9
+    assert np.array_equal(refined[3].mask, saliencies[3] >= 0.5)
+    assert not any(refined[k].details["fallback"] for k in range(3))
+
+
 def test_a_mask_along_the_border_is_flagged():
     """The table the subject stands on taken too: a band along the bottom edge."""
     table = _square(0, 100, SIDE, SIDE)
@@ -182,6 +227,39 @@ def test_warnings_reach_masks_json_the_log_and_the_overlay(subject_dir: Path, tm
     tile = lambda index: sheet[2 + (index // 2) * 258 :][:256, 2 + (index % 2) * 258 :][:, :256]  # noqa: E731
     assert (tile(1)[128, :3] == MARK_COLOUR).all()  # the marked tile's left frame
     assert not (tile(0)[128, :3] == MARK_COLOUR).all(axis=-1).any()
+
+
+def test_a_fallback_reaches_the_log_masks_json_the_overlay_and_the_report(tmp_path: Path, monkeypatch, caplog):
+    """Through the stage: the dim striped toy's photo 3 falls back to the plain mask (saliencies given, as
+    U²-Netp's would be: the stage's plumbing is what is checked), and says so in one INFO line, in masks.json,
+    with a blue frame on the overlay, and in the report's mask section."""
+    from eqdiff.evaluation import gallery
+    from eqdiff.io.sheets import NOTE_COLOUR
+
+    photos, _, saliencies = _striped_toy(dim_saliency=0.72)
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    by_photo = {}
+    for k, (photo, saliency) in enumerate(zip(photos, saliencies, strict=True)):
+        Image.fromarray(photo).save(folder / f"{k:02d}.png")
+        by_photo[photo.tobytes()] = saliency
+    views = lambda image, threshold: (by_photo[np.asarray(image).tobytes()],) * 2  # noqa: E731
+    monkeypatch.setattr("eqdiff.prep.masks.saliency_views", views)
+    with caplog.at_level(logging.INFO, logger="eqdiff.prep.masks"):
+        out = compute_masks(discover_subject(folder, "toy"), tmp_path / "masks", MasksConfig())
+    [line] = [r.getMessage() for r in caplog.records if "plain" in r.getMessage()]
+    assert line.startswith("03.png: refinement kept 28% of the plain U²-Netp mask's body; using the plain mask")
+    record = json.loads((out / "masks.json").read_text())["photos"]
+    assert record["03"]["fallback"] is True and record["03"]["kept_of_plain"] < 0.3 and record["03"]["checks"] == []
+    assert not any(record[stem]["fallback"] for stem in ("00", "01", "02"))
+    sheet = np.asarray(Image.open(out / "overlay.png").convert("RGB"))
+    tile = lambda index: sheet[2 + (index // 2) * 258 :][:256, 2 + (index % 2) * 258 :][:, :256]  # noqa: E731
+    assert (tile(3)[128, :3] == NOTE_COLOUR).all() and not (tile(2)[128, :3] == NOTE_COLOUR).all(axis=-1).any()
+    run = type("Run", (), {"masks_dir": out})()
+    assert gallery.mask_fallbacks(run) == [
+        "03.png: refinement kept 28% of the plain mask's body; the plain U²-Netp mask is used"
+    ]
+    assert "Mask refinement fell back on 1 photo(s)" in "".join(gallery._warnings_section(run))
 
 
 def test_plain_u2netp_stays_selectable(subject_dir: Path, tmp_path: Path):
