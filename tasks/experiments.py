@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,12 +60,22 @@ def _environment() -> dict[str, str]:
 
 
 def _run(args: list[str], repo: Path) -> str:
-    result = subprocess.run(args, cwd=repo, env=_environment(), capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+    """Run a dvc command in ``repo``; its stdout, or ``ExperimentError`` with its last error line.
+
+    Output goes to temporary files, not pipes: ``dvc queue start`` leaves a forked helper per worker that holds
+    the command's stdout and stderr until its worker exits, so reading pipes to their end would wait for the
+    whole queue (and ``wait_for_queue`` would see nothing of it, stale workers included).
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        returncode = subprocess.run(args, cwd=repo, env=_environment(), stdout=out, stderr=err).returncode
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if returncode != 0:
+        lines = [line for line in (stderr + stdout).splitlines() if line.strip()]
         errors = [line for line in lines if "ERROR" in line or "error:" in line]
         raise ExperimentError(f"{' '.join(args[:3])} {' '.join(args[3:])}: {(errors or lines or ['failed'])[-1]}")
-    return result.stdout
+    return stdout
 
 
 def override_text(key: str, value: Any) -> str:
