@@ -67,6 +67,9 @@ PART_OF_MAIN = 0.05
 """Another component is kept when its area is at least this fraction of the main one's (and it agrees)."""
 SMALL_HOLE = 0.002
 """Holes smaller than this fraction of the photo are filled whatever they look like."""
+REVISION = 2
+"""The refinement's revision: part of the masks stage's key (``eqdiff.prep.masks.masks_key``), so a change that
+alters refined masks redoes an earlier ``--out`` instead of calling it up to date (2: the sparing rule and step 7)."""
 CONFIDENT = 0.8
 """Saliency at or above which U²-Netp holds a pixel with high confidence."""
 NECK = 0.06

@@ -38,6 +38,7 @@ from eqdiff.io.manifests import file_digest, is_up_to_date, normalised
 from eqdiff.io.schemas.stage_manifests import MaskRecord, MasksManifest
 from eqdiff.io.sheets import grid, labelled, overlay, tile_sheet
 from eqdiff.prep.mask_checks import check_masks
+from eqdiff.prep.mask_refine import REVISION as REFINEMENT_REVISION
 from eqdiff.prep.mask_refine import refine_subject
 from eqdiff.prep.subjects import PhotoMask, Subject, image_files, load_image, load_mask
 from eqdiff.prep.u2netp import saliency_views, u2netp_saliency
@@ -90,12 +91,15 @@ def _mask_fn(config: MasksConfig, subject: Subject) -> Callable[[Path, Image.Ima
 
 
 def masks_key(subject: Subject, config: MasksConfig) -> dict[str, Any]:
-    """What the masks depend on: photo bytes, class noun, the masks config (and the user's mask files)."""
+    """What the masks depend on: photo bytes, class noun, the masks config (and the user's mask files, or the
+    refinement's revision)."""
     key: dict[str, Any] = {
         "photos": {photo.name: file_digest(photo) for photo in subject.photos},
         "class_noun": subject.class_noun,
         "config": section_to_dict(config),
     }
+    if config.backend == MaskBackend.U2NETP and config.refine:
+        key["refinement"] = REFINEMENT_REVISION
     if config.backend == MaskBackend.FILES:
         folder = files_dir(config, subject)
         if folder.is_dir():

@@ -260,6 +260,15 @@ def test_a_fallback_reaches_the_log_masks_json_the_overlay_and_the_report(tmp_pa
         "03.png: refinement kept 28% of the plain mask's body; the plain U²-Netp mask is used"
     ]
     assert "Mask refinement fell back on 1 photo(s)" in "".join(gallery._warnings_section(run))
+    # An --out made by another revision of the refinement is redone, not called up to date.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="eqdiff.prep.masks"):
+        compute_masks(discover_subject(folder, "toy"), out, MasksConfig())
+        assert any("masks up to date" in r.getMessage() for r in caplog.records)
+        monkeypatch.setattr("eqdiff.prep.masks.REFINEMENT_REVISION", 1)
+        caplog.clear()
+        compute_masks(discover_subject(folder, "toy"), out, MasksConfig())
+    assert not any("masks up to date" in r.getMessage() for r in caplog.records)
 
 
 def test_plain_u2netp_stays_selectable(subject_dir: Path, tmp_path: Path):
