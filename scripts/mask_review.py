@@ -28,14 +28,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from eqdiff.config import MasksConfig
 from eqdiff.io.sheets import fit, labelled, overlay, tile_sheet
 from eqdiff.prep.mask_refine import refine_subject
 from eqdiff.prep.masks import TILE
 from eqdiff.prep.subjects import image_files, load_image
 from eqdiff.prep.u2netp import saliency_views
 
-THRESHOLD = 0.5
-"""``masks.threshold``'s default."""
+THRESHOLD = MasksConfig().threshold
+"""``masks.threshold``'s default, as the masks stage uses it."""
 LOST = (255, 0, 255)
 """Colour of the plain mask's pixels the refined mask leaves out (the difference tile)."""
 ADDED = (0, 255, 255)
