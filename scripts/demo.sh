@@ -18,7 +18,7 @@ echo
 echo "demo finished in $(( $(date +%s) - start )) s. Where to look:"
 echo "  HTML report      reports/index.html (open it in a browser)"
 echo "  metrics          source .venv/bin/activate && dvc metrics show"
-echo "  MLflow runs      source .venv/bin/activate && mlflow ui --backend-store-uri sqlite:///mlflow.db"
+echo "  MLflow runs      source .venv/bin/activate && mlflow ui --backend-store-uri sqlite:///mlflow.db --workers 1"
 echo "  masks / bands    runs/demo_ball/masks/overlay.png, runs/demo_ball/bands/sheet.png"
 echo "  concept          runs/demo_ball/F/concept/"
 echo "  samples          runs/demo_ball/F/samples/grid.png"

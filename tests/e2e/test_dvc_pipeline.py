@@ -220,7 +220,7 @@ def _chromium_dom(url: str, profile: Path) -> str:
     reason="chromium not installed (CI installs it: apt-get install chromium)",
 )
 def test_mlflow_ui_as_the_readme_says_shows_the_demos_runs(demo_project: Path, tmp_path: Path):
-    """README, "MLflow": `mlflow ui --backend-store-uri sqlite:///mlflow.db`, then the runs table at
+    """README, "MLflow": `mlflow ui --backend-store-uri sqlite:///mlflow.db --workers 1`, then the runs table at
     http://127.0.0.1:5000/#/experiments/1/runs: headless Chromium finds the experiment on the home page and the
     demo's pipeline runs (their nested runs folded under them) in that table."""
     import subprocess
@@ -237,7 +237,8 @@ def test_mlflow_ui_as_the_readme_says_shows_the_demos_runs(demo_project: Path, t
     names = [run.info.run_name for run in runs if "mlflow.parentRunId" not in run.data.tags]
     assert any(name.startswith("pipeline-dvc-") for name in names), names
     port, log = free_port(), tmp_path / "mlflow-ui.log"
-    command = [str(BIN / "mlflow"), "ui", "--backend-store-uri", "sqlite:///mlflow.db", "--port", str(port)]
+    command = [BIN / "mlflow", "ui", "--backend-store-uri", "sqlite:///mlflow.db", "--workers", "1"]
+    command += ["--port", str(port)]
     with log.open("w") as out:
         server = subprocess.Popen(
             command, cwd=demo_project, env=project_env(demo_project), stdout=out, stderr=subprocess.STDOUT,
@@ -245,7 +246,7 @@ def test_mlflow_ui_as_the_readme_says_shows_the_demos_runs(demo_project: Path, t
         )  # fmt: skip
     try:
         home = f"http://127.0.0.1:{port}"
-        wait_healthy(f"{home}/health", server, log, 120)
+        wait_healthy(f"{home}/health", server, log, 240)
         link = f"#/experiments/{experiment.experiment_id}"
         assert link in _chromium_dom(home, tmp_path / "profile"), "the home page does not list the eqdiff experiment"
         logged = (demo_project / "tracking" / "mlflow_run.json").read_text()

@@ -34,7 +34,8 @@ def wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: floa
     while time.monotonic() < deadline:
         assert process.poll() is None, f"{process.args[:3]} exited:\n{log.read_text()[-3000:]}"
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            # a server's first answer on a busy 2-core machine can take several seconds
+            with urllib.request.urlopen(url, timeout=10) as response:
                 if response.status == 200:
                     return
         except OSError:
