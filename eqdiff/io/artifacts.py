@@ -18,14 +18,15 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from PIL import Image
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from eqdiff.errors import EqDiffError
+
+if TYPE_CHECKING:  # torch is imported by the tensor functions: the stages that write none (sample, masks,
+    import torch  # augment, report, track) start 3 s sooner without it
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,8 @@ def save_png(path: str | Path, image: Image.Image) -> None:
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file atomically (contiguous CPU copies)."""
+    from safetensors.torch import save_file
+
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         try:
@@ -116,6 +119,8 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Read a safetensors file; a truncated or foreign file is a one-line ``ArtifactError``."""
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: file not found")

@@ -13,10 +13,12 @@ import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-from transformers import CLIPTokenizer
+from typing import TYPE_CHECKING
 
 from eqdiff.errors import ModelError
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 TINY_RESOLUTION = 64
 """Native image side of the tiny preset (its VAE downsamples by 2, so latents are 32x32)."""
@@ -83,6 +85,8 @@ def write_clip_tokenizer_files(directory: Path) -> None:
 
 
 def build_clip_tokenizer(directory: Path) -> CLIPTokenizer:
+    from transformers import CLIPTokenizer  # here, not above: check-models imports this module (base_weights.py)
+
     write_clip_tokenizer_files(directory)
     return CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"), model_max_length=77)
 

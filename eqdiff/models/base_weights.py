@@ -13,6 +13,10 @@
   only: one that needs pickle is refused with one line.
 
 Every network comes back in ``LOAD_DTYPE`` (fp32), whatever dtype the files store.
+
+diffusers and transformers are imported by the functions that build a network, not by this module: checking a
+path (``eqdiff check-models``, the first stage of every pipeline) reads headers and configs only, and importing
+them costs about 8 s of a 2-core machine's time per process.
 """
 
 from __future__ import annotations
@@ -24,12 +28,11 @@ import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import safetensors
 import safetensors.torch
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from eqdiff.errors import EqDiffError, ModelError
 from eqdiff.models import single_file_keys
@@ -40,7 +43,11 @@ SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 ARCHITECTURES: dict[str, RandomPreset] = {"SD v1.x": RANDOM_PRESETS["sd-v1-random"], "tiny": RANDOM_PRESETS["tiny"]}
 """The architectures a single file may hold, by name: their configs are what the file is converted with."""
 
-Loaded = tuple[CLIPTokenizer, CLIPTextModel, UNet2DConditionModel, AutoencoderKL, DDPMScheduler]
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    Loaded = tuple[CLIPTokenizer, CLIPTextModel, UNet2DConditionModel, AutoencoderKL, DDPMScheduler]
 
 # Keys that identify other model families' single files (diffusers' single_file_utils uses the same markers).
 _OTHER_FAMILIES = {
@@ -137,6 +144,9 @@ def _dtype(tensor_slice) -> torch.dtype:
 
 def original_layout(preset: RandomPreset) -> dict[str, tuple[int, ...]]:
     """``key -> shape`` of a single file holding ``preset``'s architecture (networks built on the meta device)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
     with torch.device("meta"):
         unet = UNet2DConditionModel(**preset.unet)
         vae = AutoencoderKL(**preset.vae)
@@ -196,6 +206,9 @@ def _write_config(directory: Path, module_class: type, config: Mapping) -> None:
 
 def load_single_file(path: Path) -> Loaded:
     """The five components of an SD v1.x single-file checkpoint, all networks in ``LOAD_DTYPE``."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
     state = read_tensor_file(path)
     name = detect_architecture({key: tuple(value.shape) for key, value in state.items()}, path)
     preset = ARCHITECTURES[name]
@@ -228,6 +241,9 @@ def weights_variant(folder: Path) -> str | None:
 
 def load_directory(source: str, allow_download: bool) -> Loaded:
     """The five components of a diffusers directory (or, when downloads are allowed, a hub id)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
     local = Path(source).is_dir()
     if local:
         missing = [c for c in COMPONENTS if not (Path(source) / c).is_dir()]

@@ -17,14 +17,16 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from eqdiff.config import ResizeMode
 from eqdiff.errors import DataError
+
+if TYPE_CHECKING:  # imported by the tensor conversions only: the report reads subject folders without torch
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -183,12 +185,16 @@ def center_crop_resize(image: Image.Image, side: int, resample: int = Image.Resa
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
     """PIL RGB -> (3, H, W) float32 in [-1, 1]."""
+    import torch
+
     array = np.asarray(image.convert("RGB"), dtype=np.float32)
     return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
 
 
 def mask_to_tensor(mask: np.ndarray | Image.Image) -> torch.Tensor:
     """bool (H, W) array or L image -> (1, H, W) float32 in {0, 1}."""
+    import torch
+
     array = np.asarray(mask)
     array = array >= 128 if array.dtype == np.uint8 else array.astype(bool)
     return torch.from_numpy(array.astype(np.float32)).unsqueeze(0)

@@ -14,15 +14,18 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
-from transformers import CLIPTextModel
 
 from eqdiff.errors import ModelError
 from eqdiff.models import derived_cache
 from eqdiff.models.architectures import SD_V1_SCHEDULER, build_clip_tokenizer
+
+if TYPE_CHECKING:  # imported where a network is built: check-models reads this module's digests only
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
 
 SHIPPED_MODEL = Path(__file__).parent / "weights" / "model"
 WEIGHT_FOLDERS = ("unet", "vae", "text_encoder")
@@ -108,6 +111,8 @@ def world_directory(path: str | None, cache_root: Path, rebuild: bool = False) -
     digest = world_digest(source)
 
     def complete(staging: Path) -> None:
+        from diffusers import DDPMScheduler
+
         for name in WEIGHT_FOLDERS:
             shutil.copytree(source / name, staging / name)
         if world_digest(staging) != digest:  # the copy is verified against the source's digest
@@ -125,6 +130,9 @@ def world_directory(path: str | None, cache_root: Path, rebuild: bool = False) -
 def load_world_model(source: Path) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel, set[int], dict]:
     """The networks of a saved world model in fp32, the token ids its text encoder kept, and its record (with
     its digest) for the continuation's ``resumed_from``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
     unet = UNet2DConditionModel.from_pretrained(source / "unet", torch_dtype=torch.float32)
     vae = AutoencoderKL.from_pretrained(source / "vae", torch_dtype=torch.float32).eval()
     with tempfile.TemporaryDirectory() as folder:
