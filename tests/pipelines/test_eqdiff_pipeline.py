@@ -24,42 +24,26 @@ from eqdiff.pipelines.reference import reference_rows
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A concept trained by the CLI on 3 synthetic photos with masks, and its generated samples."""
+    """A concept trained through the CLI on 3 synthetic photos with masks, and its samples generated twice: once
+    by an ``eqdiff generate`` process, once in this one (the same bytes from a fresh process and a warm one)."""
+    from support.stage_cli import run_cli
+
     from eqdiff.prep.sample import make_sample_subject
 
     root = tmp_path_factory.mktemp("cli")
     subject = make_sample_subject(root / "toy", num_photos=3)
     params = root / "params.yaml"
     params.write_text(yaml.safe_dump(fast_params(train={"steps": 2})))
-    run = [sys.executable, "-m", "eqdiff.cli"]
+    common = ["--params", str(params)]
+    train = [*common, "--subject-dir", str(subject), "--class-noun", "toy", "--out", str(root / "concept")]
+    assert run_cli(["train", *train]) == 0
+    generate = ["generate", *common, "--concept", str(root / "concept"), "--out"]
     # Bitwise reproducibility holds for the same device, thread count and batch size: match the test process.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    train = subprocess.run(
-        [
-            *run,
-            "train",
-            "--params",
-            str(params),
-            "--subject-dir",
-            str(subject),
-            "--class-noun",
-            "toy",
-            "--out",
-            str(root / "concept"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert train.returncode == 0, train.stderr[-3000:]
-    for name in ("samples", "again"):
-        gen = subprocess.run(
-            [*run, "generate", "--params", str(params), "--concept", str(root / "concept"), "--out", str(root / name)],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        assert gen.returncode == 0, gen.stderr[-3000:]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    command = [sys.executable, "-m", "eqdiff.cli", *generate, str(root / "samples")]
+    process = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert run_cli([*generate, str(root / "again")]) == 0
     return root
 
 
