@@ -46,6 +46,11 @@ class ReferenceText(enum.StrEnum):
     PROMPT = "prompt"
 
 
+class ReferenceBackground(enum.StrEnum):
+    PHOTO = "photo"
+    GREY = "grey"
+
+
 class MixedPrecision(enum.StrEnum):
     AUTO = "auto"
     NO = "no"
@@ -318,6 +323,10 @@ class GenerateConfig(Section):
     reference_text: ReferenceText = ReferenceText.INSTANCE
     """Reference rows' text: ``instance`` = the instance prompt without the placeholder (as in training) or
     ``prompt`` = each generation prompt without the placeholder."""
+    reference_background: ReferenceBackground = ReferenceBackground.PHOTO
+    """The concept's reference image at inference: ``photo`` = as photographed (official), ``grey`` = its
+    subject mask kept and the rest mid-grey, so the photo's background and clutter cannot reach the image
+    through RRA (docs/method.md, Inference; needs a concept trained with masks)."""
 
     def validate(self) -> None:
         for name in ("num_inference_steps", "num_images_per_prompt", "batch_size"):

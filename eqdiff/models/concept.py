@@ -1,7 +1,8 @@
 """A learned concept on disk (docs/method.md, Inference; docs/robustness.md).
 
 A concept directory holds exactly two files: ``concept.safetensors`` (the frequency embeddings, every trainable
-processor weight keyed by its UNet parameter name, and the default inference reference image) and
+processor weight keyed by its UNet parameter name, the default inference reference image and, for a concept
+trained with masks, that image's subject mask) and
 ``concept.json`` (format, base-model identity and fingerprint, placeholder, class noun, prompts, the resolved
 config; its schema is ``eqdiff.io.schemas.concept.ConceptManifest``). Loading checks the base model and then
 *requires* every trainable tensor of the rebuilt processors to be present with its shape: unlike diffusers'
@@ -29,6 +30,7 @@ WEIGHTS_FILE = "concept.safetensors"
 MANIFEST_FILE = ConceptManifest.FILE
 FREQUENCY_KEY = "frequency_embeddings"
 REFERENCE_KEY = "reference_image"
+REFERENCE_MASK_KEY = "reference_mask"
 
 
 class ConceptError(ArtifactError):
@@ -42,6 +44,8 @@ class Concept:
     reference_image: torch.Tensor
     """(3, H, W) float in [-1, 1]."""
     manifest: ConceptManifest
+    reference_mask: torch.Tensor | None = None
+    """(1, H, W) in {0, 1}: the reference's subject mask (concepts trained with masks; earlier ones have none)."""
 
     @property
     def placeholder(self) -> str:
@@ -57,10 +61,13 @@ def save_concept(
     weights: dict[str, torch.Tensor],
     reference_image: torch.Tensor,
     manifest: ConceptManifest,
+    reference_mask: torch.Tensor | None = None,
 ) -> Path:
     """Write a concept directory atomically (staged whole, then swapped in)."""
     tensors = {k: v.detach().float() for k, v in weights.items()}
     tensors[REFERENCE_KEY] = reference_image.detach().float()
+    if reference_mask is not None:
+        tensors[REFERENCE_MASK_KEY] = reference_mask.detach().float()
     with staged_directory(directory) as staging:
         save_tensors(staging / WEIGHTS_FILE, tensors, metadata={"format": FORMAT})
         write_json(staging / MANIFEST_FILE, manifest.to_json())
@@ -82,6 +89,10 @@ def _check_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
         raise ConceptError(f"{path}: tensor {FREQUENCY_KEY!r} has shape {tuple(frequency)}, expected (1 or 2, d)")
     if len(reference) != 3 or reference[0] != 3:
         raise ConceptError(f"{path}: tensor {REFERENCE_KEY!r} has shape {tuple(reference)}, expected (3, H, W)")
+    mask = tensors.get(REFERENCE_MASK_KEY)
+    if mask is not None and tuple(mask.shape) != (1, *reference[1:]):
+        expected = f"(1, {reference[1]}, {reference[2]}), the reference's size"
+        raise ConceptError(f"{path}: tensor {REFERENCE_MASK_KEY!r} has shape {tuple(mask.shape)}, expected {expected}")
 
 
 def load_concept(directory: str | Path) -> Concept:
@@ -96,7 +107,7 @@ def load_concept(directory: str | Path) -> Concept:
     tensors = load_tensors(directory / WEIGHTS_FILE)
     _check_tensors(directory / WEIGHTS_FILE, tensors)
     reference = tensors.pop(REFERENCE_KEY)
-    return Concept(tensors, reference, manifest)
+    return Concept(tensors, reference, manifest, tensors.pop(REFERENCE_MASK_KEY, None))
 
 
 RUNTIME_MODEL_SETTINGS = ("cache_dir", "allow_download")

@@ -65,6 +65,7 @@ class EqDiffPipeline(DiffusionPipeline):
         self.placeholder: str = ""
         self.placeholder_id: int = -1
         self.reference_image: torch.Tensor | None = None
+        self.reference_mask: torch.Tensor | None = None
         self.resolution: int = 512
         self.use_rra: bool = False
         self._unconditional_reference = UnconditionalReferenceCache()
@@ -110,7 +111,7 @@ class EqDiffPipeline(DiffusionPipeline):
         self.embeddings, self.placeholder_id = apply_concept(concept, self._base, self.bank, where)
         self.placeholder, self.use_rra = concept.placeholder, concept.rra
         self.resolution = concept.manifest.resolution
-        self.reference_image = concept.reference_image
+        self.reference_image, self.reference_mask = concept.reference_image, concept.reference_mask
         self._unconditional_reference = UnconditionalReferenceCache()
         if concept.manifest.instance_prompt:
             self.default_reference_prompt = training_reference_prompt(

@@ -17,10 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from eqdiff.config import GenerateConfig, ReferenceText
+from eqdiff.config import GenerateConfig, ReferenceBackground, ReferenceText
 from eqdiff.errors import DataError
 from eqdiff.io.artifacts import ArtifactError, OutputLock, save_png, write_json, write_text
 from eqdiff.io.manifests import file_digest
@@ -32,6 +33,7 @@ from eqdiff.method.prompts import builtin_prompt_file, read_prompt_file, remove_
 from eqdiff.models.concept import WEIGHTS_FILE
 from eqdiff.models.precision import inference_dtype, resolve_device
 from eqdiff.pipelines.eqdiff_pipeline import EqDiffPipeline, image_generator
+from eqdiff.pipelines.reference import grey_background
 from eqdiff.prep.subjects import load_image
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,18 @@ def _grid(paths: list[Path], columns: int = 8, thumb: int = 128) -> Image.Image:
         with Image.open(path) as image:
             grid.paste(image.convert("RGB").resize((thumb, thumb)), ((k % columns) * thumb, (k // columns) * thumb))
     return grid
+
+
+def _grey_reference(pipe: EqDiffPipeline, concept: Path, reference: Path | None) -> torch.Tensor:
+    """The concept's own reference on a grey background; one line when there is no mask to do it with."""
+    field = "generate.reference_background: grey"
+    if reference is not None:
+        raise DataError(f"{field} masks the concept's own reference, and --reference {reference} has no mask; "
+                        "leave out --reference or use photo")  # fmt: skip
+    if pipe.reference_mask is None:
+        raise DataError(f"{field} needs the reference's mask, and the concept at {concept} was trained without "
+                        "masks (or before concepts kept it); use photo")  # fmt: skip
+    return grey_background(pipe.reference_image, pipe.reference_mask)
 
 
 def generate_samples(
@@ -91,6 +105,8 @@ def generate_samples(
     pipe = EqDiffPipeline.from_concept_dir(concept, device=torch_device, dtype=dtype, model_settings=model_settings)
     if config.compile:
         pipe.enable_compile()
+    if config.reference_background == ReferenceBackground.GREY:
+        reference_image = _grey_reference(pipe, concept, reference)
     manifest = ConceptManifest.read(concept / ConceptManifest.FILE)
     jobs = []
     for set_index, (name, lines) in enumerate(templates.items()):

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     from eqdiff.pipelines.eqdiff_pipeline import EqDiffPipeline
 
 
+def grey_background(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The reference with its subject kept and the rest mid-grey (0 in [-1, 1]): ``image`` (3, H, W) in [-1, 1],
+    ``mask`` (1, H, W) in {0, 1} (``generate.reference_background: grey``; docs/method.md, Inference)."""
+    return image * mask + torch.zeros_like(image) * (1 - mask)
+
+
 class UnconditionalReferenceCache:
     """Reference features of the unconditional CFG row, per timestep, kept across calls of one pipeline.
 

@@ -396,4 +396,7 @@ class EqDiffRecipe:
         """Write the concept directory (safetensors + manifest)."""
         if not all(torch.isfinite(p).all() for p in self.parameters.values()):
             raise TrainingError("train: non-finite weights; concept not written")
-        return save_concept(concept_dir, dict(self.parameters), self.data.reference_image, self.concept_manifest())
+        masks = self.data.target_masks  # the reference image is the first target: its mask is the first mask
+        reference_mask = masks[0] if masks is not None else None
+        manifest = self.concept_manifest()
+        return save_concept(concept_dir, dict(self.parameters), self.data.reference_image, manifest, reference_mask)

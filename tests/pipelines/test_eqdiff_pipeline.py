@@ -64,6 +64,51 @@ def test_generate_honours_where_the_model_is_kept_and_refuses_another_base_model
     assert not (tmp_path / "other").exists()
 
 
+def test_a_grey_reference_keeps_the_subject_and_greys_the_rest(trained, tmp_path, capsys):
+    """``generate.reference_background: grey``: the concept keeps its reference's mask (the first photo's); the
+    reference is that photo inside the mask and mid-grey outside, and it changes the images (RRA reads it). With
+    no mask to use (``--reference``, or a concept saved without one) it is one line and nothing is written."""
+    from support.stage_cli import run_cli
+
+    from eqdiff.pipelines.reference import grey_background
+
+    concept = load_concept(trained / "concept")
+    mask = concept.reference_mask
+    assert mask is not None and mask.shape == (1, *concept.reference_image.shape[1:])
+    assert 0 < mask.mean() < 1 and set(mask.unique().tolist()) == {0.0, 1.0}
+    greyed = grey_background(concept.reference_image, mask)
+    outside = (mask == 0).expand_as(greyed)
+    assert torch.equal(greyed * mask, concept.reference_image * mask) and not greyed[outside].any()
+
+    # After 2 steps RRA's gates are still almost closed and the reference cannot show: open them (F_RA = RA,
+    # M^f = 1), so that every image depends on the reference, and sample with the photo and with the grey one.
+    weights = dict(concept.weights)
+    for name in [n for n in weights if n.endswith("to_out_res.weight")]:
+        width = weights[name].shape[1] // 2
+        weights[name] = torch.cat([torch.eye(width, 2 * width), torch.zeros(1, 2 * width)])
+        weights[name.replace("weight", "bias")] = torch.cat([torch.zeros(width), torch.ones(1)])
+    opened = save_concept(tmp_path / "opened", weights, concept.reference_image, concept.manifest, mask)
+    argv = ["generate", "--params", str(trained / "params.yaml"), "--concept", str(opened)]
+    assert run_cli([*argv, "--out", str(tmp_path / "photo")]) == 0
+    argv += ["-S", "generate.reference_background=grey"]
+    assert run_cli([*argv, "--out", str(tmp_path / "grey")]) == 0
+    index = json.loads((tmp_path / "grey" / "index.json").read_text())
+    first = index["images"][0]["file"]
+    assert (tmp_path / "grey" / first).read_bytes() != (tmp_path / "photo" / first).read_bytes()
+
+    unmasked = save_concept(tmp_path / "unmasked", concept.weights, concept.reference_image, concept.manifest)
+    grey = ["generate", "--params", str(trained / "params.yaml"), "-S", "generate.reference_background=grey"]
+    for extra, expected in (
+        (["--concept", str(unmasked)], "was trained without masks"),
+        (["--concept", str(opened), "--reference", str(trained / "toy" / "00.png")], "has no mask"),
+    ):
+        capsys.readouterr()
+        assert run_cli([*grey, *extra, "--out", str(tmp_path / "refused")]) == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("eqdiff generate: error: generate.reference_background: grey ") and expected in line
+        assert not (tmp_path / "refused").exists()
+
+
 def test_concept_directory_holds_safetensors_and_a_manifest_only(trained):
     assert sorted(p.name for p in (trained / "concept").iterdir()) == ["concept.json", "concept.safetensors"]
     manifest = json.loads((trained / "concept" / "concept.json").read_text())
