@@ -90,6 +90,13 @@ MORE: tuple[Mutation, ...] = (
         INFERENCE + "test_the_generation_prompt_without_placeholder_is_the_option",
     ),
     M(
+        "the stage ignores `generate.reference_background`",
+        "eqdiff/pipelines/generate.py",
+        "reference_image = _grey_reference(pipe, concept, reference)",
+        "_grey_reference(pipe, concept, reference)",
+        "tests/pipelines/test_eqdiff_pipeline.py::test_a_grey_reference_keeps_the_subject_and_greys_the_rest",
+    ),
+    M(
         # The default (clean, shared) path computes the unconditional rows' reference once per timestep from the
         # cache's text: it gets the reference prompt's states instead of the empty prompt's.
         "uncond rows' reference under the prompt",
