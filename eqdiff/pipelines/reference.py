@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def grey_background(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The reference with its subject kept and the rest mid-grey (0 in [-1, 1]): ``image`` (3, H, W) in [-1, 1],
     ``mask`` (1, H, W) in {0, 1} (``generate.reference_background: grey``; docs/method.md, Inference)."""
-    return image * mask + torch.zeros_like(image) * (1 - mask)
+    return image * mask  # mid-grey is 0 in [-1, 1]
 
 
 class UnconditionalReferenceCache:
