@@ -92,8 +92,8 @@ MORE: tuple[Mutation, ...] = (
     M(
         "the stage ignores `generate.reference_background`",
         "eqdiff/pipelines/generate.py",
-        "reference_image = _grey_reference(pipe, concept, reference)",
-        "_grey_reference(pipe, concept, reference)",
+        "reference_image = grey_background(pipe.reference_image, pipe.reference_mask)",
+        "grey_background(pipe.reference_image, pipe.reference_mask)",
         "tests/pipelines/test_eqdiff_pipeline.py::test_a_grey_reference_keeps_the_subject_and_greys_the_rest",
     ),
     M(

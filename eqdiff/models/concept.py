@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from eqdiff.config import ConfigError, ModelConfig
 from eqdiff.io.artifacts import ArtifactError, load_tensors, save_tensors, staged_directory, write_json
@@ -108,6 +109,16 @@ def load_concept(directory: str | Path) -> Concept:
     _check_tensors(directory / WEIGHTS_FILE, tensors)
     reference = tensors.pop(REFERENCE_KEY)
     return Concept(tensors, reference, manifest, tensors.pop(REFERENCE_MASK_KEY, None))
+
+
+def has_reference_mask(directory: str | Path) -> bool:
+    """Whether the concept at ``directory`` keeps its reference's mask, read from the file's header; a missing or
+    damaged concept is ``load_concept``'s one-line error."""
+    try:
+        with safe_open(Path(directory) / WEIGHTS_FILE, framework="pt") as weights:
+            return REFERENCE_MASK_KEY in weights.keys()  # noqa: SIM118 - the handle has no __contains__
+    except (OSError, ValueError, SafetensorError):
+        return load_concept(directory).reference_mask is not None
 
 
 RUNTIME_MODEL_SETTINGS = ("cache_dir", "allow_download")

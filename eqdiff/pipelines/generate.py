@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -30,7 +29,7 @@ from eqdiff.io.schemas.concept import ConceptManifest
 from eqdiff.io.schemas.evaluation import check_prompt_set
 from eqdiff.io.schemas.samples import SampleImage, SampleIndex
 from eqdiff.method.prompts import builtin_prompt_file, read_prompt_file, remove_placeholder, subject_prompt, tokenize
-from eqdiff.models.concept import WEIGHTS_FILE
+from eqdiff.models.concept import WEIGHTS_FILE, has_reference_mask
 from eqdiff.models.precision import inference_dtype, resolve_device
 from eqdiff.pipelines.eqdiff_pipeline import EqDiffPipeline, image_generator
 from eqdiff.pipelines.reference import grey_background
@@ -64,16 +63,15 @@ def _grid(paths: list[Path], columns: int = 8, thumb: int = 128) -> Image.Image:
     return grid
 
 
-def _grey_reference(pipe: EqDiffPipeline, concept: Path, reference: Path | None) -> torch.Tensor:
-    """The concept's own reference on a grey background; one line when there is no mask to do it with."""
+def _check_grey_reference(concept: Path, reference: Path | None) -> None:
+    """One line, before the base model is loaded, when ``reference_background: grey`` has no mask to use."""
     field = "generate.reference_background: grey"
     if reference is not None:
         raise DataError(f"{field} masks the concept's own reference, and --reference {reference} has no mask; "
                         "leave out --reference or use photo")  # fmt: skip
-    if pipe.reference_mask is None:
+    if not has_reference_mask(concept):
         raise DataError(f"{field} needs the reference's mask, and the concept at {concept} was trained without "
                         "masks (or before concepts kept it); use photo")  # fmt: skip
-    return grey_background(pipe.reference_image, pipe.reference_mask)
 
 
 def generate_samples(
@@ -99,14 +97,17 @@ def generate_samples(
     for name, lines in templates.items():  # each image's seed index is set * 100000 + prompt index
         if len(lines) >= 100_000:
             raise DataError(f"{prompt_sets[name]}: {len(lines)} prompts, expected fewer than 100000 per set")
+    grey = config.reference_background == ReferenceBackground.GREY
+    if grey:
+        _check_grey_reference(concept, reference)
     reference_image = load_image(reference) if reference is not None else None
     torch_device = resolve_device(device)
     dtype = inference_dtype(config.precision, torch_device)
     pipe = EqDiffPipeline.from_concept_dir(concept, device=torch_device, dtype=dtype, model_settings=model_settings)
     if config.compile:
         pipe.enable_compile()
-    if config.reference_background == ReferenceBackground.GREY:
-        reference_image = _grey_reference(pipe, concept, reference)
+    if grey:
+        reference_image = grey_background(pipe.reference_image, pipe.reference_mask)
     manifest = ConceptManifest.read(concept / ConceptManifest.FILE)
     jobs = []
     for set_index, (name, lines) in enumerate(templates.items()):

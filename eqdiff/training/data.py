@@ -71,6 +71,11 @@ class TrainingData:
     """Digest of every input tensor: a checkpoint resumes only onto the same data."""
 
     @property
+    def reference_mask(self) -> torch.Tensor | None:
+        """(1, H, W) in {0, 1}: ``reference_image``'s mask (it is the first target), None without masks."""
+        return None if self.target_masks is None else self.target_masks[0]
+
+    @property
     def num_targets(self) -> int:
         return self.target_posteriors["full_mean"].shape[0]
 

@@ -396,7 +396,5 @@ class EqDiffRecipe:
         """Write the concept directory (safetensors + manifest)."""
         if not all(torch.isfinite(p).all() for p in self.parameters.values()):
             raise TrainingError("train: non-finite weights; concept not written")
-        masks = self.data.target_masks  # the reference image is the first target: its mask is the first mask
-        reference_mask = masks[0] if masks is not None else None
-        manifest = self.concept_manifest()
-        return save_concept(concept_dir, dict(self.parameters), self.data.reference_image, manifest, reference_mask)
+        data, manifest = self.data, self.concept_manifest()
+        return save_concept(concept_dir, dict(self.parameters), data.reference_image, manifest, data.reference_mask)

@@ -89,6 +89,7 @@ def test_a_grey_reference_keeps_the_subject_and_greys_the_rest(trained, tmp_path
         weights[name.replace("weight", "bias")] = torch.cat([torch.zeros(width), torch.ones(1)])
     opened = save_concept(tmp_path / "opened", weights, concept.reference_image, concept.manifest, mask)
     argv = ["generate", "--params", str(trained / "params.yaml"), "--concept", str(opened)]
+    argv += ["-S", "generate.num_images_per_prompt=1"]
     assert run_cli([*argv, "--out", str(tmp_path / "photo")]) == 0
     argv += ["-S", "generate.reference_background=grey"]
     assert run_cli([*argv, "--out", str(tmp_path / "grey")]) == 0
