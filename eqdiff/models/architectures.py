@@ -10,6 +10,7 @@ file loads with nothing fetched).
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +45,12 @@ COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
 def clip_bpe_path() -> Path:
     """Path of ``bpe_simple_vocab_16e6.txt.gz`` inside the installed open-clip-torch wheel."""
-    import open_clip  # local import: only needed to locate the file
-
-    path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    # find_spec locates the package without importing it (importing open_clip costs 2 s: it imports timm and
+    # builds its model registry, none of which the tokenizer needs).
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("open-clip-torch is not installed: its BPE vocabulary is the CLIP tokenizer's source")
+    path = Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
     if not path.is_file():
         raise ModelError(f"{path}: CLIP BPE vocabulary not found in the open-clip-torch installation")
     return path

@@ -37,6 +37,8 @@ def release(folder: Path) -> None:
         folder.chmod(0o755)
 
 
+# slow: it starts a Prefect API server (the per-worker harness, 30-50 s on 2 cores), which no other fast test needs.
+@pytest.mark.slow
 def test_a_read_only_output_fails_the_flow_once_with_the_one_line(tmp_path: Path, prefect_api, monkeypatch):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
