@@ -10,8 +10,9 @@ variants side by side. Pages use relative paths to images copied into ``gallery/
 self-contained and opens from the file system with no server.
 
 Each page ends with a small inline script that, once the page has loaded, sets on ``document.body``:
-``data-images-loaded = "<loaded>/<total>"`` and ``data-side-by-side`` ("true" when, in every prompt row, the
-variants' images are laid out left to right on one line); a headless browser test reads both.
+``data-images-loaded = "<loaded>/<total>"``, ``data-side-by-side`` ("true" when, in every prompt row, the
+variants' images are laid out left to right on one line) and, on the index, ``data-first-screen`` (the variants
+whose first sample lies wholly inside the window as it opens, comma-separated); headless browser tests read them.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ window.addEventListener("load", function () {
     });
   });
   document.body.dataset.sideBySide = String(sideBySide);
+  var first = document.querySelector("table.glance tr.glance-prompt");
+  var seen = first ? Array.prototype.slice.call(first.querySelectorAll("td.variant")).filter(function (cell) {
+    var box = cell.getBoundingClientRect();
+    return box.bottom <= window.innerHeight && box.right <= window.innerWidth;
+  }) : [];
+  document.body.dataset.firstScreen = seen.map(function (cell) { return cell.dataset.variant; }).join(",");
 });
 </script>"""
 

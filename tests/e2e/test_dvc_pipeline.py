@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.browser import chromium, dump_dom
 from support.pipeline_copy import REPO, TINY, dvc, make_project_copy, ran_stages
 
 from eqdiff.config import METHOD_SECTIONS, AugmentConfig, EvaluateConfig, MasksConfig, OrchestrationConfig, PriorConfig
@@ -71,7 +72,7 @@ def test_stages_list_only_the_params_that_change_their_outputs():
 
 def test_default_params_are_the_embedded_demo():
     params = load("params.yaml")
-    assert params["model"]["preset"] == "world" and params["variants"] == ["F"]
+    assert params["model"]["preset"] == "world" and params["variants"] == ["A", "F"]
     assert [s["dir"] for s in params["subjects"]] == ["data/subjects/demo_ball"]
     assert "../" not in json.dumps(params["subjects"]) + json.dumps(params["prompts"])
     sample = load("dvc.yaml")["stages"]["sample"]
@@ -95,8 +96,11 @@ def test_fresh_copy_plans_every_stage(tmp_path: Path):
         "augment@0",
         "bands@0",
         "prior@ball",
+        "train@subject0-A",
         "train@subject0-F",
+        "generate@subject0-A",
         "generate@subject0-F",
+        "evaluate@subject0-A",
         "evaluate@subject0-F",
         "report",
         "track",
@@ -111,8 +115,8 @@ TWO_WORD_CLASS = {
 }
 
 
-# The embedded demo as `dvc repro` runs it, on its own preset (the world model) at the tiny settings' few steps,
-# class images and views, at the world model's native resolution.
+# The embedded demo as `dvc repro` runs it, on its own preset (the world model) and variants (the baseline A beside
+# the method F) at the tiny settings' few steps, class images and views, at the world model's native resolution.
 WORLD_DEMO = {**TINY, "model": {"preset": "world"}, "train": {**TINY["train"], "resolution": 64}}
 
 
@@ -137,6 +141,7 @@ def test_dvc_demo_produces_every_artefact_and_is_stable(demo_project: Path):
     runs = demo_project / "runs" / "demo_ball"
     for path in ("masks/overlay.png", "bands/sheet.png", "F/concept/concept.json", "F/samples/grid.png"):
         assert (runs / path).is_file(), path
+    assert json.loads((runs / "A" / "concept" / "concept.json").read_text())["config"]["train"]["variant"] == "A"
     assert json.loads((runs / "F" / "evaluation.json").read_text())["calibrated"] is False
     # The noun reached the prompts whole; its slug named the prior.
     assert json.loads((runs / "F" / "concept" / "concept.json").read_text())["class_noun"] == "stuffed animal"
@@ -156,7 +161,7 @@ def test_dvc_demo_produces_every_artefact_and_is_stable(demo_project: Path):
     assert {p["prompt_set"] for p in points} == {"unstylized", "stylized"}
     assert all(isinstance(p["world_identity"], float) for p in points)
     tracked = json.loads((demo_project / "tracking" / "mlflow_run.json").read_text())
-    assert list(tracked["runs"]) == ["demo_ball/F"] and (demo_project / "mlflow.db").is_file()
+    assert list(tracked["runs"]) == ["demo_ball/A", "demo_ball/F"] and (demo_project / "mlflow.db").is_file()
     assert "up to date" in dvc(demo_project, "status").stdout
     assert ran_stages(dvc(demo_project, "repro").stdout) == []
 
@@ -167,7 +172,7 @@ def test_customize_flow_writes_what_dvc_writes(demo_project: Path, monkeypatch: 
 
     monkeypatch.chdir(demo_project)
     result = customize("params.yaml", runs_dir="flow_runs", reports_dir="flow_reports")
-    assert set(result["runs"]) == {"demo_ball/F"}
+    assert set(result["runs"]) == {"demo_ball/A", "demo_ball/F"}
     dvc_runs, flow_runs = demo_project / "runs", demo_project / "flow_runs"
     ignore = re.compile(r"(^|/)\.|concept-work/|prior-work/")  # lock files; DVC's scratch of resumable stages
     same = {f for f in relative_files(dvc_runs) if not ignore.search(f)}
@@ -180,9 +185,11 @@ def test_customize_flow_writes_what_dvc_writes(demo_project: Path, monkeypatch: 
 def test_exp_run_of_band_probabilities_reruns_train_onwards_only(demo_project: Path):
     output = dvc(demo_project, "exp", "run", "-S", "fdte.p_l=0.2", "-S", "fdte.p_o=0.7").stdout
     ran = ran_stages(output)
-    # Downstream stages whose inputs come out byte-identical are skipped (2 tiny steps may not move a pixel).
-    downstream = ["train@subject0-F", "generate@subject0-F", "evaluate@subject0-F", "report", "track"]
-    assert ran[0] == "train@subject0-F" and set(ran) <= set(downstream), ran
+    # Downstream stages whose inputs come out byte-identical are skipped (2 tiny steps may not move a pixel). A
+    # reads no band probability, but its stage lists every fdte param (one stage definition for all variants).
+    trains = ["train@subject0-A", "train@subject0-F"]
+    downstream = [*trains, *(f"{s}@subject0-{v}" for s in ("generate", "evaluate") for v in "AF"), "report", "track"]
+    assert set(ran[:2]) == set(trains) and set(ran) <= set(downstream), ran
     assert "track" in ran  # the parent MLflow run of this invocation
     # A cutoff change touches bands (and train, which reads all of fdte) and nothing upstream of bands.
     params_file = demo_project / "params.yaml"
@@ -191,34 +198,11 @@ def test_exp_run_of_band_probabilities_reruns_train_onwards_only(demo_project: P
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     changed = json.loads(dvc(demo_project, "status", "--json").stdout)
     # track logs every section; it runs last anyway.
-    assert sorted(changed) == ["bands@0", "track", "train@subject0-F"]
-
-
-def _chromium_dom(url: str, profile: Path) -> str:
-    """The DOM headless Chromium renders at ``url`` once its scripts have had 20 s of virtual time."""
-    import shutil
-    import subprocess
-
-    command = [
-        shutil.which("chromium") or shutil.which("chromium-browser"),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,1000",
-        "--virtual-time-budget=20000",
-        "--dump-dom",
-        url,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=180).stdout
+    assert sorted(changed) == ["bands@0", "track", "train@subject0-A", "train@subject0-F"]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not any(map(__import__("shutil").which, ("chromium", "chromium-browser"))),
-    reason="chromium not installed (CI installs it: apt-get install chromium)",
-)
+@pytest.mark.skipif(chromium() is None, reason="chromium not installed (CI installs it: apt-get install chromium)")
 def test_mlflow_ui_as_the_readme_says_shows_the_demos_runs(demo_project: Path, tmp_path: Path):
     """README, "MLflow": `mlflow ui --backend-store-uri sqlite:///mlflow.db --workers 1`, then the runs table at
     http://127.0.0.1:5000/#/experiments/1/runs: headless Chromium finds the experiment on the home page and the
@@ -248,11 +232,25 @@ def test_mlflow_ui_as_the_readme_says_shows_the_demos_runs(demo_project: Path, t
         home = f"http://127.0.0.1:{port}"
         wait_healthy(f"{home}/health", server, log, 240)
         link = f"#/experiments/{experiment.experiment_id}"
-        assert link in _chromium_dom(home, tmp_path / "profile"), "the home page does not list the eqdiff experiment"
+        shown = dump_dom(home, tmp_path / "profile", virtual_time_ms=20000).stdout
+        assert link in shown, "the home page does not list the eqdiff experiment"
         logged = (demo_project / "tracking" / "mlflow_run.json").read_text()
         assert experiment.experiment_id == "1" and "eqdiff" in logged  # the README's address names experiment 1
-        page = _chromium_dom(f"{home}/{link}/runs", tmp_path / "profile")
+        page = dump_dom(f"{home}/{link}/runs", tmp_path / "profile", virtual_time_ms=20000).stdout
         missing = [name for name in names if name not in page]
         assert not missing, f"the experiment page does not show the runs {missing}:\n{page[-3000:]}"
     finally:
         stop(server)
+
+
+@pytest.mark.skipif(chromium() is None, reason="chromium not installed (CI installs it: apt-get install chromium)")
+def test_the_reports_first_screen_shows_the_baseline_beside_the_method(demo_project: Path, tmp_path: Path):
+    """`reports/index.html` opened in a laptop's window (1280 x 800): the first sample of A and of F side by side
+    on its first screen, each variant headed by its leaks and world numbers, every image loaded."""
+    dom = dump_dom(demo_project / "reports" / "index.html", tmp_path / "profile", window=(1280, 800)).stdout
+    assert 'data-first-screen="A,F"' in dom, dom[:3000]
+    loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
+    assert loaded and loaded.group(1) == loaded.group(2) != "0", loaded
+    headers = re.findall(r'<th data-variant="([AF])">\1<div class="numbers">([^<]*)</div>', dom)
+    assert [variant for variant, _ in headers] == ["A", "F"], headers
+    assert all("Style leak" in numbers and "World-I" in numbers for _, numbers in headers), headers

@@ -122,7 +122,7 @@ def cached_stages(log: str) -> list[str]:
 @pytest.fixture
 def experiments_project(tmp_path: Path) -> Path:
     """A tiny project copy with one prompt per set, committed (experiments start from a commit)."""
-    project = make_project_copy(tmp_path / "project", TINY)
+    project = make_project_copy(tmp_path / "project", {**TINY, "variants": ["F"]})  # one variant is enough here
     (project / "prompts").mkdir()
     (project / "prompts" / "unstylized.txt").write_text("a {} on a table\n")
     (project / "prompts" / "stylized.txt").write_text("a watercolor painting of a {}\n")

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from support.browser import chromium, dump_dom
 from support.metric_models import small_models, write_samples
 
 from eqdiff.config import AugmentConfig, EvaluateConfig, FdteConfig, MasksConfig
@@ -238,10 +239,6 @@ def test_evaluate_stage_default_architecture_then_report(tmp_path: Path) -> None
     assert (tmp_path / "report" / "gallery" / "toy.html").is_file()
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 class _Dom(HTMLParser):
     """What the browser test reads from a rendered page: body data, Table 1 tables, sheets, warnings, prompts."""
 
@@ -308,21 +305,7 @@ class _Dom(HTMLParser):
 
 
 def _render(page: Path, profile: Path) -> tuple[str, _Dom]:
-    command = [
-        _chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,1000",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        page.as_uri(),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    result = dump_dom(page, profile)
     dom = _Dom()
     dom.feed(result.stdout)
     found = re.search(r'data-images-loaded="(\d+)/(\d+)"', result.stdout)
@@ -332,7 +315,7 @@ def _render(page: Path, profile: Path) -> tuple[str, _Dom]:
     return result.stdout, dom
 
 
-@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (CI installs it: apt-get install chromium)")
+@pytest.mark.skipif(chromium() is None, reason="chromium not installed (CI installs it: apt-get install chromium)")
 def test_gallery_renders_in_headless_chromium(runs_dir: Path, tmp_path: Path) -> None:
     """What a person sees in a browser: every image loads; the index has Table 1 tables averaged (with the
     paper's rows, marked as the paper's) and per subject, and the mask warnings; each subject page has its

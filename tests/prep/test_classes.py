@@ -106,7 +106,8 @@ def test_dreambooth_roster_plans_every_stage_with_its_class_nouns(tmp_path: Path
     assert len(roster) == 25 and ("bear_plushie", "stuffed animal") in roster
     subjects = [{"name": n, "dir": str(DREAMBOOTH / n), "class": class_slug(c)} for n, c in roster]
     classes = {class_slug(c): c for _, c in roster}
-    project = make_project_copy(tmp_path / "project", {**TINY, "subjects": subjects, "classes": classes})
+    overrides = {**TINY, "variants": ["F"], "subjects": subjects, "classes": classes}
+    project = make_project_copy(tmp_path / "project", overrides)
     names = dvc(project, "stage", "list", "--name-only").stdout.split()
     assert {f"prior@{slug}" for slug in classes} <= set(names) and "prior@stuffed-animal" in names
     assert len([n for n in names if n.startswith("train@")]) == 25
