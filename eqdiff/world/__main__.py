@@ -10,6 +10,8 @@ python -m eqdiff.world model --out E --resume-from D --new-text-encoder --new-un
 python -m eqdiff.world evaluator --out eqdiff/world/weights/evaluator   # the evaluators (about 10 min, 2 cores)
 python -m eqdiff.world check-base --out reports/world-base              # base samples, recognised (2 min)
 python -m eqdiff.world calibrate --out reports/world-calibration        # evaluators on styled subject sets (1 min)
+python -m eqdiff.world audit draw --runs runs/S/A runs/S/F --out audit   # a blind audit sheet of samples, then
+python -m eqdiff.world audit score --out audit                          # (labels filled in) agreement with them
 """
 
 from __future__ import annotations
@@ -52,7 +54,26 @@ def main(argv: list[str] | None = None) -> int:
     calibration = commands.add_parser("calibrate", help="read styled subject sets with the world evaluators")
     calibration.add_argument("--out", type=Path, required=True, help="folder for calibration.json and .md")
     calibration.add_argument("--num-sets", type=int, default=4, help="subject sets per identity and condition")
+    audit = commands.add_parser("audit", help="a blind audit of the evaluators on generated samples")
+    audit.add_argument("step", choices=("draw", "score"), help="draw the sheet, or score the filled-in labels")
+    audit.add_argument("--out", type=Path, required=True, help="the audit's folder")
+    audit.add_argument("--runs", type=Path, nargs="+", default=[], help="draw: runs/<subject>/<variant> folders")
+    audit.add_argument("--n", type=int, default=60, help="draw: samples on the sheet")
+    audit.add_argument("--seed", type=int, default=0, help="draw: seed of the random choice")
     args = parser.parse_args(argv)
+    if args.command == "audit":
+        from eqdiff.world.audit import draw, score
+
+        try:
+            if args.step == "draw":
+                draw(args.runs, args.n, args.seed, args.out)
+                print(f"{args.n} samples on {args.out}/sheet.png; label them in {args.out}/labels.csv")
+            else:
+                print(score(args.out), end="")
+        except EqDiffError as error:
+            print(f"eqdiff.world audit: error: {error}", file=sys.stderr)
+            return 2
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     configure_runtime(load_libraries=True)
     if args.command == "check-base":
