@@ -1,0 +1,170 @@
+"""Styled subject sets, a first measurement: does A (Custom Diffusion) draw its photos' style into prompts that ask
+for another, and does F (the full method) not? (docs/world.md, "Styled subject sets: a first measurement").
+
+Every held-out identity but the ball (the ball was used to choose the settings, which are the world experiment's,
+experiments/world/params.yaml, frozen before this ran) gets 5 photos in one style (--style, in the cluttered
+room), then variants A and F are trained with each of --seeds training seeds, sampled on the world prompt lists
+and evaluated with the world evaluators. Every stage is the project's own command (``eqdiff.cli.main`` with the
+command line a user would type), run in --jobs worker processes so the libraries are imported once per worker.
+
+    .venv/bin/python experiments/styled/run.py --out experiments/styled/runs          # about 30 min on 2 cores
+    .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --summarise
+
+The summary (summary.md, summary.json) gives, per variant and prompt set, each world metric with its 95 %
+bootstrap interval clustered as the data are (identities, then training seeds, then images;
+``eqdiff.evaluation.intervals``) and the paired difference F - A with its interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PARAMS = REPO / "experiments" / "world" / "params.yaml"
+PROMPTS = REPO / "eqdiff" / "prompt_lists"
+IDENTITIES = ("box", "star", "heart", "pyramid", "ring")  # the held-out world subjects but the ball
+VARIANTS = ("A", "F")
+METRICS = ("style_leak", "scene_leak", "world_text", "world_identity")
+
+
+def _cli(argv: list[str]) -> None:
+    from eqdiff import cli
+
+    status = cli.main(argv)
+    if status != 0:
+        raise RuntimeError(f"eqdiff {' '.join(argv)} exited {status}")
+
+
+def _common() -> list[str]:
+    return ["--params", str(PARAMS)]
+
+
+def prepare(out: Path, identity: str, style: str) -> None:
+    """Photos, masks, augmented views and bands of one styled subject set; the class images of its class."""
+    subject = out / "subjects" / f"{identity}-{style}"
+    root = out / f"{identity}-{style}"
+    if not subject.is_dir():
+        _cli(["sample", "--out", str(subject), "--world", identity, "--num-photos", "5", "--seed", "0",
+              "--photo-style", style])  # fmt: skip
+    for stage, extra in (
+        ("masks", ["--class", identity]),
+        ("augment", ["--masks", str(root / "masks")]),
+        ("bands", ["--masks", str(root / "masks")]),
+    ):
+        if not (root / stage).is_dir():
+            _cli([stage, *_common(), "--subject-dir", str(subject), *extra, "--out", str(root / stage)])
+    if not (out / "prior" / identity).is_dir():
+        _cli(["prior", *_common(), "--class", identity, "--out", str(out / "prior" / identity),
+              "--work-dir", str(out / "prior-work" / identity)])  # fmt: skip
+
+
+def concept(out: Path, identity: str, style: str, variant: str, seed: int) -> str:
+    """Train, sample and evaluate one (identity, style, variant, training seed); skips what is already done."""
+    subject = out / "subjects" / f"{identity}-{style}"
+    root = out / f"{identity}-{style}"
+    run = root / f"{variant}-seed{seed}"
+    if not (run / "concept" / "concept.json").is_file():
+        _cli(["train", *_common(), "-S", f"train.variant={variant}", "-S", f"train.seed={seed}",
+              "--subject-dir", str(subject), "--class", identity, "--masks", str(root / "masks"),
+              "--augment", str(root / "augment"), "--bands", str(root / "bands"),
+              "--prior", str(out / "prior" / identity),
+              "--out", str(run / "concept"), "--work-dir", str(run / "concept-work")])  # fmt: skip
+    if not (run / "samples" / "index.json").is_file():
+        _cli(["generate", *_common(), "--concept", str(run / "concept"),
+              "--prompts", f"unstylized={PROMPTS / 'world_unstylized.txt'}",
+              "--prompts", f"stylized={PROMPTS / 'world_stylized.txt'}", "--out", str(run / "samples")])  # fmt: skip
+    if not (run / "evaluation.json").is_file():
+        _cli(["evaluate", *_common(), "--samples", str(run / "samples"), "--subject-dir", str(subject),
+              "--out", str(run / "metrics.json"), "--info", str(run / "evaluation.json")])  # fmt: skip
+    return str(run)
+
+
+def _values(run: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """prompt set -> metric -> image file -> value, from a run's evaluation.json."""
+    record = json.loads((run / "evaluation.json").read_text())
+    found: dict[str, dict[str, dict[str, float]]] = {}
+    for image in record["world_evaluator"]["images"]:
+        for metric, value in image.get("values", {}).items():
+            found.setdefault(image["prompt_set"], {}).setdefault(metric, {})[image["file"]] = value
+    return found
+
+
+def summarise(out: Path, style: str, seeds: list[int]) -> str:
+    from eqdiff.evaluation.intervals import bootstrap, paired_difference
+
+    data: dict = {}  # variant -> set -> metric -> identity -> [per-seed {file: value}]
+    for identity in IDENTITIES:
+        for variant in VARIANTS:
+            for seed in seeds:
+                run = out / f"{identity}-{style}" / f"{variant}-seed{seed}"
+                for prompt_set, metrics in _values(run).items():
+                    for metric, values in metrics.items():
+                        runs = data.setdefault(variant, {}).setdefault(prompt_set, {}).setdefault(metric, {})
+                        runs.setdefault(identity, []).append(values)
+    lines = [
+        f"Photos in {style}; identities {', '.join(IDENTITIES)}; training seeds {seeds}; 95 % intervals resample",
+        "identities, then seeds, then images.",
+        "",
+        "| variant | prompt set | " + " | ".join(METRICS) + " |",
+        "|---|---|" + "---|" * len(METRICS),
+    ]
+    record: dict = {"style": style, "seeds": seeds, "identities": IDENTITIES, "variants": {}, "differences": {}}
+    for variant in VARIANTS:
+        for prompt_set in ("unstylized", "stylized"):
+            cells = []
+            for metric in METRICS:
+                found = bootstrap(data[variant].get(prompt_set, {}).get(metric, {}))
+                record["variants"].setdefault(variant, {}).setdefault(prompt_set, {})[metric] = (
+                    found.to_json() if found else None
+                )
+                cells.append("—" if found is None else f"{found.value:.2f} [{found.low:.2f}, {found.high:.2f}]")
+            lines.append(f"| {variant} | {prompt_set} | " + " | ".join(cells) + " |")
+    lines += ["", "| F − A | prompt set | metric | difference | 95 % interval | p |", "|---|---|---|---:|---|---:|"]
+    for prompt_set in ("unstylized", "stylized"):
+        for metric in METRICS:
+            found = paired_difference(
+                data["F"].get(prompt_set, {}).get(metric, {}), data["A"].get(prompt_set, {}).get(metric, {})
+            )
+            if found is None:
+                continue
+            record["differences"].setdefault(prompt_set, {})[metric] = found.to_json()
+            zero = " (includes 0)" if found.low <= 0 <= found.high else ""
+            lines.append(
+                f"| F − A | {prompt_set} | {metric} | {found.value:+.2f} | "
+                f"[{found.low:+.2f}, {found.high:+.2f}]{zero} | {found.p:.3f} |"
+            )
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    (out / "summary.json").write_text(json.dumps(record, indent=1) + "\n")
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--style", default="watercolor")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--summarise", action="store_true")
+    args = parser.parse_args()
+    out = args.out.resolve()
+    if args.summarise:
+        print(summarise(out, args.style, args.seeds), end="")
+        return 0
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per worker: the workers fill the cores
+    with ProcessPoolExecutor(args.jobs) as pool:
+        list(pool.map(prepare, [out] * len(IDENTITIES), IDENTITIES, [args.style] * len(IDENTITIES)))
+        jobs = [(i, v, s) for s in args.seeds for i in IDENTITIES for v in VARIANTS]
+        for done in pool.map(concept, *zip(*[(out, i, args.style, v, s) for i, v, s in jobs], strict=True)):
+            print("done", done, flush=True)
+    print(summarise(out, args.style, args.seeds), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
