@@ -1,5 +1,6 @@
 """Styled subject sets, a first measurement: does A (Custom Diffusion) draw its photos' style into prompts that ask
-for another, and does F (the full method) not? (docs/world.md, "Styled subject sets: a first measurement").
+for another, and does F (the full method) not? (docs/world.md, "A first measurement: five held-out identities,
+three training seeds").
 
 Every held-out identity but the ball (the ball was used to choose the settings, which are the world experiment's,
 experiments/world/params.yaml, frozen before this ran) gets 5 photos in one style (--style, in the cluttered
@@ -7,12 +8,13 @@ room), then variants A and F are trained with each of --seeds training seeds, sa
 and evaluated with the world evaluators. Every stage is the project's own command (``eqdiff.cli.main`` with the
 command line a user would type), run in --jobs worker processes so the libraries are imported once per worker.
 
-    .venv/bin/python experiments/styled/run.py --out experiments/styled/runs          # about 30 min on 2 cores
-    .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --summarise
+    .venv/bin/python experiments/styled/run.py --out experiments/styled/runs          # 19 min on 2 cores
+    .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --style pencil   # a high-frequency style
+    .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --summarise      # the summary again
 
-The summary (summary.md, summary.json) gives, per variant and prompt set, each world metric with its 95 %
+The summary (summary-STYLE.md, summary-STYLE.json) gives, per variant and prompt set, each world metric with its 95 %
 bootstrap interval clustered as the data are (identities, then training seeds, then images;
-``eqdiff.evaluation.intervals``) and the paired difference F - A with its interval.
+``eqdiff.evaluation.intervals``), the paired difference F - A with its interval, and each identity's leaks.
 """
 
 from __future__ import annotations
@@ -138,9 +140,21 @@ def summarise(out: Path, style: str, seeds: list[int]) -> str:
                 f"| F − A | {prompt_set} | {metric} | {found.value:+.2f} | "
                 f"[{found.low:+.2f}, {found.high:+.2f}]{zero} | {found.p:.3f} |"
             )
+    lines += ["", "Per identity (mean over seeds), unstylized style leak / scene leak:", ""]
+    lines += ["| identity | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
+    for identity in IDENTITIES:
+        cells = []
+        for variant in VARIANTS:
+            leaks = []
+            for metric in ("style_leak", "scene_leak"):
+                runs = data[variant].get("unstylized", {}).get(metric, {}).get(identity, [])
+                means = [sum(run.values()) / len(run) for run in runs if run]
+                leaks.append(f"{sum(means) / len(means):.2f}" if means else "—")
+            cells.append(" / ".join(leaks))
+        lines.append(f"| {identity} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
-    (out / "summary.md").write_text(text)
-    (out / "summary.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / f"summary-{style}.md").write_text(text)
+    (out / f"summary-{style}.json").write_text(json.dumps(record, indent=1) + "\n")
     return text
 
 
