@@ -10,6 +10,7 @@ command line a user would type), run in --jobs worker processes so the libraries
 
     .venv/bin/python experiments/styled/run.py --out experiments/styled/runs          # 19 min on 2 cores
     .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --style pencil   # a high-frequency style
+    .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --variants A C D F   # the ladder
     .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --summarise      # the summary again
 
 The summary (summary-STYLE.md, summary-STYLE.json) gives, per variant and prompt set, each world metric with its 95 %
@@ -30,7 +31,6 @@ REPO = Path(__file__).resolve().parents[2]
 PARAMS = REPO / "experiments" / "world" / "params.yaml"
 PROMPTS = REPO / "eqdiff" / "prompt_lists"
 IDENTITIES = ("box", "star", "heart", "pyramid", "ring")  # the held-out world subjects but the ball
-VARIANTS = ("A", "F")
 METRICS = ("style_leak", "scene_leak", "world_text", "world_identity")
 
 
@@ -96,12 +96,12 @@ def _values(run: Path) -> dict[str, dict[str, dict[str, float]]]:
     return found
 
 
-def summarise(out: Path, style: str, seeds: list[int]) -> str:
-    from eqdiff.evaluation.intervals import bootstrap, paired_difference
+def summarise(out: Path, style: str, seeds: list[int], variants: list[str]) -> str:
+    from eqdiff.evaluation.intervals import bootstrap, holm, paired_difference
 
     data: dict = {}  # variant -> set -> metric -> identity -> [per-seed {file: value}]
     for identity in IDENTITIES:
-        for variant in VARIANTS:
+        for variant in variants:
             for seed in seeds:
                 run = out / f"{identity}-{style}" / f"{variant}-seed{seed}"
                 for prompt_set, metrics in _values(run).items():
@@ -116,7 +116,7 @@ def summarise(out: Path, style: str, seeds: list[int]) -> str:
         "|---|---|" + "---|" * len(METRICS),
     ]
     record: dict = {"style": style, "seeds": seeds, "identities": IDENTITIES, "variants": {}, "differences": {}}
-    for variant in VARIANTS:
+    for variant in variants:
         for prompt_set in ("unstylized", "stylized"):
             cells = []
             for metric in METRICS:
@@ -126,25 +126,37 @@ def summarise(out: Path, style: str, seeds: list[int]) -> str:
                 )
                 cells.append("—" if found is None else f"{found.value:.2f} [{found.low:.2f}, {found.high:.2f}]")
             lines.append(f"| {variant} | {prompt_set} | " + " | ".join(cells) + " |")
-    lines += ["", "| F − A | prompt set | metric | difference | 95 % interval | p |", "|---|---|---|---:|---|---:|"]
+    # Paired differences: every variant against A (Holm across them, per prompt set and metric), then each rung of
+    # the ladder against the one before it in the order given (what each added component does).
+    pairs = [(v, variants[0]) for v in variants[1:]]
+    pairs += [(b, a) for a, b in zip(variants[1:], variants[2:], strict=False)]
+    lines += ["", "| difference | prompt set | metric | value | 95 % interval | p | p (Holm) |"]
+    lines.append("|---|---|---|---:|---|---:|---:|")
     for prompt_set in ("unstylized", "stylized"):
         for metric in METRICS:
-            found = paired_difference(
-                data["F"].get(prompt_set, {}).get(metric, {}), data["A"].get(prompt_set, {}).get(metric, {})
-            )
-            if found is None:
-                continue
-            record["differences"].setdefault(prompt_set, {})[metric] = found.to_json()
-            zero = " (includes 0)" if found.low <= 0 <= found.high else ""
-            lines.append(
-                f"| F − A | {prompt_set} | {metric} | {found.value:+.2f} | "
-                f"[{found.low:+.2f}, {found.high:+.2f}]{zero} | {found.p:.3f} |"
-            )
+            found = {}
+            values = {v: data[v].get(prompt_set, {}).get(metric, {}) for v in variants}
+            for high, low in pairs:
+                if (difference := paired_difference(values[high], values[low])) is not None:
+                    found[f"{high} − {low}"] = difference
+            against_a = [name for name in found if name.endswith(f"− {variants[0]}")]
+            adjusted = dict(zip(against_a, holm([found[name].p for name in against_a]), strict=True))
+            for name, d in found.items():
+                record["differences"].setdefault(name, {}).setdefault(prompt_set, {})[metric] = {
+                    **d.to_json(),
+                    "p_holm": adjusted.get(name),
+                }
+                zero = " (includes 0)" if d.low <= 0 <= d.high else ""
+                holm_p = f"{adjusted[name]:.3f}" if name in adjusted else "—"
+                lines.append(
+                    f"| {name} | {prompt_set} | {metric} | {d.value:+.2f} | "
+                    f"[{d.low:+.2f}, {d.high:+.2f}]{zero} | {d.p:.3f} | {holm_p} |"
+                )
     lines += ["", "Per identity (mean over seeds), unstylized style leak / scene leak:", ""]
-    lines += ["| identity | " + " | ".join(VARIANTS) + " |", "|---|" + "---|" * len(VARIANTS)]
+    lines += ["| identity | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for identity in IDENTITIES:
         cells = []
-        for variant in VARIANTS:
+        for variant in variants:
             leaks = []
             for metric in ("style_leak", "scene_leak"):
                 runs = data[variant].get("unstylized", {}).get(metric, {}).get(identity, [])
@@ -163,20 +175,21 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--style", default="watercolor")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=["A", "F"], help="A first; a ladder in order (A C D F)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--summarise", action="store_true")
     args = parser.parse_args()
     out = args.out.resolve()
     if args.summarise:
-        print(summarise(out, args.style, args.seeds), end="")
+        print(summarise(out, args.style, args.seeds, args.variants), end="")
         return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per worker: the workers fill the cores
     with ProcessPoolExecutor(args.jobs) as pool:
         list(pool.map(prepare, [out] * len(IDENTITIES), IDENTITIES, [args.style] * len(IDENTITIES)))
-        jobs = [(i, v, s) for s in args.seeds for i in IDENTITIES for v in VARIANTS]
+        jobs = [(i, v, s) for s in args.seeds for i in IDENTITIES for v in args.variants]
         for done in pool.map(concept, *zip(*[(out, i, args.style, v, s) for i, v, s in jobs], strict=True)):
             print("done", done, flush=True)
-    print(summarise(out, args.style, args.seeds), end="")
+    print(summarise(out, args.style, args.seeds, args.variants), end="")
     return 0
 
 
