@@ -94,4 +94,5 @@ def read_prompt_sets(params: dict[str, Any]) -> dict[str, Path]:
 DEMO_SUBJECT_DIR = Path("data/subjects/demo_ball")
 """Where the ``sample`` stage (dvc.yaml) and the flows draw the embedded demo's subject."""
 DEMO_SUBJECT = {"num_photos": 5, "seed": 0, "world": "ball", "photo_style": "watercolor"}
-"""The ``sample`` stage's arguments for it (dvc.yaml's ``eqdiff sample`` command): the held-out world ball."""
+"""The ``sample`` stage's arguments for it (dvc.yaml's ``eqdiff sample`` command): the held-out world ball, its photos
+all watercolors (a styled subject set, docs/world.md)."""
