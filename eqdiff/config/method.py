@@ -209,10 +209,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "D": {"mgdp.mode": "off"},
     "E": {"mgdp.mode": "masked_loss"},
     "F": {},
+    # Leave-one-out and masking alone (docs/method.md, Ablation variants): what each component does when the others
+    # are there, and whether masking earns credit that the ladder's order would give to FDTE.
+    "A_MGDP": {
+        "rra.enabled": False,
+        "losses.reference_attention": 0.0,
+        "losses.cross_attention": 0.0,
+        "fdte.enabled": False,
+    },
+    "F_noFDTE": {"fdte.enabled": False},
+    "F_noRRA": {"rra.enabled": False, "losses.reference_attention": 0.0, "losses.cross_attention": 0.0},
 }
-"""Ablation presets A-F (docs/method.md, Losses and optimisation): A = Custom Diffusion, B = +RRA, C = +L_ra (and the
-official L_ca),
-D = +FDTE, E = D + MDL, F = D + MGDP (the full method)."""
+"""Ablation presets (docs/method.md, Ablation variants). The paper's ladder A-F: A = Custom Diffusion, B = +RRA,
+C = +L_ra (and the official L_ca), D = +FDTE, E = D + MDL, F = D + MGDP (the full method). Beside it: A_MGDP = A +
+MGDP, F_noFDTE = F without FDTE, F_noRRA = F without RRA and the two attention losses that read it."""
 
 
 @dataclass(frozen=True)
@@ -228,7 +238,7 @@ class TrainConfig(Section):
         "seed": (0, MAX_SEED, "a seed torch and NumPy accept"),
     }
     variant: str = "F"
-    """Ablation preset A-F applied on top of the sections (see ``VARIANTS``)."""
+    """Ablation preset applied on top of the sections: A-F or a leave-one-out variant (see ``VARIANTS``)."""
     steps: int = 600
     """Optimisation steps."""
     resolution: int = 512
@@ -275,7 +285,7 @@ class TrainConfig(Section):
     """Hand loss components to the callback every N steps (each one costs a host-device sync)."""
 
     def validate(self) -> None:
-        _check(self.variant in VARIANTS, "train", "variant", "one of A | B | C | D | E | F", self.variant)
+        _check(self.variant in VARIANTS, "train", "variant", f"one of {' | '.join(VARIANTS)}", self.variant)
         for name in ("steps", "resolution", "batch_size", "num_class_images", "log_every"):
             _check(getattr(self, name) > 0, "train", name, "an integer > 0", getattr(self, name))
         for name in ("checkpointing_steps", "validation_steps", "checkpoints_total_limit"):

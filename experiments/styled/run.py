@@ -11,6 +11,8 @@ command line a user would type), run in --jobs worker processes so the libraries
     .venv/bin/python experiments/styled/run.py --out experiments/styled/runs          # 19 min on 2 cores
     .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --style pencil   # a high-frequency style
     .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --variants A C D F   # the ladder
+    .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --tag loo \
+        --variants A F A_MGDP D F_noFDTE F_noRRA F@grey     # leave-one-out, masking alone, the grey reference
     .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --summarise      # the summary again
 
 The summary (summary-STYLE.md, summary-STYLE.json) gives, per variant and prompt set, each world metric with its 95 %
@@ -65,19 +67,34 @@ def prepare(out: Path, identity: str, style: str) -> None:
               "--work-dir", str(out / "prior-work" / identity)])  # fmt: skip
 
 
+# An arm that reuses a variant's concepts and only samples differently: "F@grey" is F generated with the reference
+# photo's background replaced by grey (docs/method.md, Inference), against F's reference as photographed.
+ARMS = {"grey": ["-S", "generate.reference_background=grey"]}
+
+# Paired contrasts beyond "every variant against A", each (later, earlier) where both ran: the ladder's rungs, the
+# leave-one-out variants against F (what removing one component from the full method does), the reference arm.
+CONTRASTS = (
+    ("B", "A"), ("C", "B"), ("D", "C"), ("E", "D"), ("F", "D"),
+    ("F", "F_noFDTE"), ("F", "F_noRRA"), ("F@grey", "F"),
+)  # fmt: skip
+
+
 def concept(out: Path, identity: str, style: str, variant: str, seed: int) -> str:
-    """Train, sample and evaluate one (identity, style, variant, training seed); skips what is already done."""
+    """Train, sample and evaluate one (identity, style, variant, training seed); skips what is already done. A
+    variant ``V@ARM`` samples V's concept with the arm's overrides (``ARMS``) and trains nothing."""
     subject = out / "subjects" / f"{identity}-{style}"
     root = out / f"{identity}-{style}"
     run = root / f"{variant}-seed{seed}"
-    if not (run / "concept" / "concept.json").is_file():
+    trained, _, arm = variant.partition("@")
+    weights = root / f"{trained}-seed{seed}" / "concept"
+    if not arm and not (weights / "concept.json").is_file():
         _cli(["train", *_common(), "-S", f"train.variant={variant}", "-S", f"train.seed={seed}",
               "--subject-dir", str(subject), "--class", identity, "--masks", str(root / "masks"),
               "--augment", str(root / "augment"), "--bands", str(root / "bands"),
               "--prior", str(out / "prior" / identity),
-              "--out", str(run / "concept"), "--work-dir", str(run / "concept-work")])  # fmt: skip
+              "--out", str(weights), "--work-dir", str(run / "concept-work")])  # fmt: skip
     if not (run / "samples" / "index.json").is_file():
-        _cli(["generate", *_common(), "--concept", str(run / "concept"),
+        _cli(["generate", *_common(), *ARMS.get(arm, []), "--concept", str(weights),
               "--prompts", f"unstylized={PROMPTS / 'world_unstylized.txt'}",
               "--prompts", f"stylized={PROMPTS / 'world_stylized.txt'}", "--out", str(run / "samples")])  # fmt: skip
     if not (run / "evaluation.json").is_file():
@@ -96,7 +113,7 @@ def _values(run: Path) -> dict[str, dict[str, dict[str, float]]]:
     return found
 
 
-def summarise(out: Path, style: str, seeds: list[int], variants: list[str]) -> str:
+def summarise(out: Path, style: str, seeds: list[int], variants: list[str], tag: str = "") -> str:
     from eqdiff.evaluation.intervals import bootstrap, holm, paired_difference
 
     data: dict = {}  # variant -> set -> metric -> identity -> [per-seed {file: value}]
@@ -126,10 +143,10 @@ def summarise(out: Path, style: str, seeds: list[int], variants: list[str]) -> s
                 )
                 cells.append("—" if found is None else f"{found.value:.2f} [{found.low:.2f}, {found.high:.2f}]")
             lines.append(f"| {variant} | {prompt_set} | " + " | ".join(cells) + " |")
-    # Paired differences: every variant against A (Holm across them, per prompt set and metric), then each rung of
-    # the ladder against the one before it in the order given (what each added component does).
+    # Paired differences: every variant against A (Holm across them, per prompt set and metric), then the
+    # CONTRASTS that ran (what each component adds on the ladder, or takes away from F).
     pairs = [(v, variants[0]) for v in variants[1:]]
-    pairs += [(b, a) for a, b in zip(variants[1:], variants[2:], strict=False)]
+    pairs += [(b, a) for b, a in CONTRASTS if {a, b} <= set(variants) and (b, a) not in pairs]
     lines += ["", "| difference | prompt set | metric | value | 95 % interval | p | p (Holm) |"]
     lines.append("|---|---|---|---:|---|---:|---:|")
     for prompt_set in ("unstylized", "stylized"):
@@ -165,8 +182,9 @@ def summarise(out: Path, style: str, seeds: list[int], variants: list[str]) -> s
             cells.append(" / ".join(leaks))
         lines.append(f"| {identity} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
-    (out / f"summary-{style}.md").write_text(text)
-    (out / f"summary-{style}.json").write_text(json.dumps(record, indent=1) + "\n")
+    name = f"summary-{style}{'-' + tag if tag else ''}"
+    (out / f"{name}.md").write_text(text)
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     return text
 
 
@@ -175,21 +193,27 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--style", default="watercolor")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=["A", "F"], help="A first; a ladder in order (A C D F)")
+    parser.add_argument(
+        "--variants", nargs="+", default=["A", "F"],
+        help="A first; the ladder (A C D F), leave-one-out variants (D F_noFDTE F_noRRA), A_MGDP, arms (F@grey)",
+    )  # fmt: skip
+    parser.add_argument("--tag", default="", help="summary-STYLE-TAG.md: a summary beside the earlier ones")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--summarise", action="store_true")
     args = parser.parse_args()
     out = args.out.resolve()
     if args.summarise:
-        print(summarise(out, args.style, args.seeds, args.variants), end="")
+        print(summarise(out, args.style, args.seeds, args.variants, args.tag), end="")
         return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per worker: the workers fill the cores
     with ProcessPoolExecutor(args.jobs) as pool:
         list(pool.map(prepare, [out] * len(IDENTITIES), IDENTITIES, [args.style] * len(IDENTITIES)))
-        jobs = [(i, v, s) for s in args.seeds for i in IDENTITIES for v in args.variants]
-        for done in pool.map(concept, *zip(*[(out, i, args.style, v, s) for i, v, s in jobs], strict=True)):
-            print("done", done, flush=True)
-    print(summarise(out, args.style, args.seeds, args.variants), end="")
+        # Trained variants first, then the arms that sample their concepts.
+        for phase in ([v for v in args.variants if "@" not in v], [v for v in args.variants if "@" in v]):
+            jobs = [(out, i, args.style, v, s) for s in args.seeds for i in IDENTITIES for v in phase]
+            for done in pool.map(concept, *zip(*jobs, strict=True)) if jobs else ():
+                print("done", done, flush=True)
+    print(summarise(out, args.style, args.seeds, args.variants, args.tag), end="")
     return 0
 
 

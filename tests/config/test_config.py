@@ -54,6 +54,16 @@ def test_variant_ladder_matches_the_ablation():
     assert get["B"].losses.reference_attention == 0 and get["C"].losses.reference_attention == 0.1
     assert not get["C"].fdte.enabled and get["D"].fdte.enabled
     assert [get[v].mgdp.mode for v in "DEF"] == ["off", "masked_loss", "mgdp"]
+    # Beside the ladder: each differs from its anchor (A or F) in exactly one component's settings.
+    differs = {
+        ("A_MGDP", "A"): {"mgdp.mode"},
+        ("F_noFDTE", "F"): {"fdte.enabled"},
+        ("F_noRRA", "F"): {"rra.enabled", "losses.reference_attention", "losses.cross_attention"},
+    }
+    for (variant, anchor), keys in differs.items():
+        flat = {v: {f"{s}.{k}": x for s, d in get[v].to_dict().items() for k, x in d.items() if k != "variant"}
+                for v in (variant, anchor)}  # fmt: skip
+        assert {k for k in flat[anchor] if flat[anchor][k] != flat[variant][k]} == keys, variant
 
 
 def test_overrides_and_yaml_round_trip(tmp_path):

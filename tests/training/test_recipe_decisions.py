@@ -275,14 +275,15 @@ def test_loss_components_their_weights_and_the_mean_over_instance_rows(full):
     torch.testing.assert_close(losses["total"], total, rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize("variant", ["A", "E"])
+@pytest.mark.parametrize("variant", ["A", "E", "A_MGDP"])
 def test_ablation_variants_feed_the_step_what_their_row_says(variant, subject_dir, tmp_path):
     # A: no RRA pass, one learned vector S in every instance row, plain noising, all-ones loss mask (C × MSE).
     # E: composition off but the masked loss kept (the MDL ablation).
+    # A_MGDP: A's single pass and single vector, with MGDP's composed input and masked loss.
     recipe = make_recipe(subject_dir, tmp_path, variant)
     batch, calls, losses = run_step(recipe, 0)
     assert [c["mode"] for c in calls] == (
-        [rra.BankMode.OFF] if variant == "A" else [rra.BankMode.WRITE, rra.BankMode.READ]
+        [rra.BankMode.OFF] if variant.startswith("A") else [rra.BankMode.WRITE, rra.BankMode.READ]
     )
     main = calls[-1]
     expected, loss_mask = expected_main_inputs(recipe, batch)
@@ -292,10 +293,12 @@ def test_ablation_variants_feed_the_step_what_their_row_says(variant, subject_di
     error = (main["pred"][inst] - batch.noise[inst]) ** 2
     instance = ((error * loss_mask).sum(dim=(1, 2, 3)) / loss_mask.sum(dim=(1, 2, 3))).mean()
     torch.testing.assert_close(losses["instance"], instance, rtol=1e-5, atol=1e-7)
-    if variant == "A":
+    if variant.startswith("A"):
         assert recipe.embeddings.frequency_embeddings.shape[0] == 1
         assert float(losses["reference_attention"]) == 0 and float(losses["cross_attention"]) == 0
-    else:
+    if variant == "A_MGDP":  # the mask reaches the loss and (the sample matched above) composes the input
+        assert bool((loss_mask < 1).any()) and recipe.config.mgdp.mode == "mgdp"
+    elif variant == "E":
         assert bool((loss_mask < 1).any())  # the loss is masked ...
         plain = recipe.components.noise_scheduler.add_noise  # ... and the input is not composed
         assert not torch.equal(main["sample"][inst], plain(expected[inst], batch.noise[inst], batch.timesteps[inst]))
