@@ -69,7 +69,7 @@ def read_subjects(params: dict[str, Any]) -> list[SubjectSpec]:
 
 
 def read_variants(params: dict[str, Any]) -> list[str]:
-    """``variants``: ablation presets A-F, default ``[F]``."""
+    """``variants``: ablation presets (``config.VARIANTS``: A-F and the leave-one-out ones), default ``[F]``."""
     variants = params.get("variants", ["F"])
     if not isinstance(variants, list) or not variants or any(v not in VARIANTS for v in variants):
         raise ConfigError(f"variants: expected a non-empty list of {' | '.join(VARIANTS)}, got {variants!r}")
