@@ -13,6 +13,7 @@ command line a user would type), run in --jobs worker processes so the libraries
     .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --variants A C D F   # the ladder
     .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --tag loo \
         --variants A F A_MGDP D F_noFDTE F_noRRA F@grey     # leave-one-out, masking alone, the grey reference
+    .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --steps 125 --tag steps125   # sensitivity
     .venv/bin/python experiments/styled/run.py --out experiments/styled/runs --summarise      # the summary again
 
 The summary (summary-STYLE.md, summary-STYLE.json) gives, per variant and prompt set, each world metric with its 95 %
@@ -79,16 +80,25 @@ CONTRASTS = (
 )  # fmt: skip
 
 
-def concept(out: Path, identity: str, style: str, variant: str, seed: int) -> str:
+def run_dir(out: Path, identity: str, style: str, variant: str, seed: int, steps: int | None = None) -> Path:
+    """One (identity, style, variant, training seed)'s folder; runs at another number of training steps than the
+    params' (the sensitivity check) in a ``steps<N>`` folder of their own, beside the shared photos and bands."""
+    root = out / f"{identity}-{style}"
+    return (root / f"steps{steps}" if steps else root) / f"{variant}-seed{seed}"
+
+
+def concept(out: Path, identity: str, style: str, variant: str, seed: int, steps: int | None = None) -> str:
     """Train, sample and evaluate one (identity, style, variant, training seed); skips what is already done. A
-    variant ``V@ARM`` samples V's concept with the arm's overrides (``ARMS``) and trains nothing."""
+    variant ``V@ARM`` samples V's concept with the arm's overrides (``ARMS``) and trains nothing; ``steps``
+    overrides ``train.steps``."""
     subject = out / "subjects" / f"{identity}-{style}"
     root = out / f"{identity}-{style}"
-    run = root / f"{variant}-seed{seed}"
+    run = run_dir(out, identity, style, variant, seed, steps)
     trained, _, arm = variant.partition("@")
-    weights = root / f"{trained}-seed{seed}" / "concept"
+    weights = run_dir(out, identity, style, trained, seed, steps) / "concept"
     if not arm and not (weights / "concept.json").is_file():
         _cli(["train", *_common(), "-S", f"train.variant={variant}", "-S", f"train.seed={seed}",
+              *(["-S", f"train.steps={steps}"] if steps else []),
               "--subject-dir", str(subject), "--class", identity, "--masks", str(root / "masks"),
               "--augment", str(root / "augment"), "--bands", str(root / "bands"),
               "--prior", str(out / "prior" / identity),
@@ -113,26 +123,30 @@ def _values(run: Path) -> dict[str, dict[str, dict[str, float]]]:
     return found
 
 
-def summarise(out: Path, style: str, seeds: list[int], variants: list[str], tag: str = "") -> str:
+def summarise(
+    out: Path, style: str, seeds: list[int], variants: list[str], tag: str = "", steps: int | None = None
+) -> str:
     from eqdiff.evaluation.intervals import bootstrap, holm, paired_difference
 
     data: dict = {}  # variant -> set -> metric -> identity -> [per-seed {file: value}]
     for identity in IDENTITIES:
         for variant in variants:
             for seed in seeds:
-                run = out / f"{identity}-{style}" / f"{variant}-seed{seed}"
-                for prompt_set, metrics in _values(run).items():
+                for prompt_set, metrics in _values(run_dir(out, identity, style, variant, seed, steps)).items():
                     for metric, values in metrics.items():
                         runs = data.setdefault(variant, {}).setdefault(prompt_set, {}).setdefault(metric, {})
                         runs.setdefault(identity, []).append(values)
     lines = [
-        f"Photos in {style}; identities {', '.join(IDENTITIES)}; training seeds {seeds}; 95 % intervals resample",
+        f"Photos in {style}; identities {', '.join(IDENTITIES)}; training seeds {seeds}"
+        + (f"; {steps} training steps" if steps else "")
+        + "; 95 % intervals resample",
         "identities, then seeds, then images.",
         "",
         "| variant | prompt set | " + " | ".join(METRICS) + " |",
         "|---|---|" + "---|" * len(METRICS),
     ]
-    record: dict = {"style": style, "seeds": seeds, "identities": IDENTITIES, "variants": {}, "differences": {}}
+    record: dict = {"style": style, "seeds": seeds, "identities": IDENTITIES, "steps": steps, "variants": {}}
+    record["differences"] = {}
     for variant in variants:
         for prompt_set in ("unstylized", "stylized"):
             cells = []
@@ -198,22 +212,23 @@ def main() -> int:
         help="A first; the ladder (A C D F), leave-one-out variants (D F_noFDTE F_noRRA), A_MGDP, arms (F@grey)",
     )  # fmt: skip
     parser.add_argument("--tag", default="", help="summary-STYLE-TAG.md: a summary beside the earlier ones")
+    parser.add_argument("--steps", type=int, help="train.steps for a sensitivity check (runs in steps<N>/ folders)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--summarise", action="store_true")
     args = parser.parse_args()
     out = args.out.resolve()
     if args.summarise:
-        print(summarise(out, args.style, args.seeds, args.variants, args.tag), end="")
+        print(summarise(out, args.style, args.seeds, args.variants, args.tag, args.steps), end="")
         return 0
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per worker: the workers fill the cores
     with ProcessPoolExecutor(args.jobs) as pool:
         list(pool.map(prepare, [out] * len(IDENTITIES), IDENTITIES, [args.style] * len(IDENTITIES)))
         # Trained variants first, then the arms that sample their concepts.
         for phase in ([v for v in args.variants if "@" not in v], [v for v in args.variants if "@" in v]):
-            jobs = [(out, i, args.style, v, s) for s in args.seeds for i in IDENTITIES for v in phase]
+            jobs = [(out, i, args.style, v, s, args.steps) for s in args.seeds for i in IDENTITIES for v in phase]
             for done in pool.map(concept, *zip(*jobs, strict=True)) if jobs else ():
-                print("done", done, flush=True)
-    print(summarise(out, args.style, args.seeds, args.variants, args.tag), end="")
+                print("\ndone", done, flush=True)
+    print(summarise(out, args.style, args.seeds, args.variants, args.tag, args.steps), end="")
     return 0
 
 
