@@ -209,8 +209,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "D": {"mgdp.mode": "off"},
     "E": {"mgdp.mode": "masked_loss"},
     "F": {},
-    # Leave-one-out and masking alone (docs/method.md, Ablation variants): what each component does when the others
-    # are there, and whether masking earns credit that the ladder's order would give to FDTE.
+    # Leave-one-out and masking alone (docs/method.md, "Ablation variants beside the ladder"): what each component
+    # does when the others are there, and whether masking earns credit that the ladder's order would give to FDTE.
     "A_MGDP": {
         "rra.enabled": False,
         "losses.reference_attention": 0.0,
@@ -220,9 +220,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "F_noFDTE": {"fdte.enabled": False},
     "F_noRRA": {"rra.enabled": False, "losses.reference_attention": 0.0, "losses.cross_attention": 0.0},
 }
-"""Ablation presets (docs/method.md, Ablation variants). The paper's ladder A-F: A = Custom Diffusion, B = +RRA,
-C = +L_ra (and the official L_ca), D = +FDTE, E = D + MDL, F = D + MGDP (the full method). Beside it: A_MGDP = A +
-MGDP, F_noFDTE = F without FDTE, F_noRRA = F without RRA and the two attention losses that read it."""
+"""Ablation presets (docs/method.md, "Other choices": the variant ladder and "Ablation variants beside the ladder").
+The paper's ladder A-F: A = Custom Diffusion, B = +RRA, C = +L_ra (and the official L_ca), D = +FDTE, E = D + MDL,
+F = D + MGDP (the full method). Beside it: A_MGDP = A + MGDP, F_noFDTE = F without FDTE, F_noRRA = F without RRA and
+the two attention losses that read it."""
 
 
 @dataclass(frozen=True)
