@@ -15,7 +15,6 @@ from eqdiff.config.base import (
 )
 from eqdiff.config.method import (
     METHOD_SECTIONS,
-    VARIANTS,
     BandColour,
     BandOutput,
     ConceptConfig,
@@ -46,6 +45,7 @@ from eqdiff.config.stages import (
     OrchestrationConfig,
     PriorConfig,
 )
+from eqdiff.config.variants import VARIANTS
 
 __all__ = [
     "METHOD_SECTIONS",
